@@ -1,0 +1,129 @@
+//! The command line as typed ([`LowArgs`], parsed by clap) and as the commands use it
+//! ([`HiArgs`]: paths resolved, the store opened, colour decided). Nothing here does any work.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::plan::PlanOptions;
+use crate::report::TableFormat;
+use crate::store::RunStore;
+
+const AFTER_HELP: &str = "\
+Examples:
+  bertlab plan experiments/tweets-sentiment.toml
+  bertlab plan experiments/*.toml --format json
+  bertlab --runs /data/runs show 3f2a9c
+
+Exit status: 0 success, 1 the work ran but did not all succeed, 2 an error (bad arguments,
+an invalid experiment file, a missing file).";
+
+/// The arguments as typed.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bertlab",
+    version,
+    about = "Turn labelled text into the best BERT text classifier you can get, reproducibly.",
+    after_help = AFTER_HELP
+)]
+pub struct LowArgs {
+    /// The run store: one directory per run.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTLAB_RUNS",
+        value_name = "DIR",
+        default_value = "runs"
+    )]
+    pub runs: PathBuf,
+
+    #[command(subcommand)]
+    pub command: LowCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LowCommand {
+    /// List the runs experiment files define, with their hashes and status in the store.
+    #[command(
+        after_help = "Example:\n  bertlab plan experiments/tweets-sentiment.toml --format csv > plan.csv"
+    )]
+    Plan(PlanArgs),
+    /// Show one run's status and spec.
+    #[command(
+        after_help = "Example:\n  bertlab show 3f2a9c0d   (any unique prefix of 4 or more digits)"
+    )]
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Experiment files (TOML).
+    #[arg(required = true, value_name = "EXPERIMENT.toml")]
+    pub experiments: Vec<PathBuf>,
+
+    /// Output format: an aligned table, or JSON / CSV for scripts (with 64-digit hashes).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: TableFormat,
+
+    /// Refuse grids with more runs than this.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A run hash, or any unique prefix of it (4 digits or more).
+    #[arg(value_name = "HASH")]
+    pub hash: String,
+}
+
+/// The settings the commands run with.
+#[derive(Debug)]
+pub struct HiArgs {
+    pub store: RunStore,
+    /// Colour on stderr: a terminal, and `NO_COLOR` unset.
+    pub color_stderr: bool,
+    pub command: HiCommand,
+}
+
+#[derive(Debug)]
+pub enum HiCommand {
+    Plan {
+        experiments: Vec<PathBuf>,
+        format: TableFormat,
+        options: PlanOptions,
+    },
+    Show {
+        hash_prefix: String,
+    },
+}
+
+/// Whether to colour what goes to stderr: only for a terminal, and never when `NO_COLOR` is set
+/// to anything non-empty (<https://no-color.org>).
+pub fn stderr_wants_color() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
+impl HiArgs {
+    pub fn from_low(low: LowArgs) -> HiArgs {
+        let command = match low.command {
+            LowCommand::Plan(args) => HiCommand::Plan {
+                experiments: args.experiments,
+                format: args.format,
+                options: PlanOptions {
+                    max_runs: args.max_runs,
+                },
+            },
+            LowCommand::Show(args) => HiCommand::Show {
+                hash_prefix: args.hash,
+            },
+        };
+        HiArgs {
+            store: RunStore::new(low.runs),
+            color_stderr: stderr_wants_color(),
+            command,
+        }
+    }
+}

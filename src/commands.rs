@@ -1,0 +1,143 @@
+//! What each command does with resolved arguments: calls into the pipeline and writes data to
+//! stdout, progress and warnings to stderr. Errors are returned, and printed once by `main`.
+
+use std::io::Write;
+
+use crate::cli::{HiArgs, HiCommand};
+use crate::diagnostics::{Severity, render_problems};
+use crate::fingerprint::{Fingerprinter, default_cache_path};
+use crate::plan::{self, Plan, PlanOptions};
+use crate::report::{self, PlanRow, TableFormat};
+use crate::store::RunStore;
+
+/// How a command ended, for the exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for was done.
+    Success,
+    /// The work ran, but not all of it succeeded.
+    Failure,
+}
+
+pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
+    match args.command {
+        HiCommand::Plan {
+            experiments,
+            format,
+            options,
+        } => plan_command(
+            &args.store,
+            &experiments,
+            format,
+            &options,
+            args.color_stderr,
+        ),
+        HiCommand::Show { hash_prefix } => show_command(&args.store, &hash_prefix),
+    }
+}
+
+/// Plans with the user's fingerprint cache; a cache that cannot be written only costs time.
+pub fn make_plan(
+    experiments: &[std::path::PathBuf],
+    options: &PlanOptions,
+    color: bool,
+) -> anyhow::Result<Plan> {
+    let mut fingerprinter = Fingerprinter::new(default_cache_path());
+    let plan = plan::plan(experiments, options, &mut fingerprinter)?;
+    if let Err(error) = fingerprinter.save() {
+        eprintln!("warning: could not save the fingerprint cache: {error:#}");
+    }
+    let mut stderr = std::io::stderr().lock();
+    for experiment in &plan.experiments {
+        if !experiment.warnings.is_empty() {
+            let text = render_problems(
+                &experiment.source,
+                &experiment.warnings,
+                Severity::Warning,
+                color,
+            );
+            let _ = stderr.write_all(text.as_bytes());
+        }
+    }
+    if plan.merged_points > 0 {
+        let _ = writeln!(
+            stderr,
+            "note: {} grid point{} resolved to the same settings as an earlier one and {} planned once",
+            plan.merged_points,
+            if plan.merged_points == 1 { "" } else { "s" },
+            if plan.merged_points == 1 { "is" } else { "are" },
+        );
+    }
+    Ok(plan)
+}
+
+fn plan_command(
+    store: &RunStore,
+    experiments: &[std::path::PathBuf],
+    format: TableFormat,
+    options: &PlanOptions,
+    color: bool,
+) -> anyhow::Result<Outcome> {
+    let plan = make_plan(experiments, options, color)?;
+    let keys = plan.varying_keys();
+    let columns: Vec<String> = keys.iter().map(|key| key.column_name()).collect();
+    let mut rows = Vec::with_capacity(plan.runs.len());
+    for (index, run) in plan.runs.iter().enumerate() {
+        rows.push(PlanRow {
+            index: index + 1,
+            experiment: plan.experiments[run.experiment].name.clone(),
+            hash: run.hash.clone(),
+            status: store.status(&run.hash)?,
+            parameters: keys.iter().map(|key| run.value(key).cloned()).collect(),
+        });
+    }
+    let show_experiment = plan.experiments.len() > 1;
+    let summary = report::plan_summary(&rows);
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        TableFormat::Table => {
+            stdout.write_all(report::plan_table(&columns, &rows, show_experiment).as_bytes())?;
+            writeln!(stdout, "{summary}")?;
+        }
+        TableFormat::Json => {
+            stdout.write_all(report::plan_json(&columns, &rows).as_bytes())?;
+            eprintln!("{summary}");
+        }
+        TableFormat::Csv => {
+            stdout.write_all(&report::plan_csv(&columns, &rows))?;
+            eprintln!("{summary}");
+        }
+    }
+    stdout.flush()?;
+    Ok(Outcome::Success)
+}
+
+fn show_command(store: &RunStore, hash_prefix: &str) -> anyhow::Result<Outcome> {
+    let hash = store.resolve(hash_prefix)?;
+    let status = store.status(&hash)?;
+    let record = store.record(&hash)?;
+    let spec: serde_json::Value = serde_json::from_slice(&store.spec_bytes(&hash)?)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "run        {hash}")?;
+    writeln!(
+        stdout,
+        "directory  {}",
+        store.run_directory(&hash).display()
+    )?;
+    writeln!(stdout, "status     {status}")?;
+    if let Some(record) = &record {
+        writeln!(
+            stdout,
+            "updated    {}",
+            record
+                .updated_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )?;
+        if let Some(error) = &record.error {
+            writeln!(stdout, "error      {error}")?;
+        }
+    }
+    writeln!(stdout, "spec")?;
+    writeln!(stdout, "{}", serde_json::to_string_pretty(&spec)?)?;
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,329 @@
+//! The keys of the experiment file, format version 1: for each key its section, type, allowed range,
+//! default, whether `[grid]` may sweep it, and a one-line meaning.
+//!
+//! This table is the single source of truth: the parser checks types and ranges against it, the
+//! resolver fills defaults from it, and a test checks that `docs/experiment-file.md` documents every
+//! key it lists. Cross-key rules (fractions that must add up to less than 1, `max_length` against the
+//! model) live in `experiment::resolve`.
+
+use std::fmt;
+
+/// The tables of an experiment file. `Top` holds the keys outside any table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Section {
+    Top,
+    Data,
+    Labels,
+    Model,
+    Train,
+    Grid,
+}
+
+impl Section {
+    pub const TABLES: [Section; 5] = [
+        Section::Data,
+        Section::Labels,
+        Section::Model,
+        Section::Train,
+        Section::Grid,
+    ];
+
+    /// The table's name as written in the file (`data` for `[data]`); empty for the top level.
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Top => "",
+            Section::Data => "data",
+            Section::Labels => "labels",
+            Section::Model => "model",
+            Section::Train => "train",
+            Section::Grid => "grid",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Section> {
+        Section::TABLES
+            .into_iter()
+            .find(|section| section.name() == name)
+    }
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Section::Top => f.write_str("the top level"),
+            other => write!(f, "[{}]", other.name()),
+        }
+    }
+}
+
+/// What a key's value may be.
+#[derive(Clone, Copy, Debug)]
+pub enum ValueKind {
+    /// Any string.
+    Text,
+    /// An experiment name: `[a-z0-9][a-z0-9._-]*`.
+    Name,
+    /// A path, relative to the folder of the experiment file.
+    Path,
+    /// One of a fixed set of strings.
+    Choice(&'static [&'static str]),
+    /// `"auto"`, `"cpu"`, `"cuda"` or `"cuda:N"`.
+    Device,
+    Bool,
+    /// An integer in `min..=max`.
+    Integer {
+        min: i64,
+        max: i64,
+    },
+    /// A finite float within the bounds; an integer literal is accepted too.
+    Float {
+        min: Bound,
+        max: Bound,
+    },
+}
+
+/// One end of a float range.
+#[derive(Clone, Copy, Debug)]
+pub enum Bound {
+    Unbounded,
+    Inclusive(f64),
+    Exclusive(f64),
+}
+
+/// The value a key takes when the file does not set it.
+#[derive(Clone, Copy, Debug)]
+pub enum Default {
+    /// The file must set the key.
+    Required,
+    /// The key is optional and has no value when absent.
+    Absent,
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+    Text(&'static str),
+    /// Read from the model directory's `config.json` (see `experiment::resolve`).
+    FromModel(&'static str),
+}
+
+/// One key of the experiment file.
+#[derive(Debug)]
+pub struct Key {
+    pub section: Section,
+    pub name: &'static str,
+    pub kind: ValueKind,
+    pub default: Default,
+    /// Whether `[grid]` may sweep this key.
+    pub gridded: bool,
+    /// Whether the key takes part in the run hash (directly, or through the file it names).
+    pub hashed: bool,
+    pub meaning: &'static str,
+}
+
+impl Key {
+    /// `train.learning_rate`; top-level keys have no prefix (`name`).
+    pub fn full_name(&self) -> String {
+        match self.section {
+            Section::Top => self.name.to_string(),
+            section => format!("{}.{}", section.name(), self.name),
+        }
+    }
+
+    /// How the key is shown in tables: `learning_rate` for `[train]` keys, `model.path` otherwise.
+    pub fn column_name(&self) -> String {
+        match self.section {
+            Section::Train | Section::Top => self.name.to_string(),
+            _ => self.full_name(),
+        }
+    }
+}
+
+pub const ENCODINGS: &[&str] = &["utf8", "utf8-lossy"];
+pub const UNKNOWN_LABEL_POLICIES: &[&str] = &["error", "drop"];
+pub const DATA_FORMATS: &[&str] = &["csv", "tsv", "parquet", "jsonl"];
+pub const CONFLICTING_LABEL_POLICIES: &[&str] = &["drop", "majority"];
+pub const SELECTION_METRICS: &[&str] = &["macro_f1", "accuracy", "loss"];
+pub const CLASS_WEIGHTS: &[&str] = &["none", "balanced"];
+pub const PRECISIONS: &[&str] = &["fp32", "bf16"];
+
+const FRACTION: ValueKind = ValueKind::Float {
+    min: Bound::Inclusive(0.0),
+    max: Bound::Exclusive(1.0),
+};
+const PROBABILITY: ValueKind = FRACTION;
+const SEED: ValueKind = ValueKind::Integer {
+    min: 0,
+    max: i64::MAX,
+};
+
+macro_rules! key {
+    ($section:ident, $name:literal, $kind:expr, $default:expr, grid: $grid:literal, hashed: $hashed:literal, $meaning:literal) => {
+        Key {
+            section: Section::$section,
+            name: $name,
+            kind: $kind,
+            default: $default,
+            gridded: $grid,
+            hashed: $hashed,
+            meaning: $meaning,
+        }
+    };
+}
+
+/// Every key of format version 1 except the tables `[labels]`, `[grid]` and `[[data.filter]]`,
+/// whose shapes are free-form and checked by the parser.
+pub static KEYS: &[Key] = &[
+    key!(Top, "name", ValueKind::Name, Default::Required, grid: false, hashed: false,
+        "The experiment's name, shown in plans and results."),
+    key!(Top, "description", ValueKind::Text, Default::Absent, grid: false, hashed: false,
+        "Free text for people."),
+    key!(Data, "train", ValueKind::Path, Default::Required, grid: true, hashed: true,
+        "The training data file (.csv .tsv .parquet .jsonl); its bytes are hashed."),
+    key!(Data, "validation", ValueKind::Path, Default::Absent, grid: true, hashed: true,
+        "A separate validation file; when absent, validation rows are split from `train`."),
+    key!(Data, "test", ValueKind::Path, Default::Absent, grid: true, hashed: true,
+        "A separate test file; when absent, `test_fraction` of `train` is held out."),
+    key!(Data, "format", ValueKind::Choice(DATA_FORMATS), Default::Absent, grid: false, hashed: true,
+        "The format of every data file; when absent, taken from each file's extension."),
+    key!(Data, "text_column", ValueKind::Text, Default::Text("text"), grid: true, hashed: true,
+        "The column holding the text to classify."),
+    key!(Data, "label_column", ValueKind::Text, Default::Text("label"), grid: true, hashed: true,
+        "The column holding the raw label."),
+    key!(Data, "encoding", ValueKind::Choice(ENCODINGS), Default::Text("utf8"), grid: true, hashed: true,
+        "`utf8`: invalid UTF-8 is an error; `utf8-lossy`: invalid bytes become U+FFFD and are counted."),
+    key!(Data, "drop_empty", ValueKind::Bool, Default::Bool(true), grid: true, hashed: true,
+        "Drop rows whose text is empty after stripping whitespace."),
+    key!(Data, "drop_duplicates", ValueKind::Bool, Default::Bool(true), grid: true, hashed: true,
+        "Drop rows that repeat an earlier row's text and label."),
+    key!(Data, "conflicting_labels", ValueKind::Choice(CONFLICTING_LABEL_POLICIES), Default::Text("drop"), grid: true, hashed: true,
+        "The same text with different labels: `drop` every such row, or keep the `majority` label (ties: drop)."),
+    key!(Data, "unknown_labels", ValueKind::Choice(UNKNOWN_LABEL_POLICIES), Default::Text("error"), grid: true, hashed: true,
+        "Rows whose label is not in `[labels]`: `error` lists them, `drop` drops and counts them."),
+    key!(Data, "validation_fraction", FRACTION, Default::Float(0.1), grid: true, hashed: true,
+        "Share of `train` held out for validation when there is no `validation` file; must be above 0 then."),
+    key!(Data, "test_fraction", FRACTION, Default::Float(0.0), grid: true, hashed: true,
+        "Share of `train` held out for testing when there is no `test` file."),
+    key!(Data, "split_seed", SEED, Default::Integer(0), grid: true, hashed: true,
+        "Seed of the train/validation/test split."),
+    key!(Data, "stratify", ValueKind::Bool, Default::Bool(true), grid: true, hashed: true,
+        "Split each class in the same proportions."),
+    key!(Model, "path", ValueKind::Path, Default::Required, grid: true, hashed: true,
+        "A Hugging Face model directory (config.json, tokenizer, weights); its files are hashed, not its path."),
+    key!(Model, "classifier_dropout", PROBABILITY, Default::FromModel("classifier_dropout, else hidden_dropout_prob"), grid: true, hashed: true,
+        "Dropout on the classifier's input, as transformers' BertForSequenceClassification."),
+    key!(Model, "hidden_dropout", PROBABILITY, Default::FromModel("hidden_dropout_prob"), grid: true, hashed: true,
+        "Dropout on embeddings and on every encoder sub-layer's output."),
+    key!(Model, "attention_dropout", PROBABILITY, Default::FromModel("attention_probs_dropout_prob"), grid: true, hashed: true,
+        "Dropout on attention probabilities."),
+    key!(Train, "max_length", ValueKind::Integer { min: 3, max: 1_000_000 }, Default::Integer(128), grid: true, hashed: true,
+        "Tokens per text, [CLS] and [SEP] included; longer texts are truncated. At most the model's max_position_embeddings."),
+    key!(Train, "batch_size", ValueKind::Integer { min: 1, max: 1_000_000 }, Default::Integer(16), grid: true, hashed: true,
+        "Texts per forward pass."),
+    key!(Train, "learning_rate", ValueKind::Float { min: Bound::Exclusive(0.0), max: Bound::Inclusive(1.0) }, Default::Float(2e-5), grid: true, hashed: true,
+        "Peak learning rate of AdamW."),
+    key!(Train, "epochs", ValueKind::Integer { min: 1, max: 100_000 }, Default::Integer(3), grid: true, hashed: true,
+        "Passes over the training split."),
+    key!(Train, "weight_decay", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Inclusive(1.0) }, Default::Float(0.01), grid: true, hashed: true,
+        "Decoupled weight decay; never applied to biases and LayerNorm weights."),
+    key!(Train, "warmup_ratio", FRACTION, Default::Float(0.0), grid: true, hashed: true,
+        "Share of the optimizer steps spent warming the learning rate up linearly; it then decays linearly to 0."),
+    key!(Train, "max_grad_norm", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Unbounded }, Default::Float(1.0), grid: true, hashed: true,
+        "Clip the global gradient norm to this value; 0 turns clipping off."),
+    key!(Train, "gradient_accumulation", ValueKind::Integer { min: 1, max: 100_000 }, Default::Integer(1), grid: true, hashed: true,
+        "Batches whose gradients are summed before each optimizer step."),
+    key!(Train, "early_stopping_patience", ValueKind::Integer { min: 0, max: 100_000 }, Default::Integer(0), grid: true, hashed: true,
+        "Stop after this many epochs without improvement of `selection_metric`; 0 turns early stopping off."),
+    key!(Train, "selection_metric", ValueKind::Choice(SELECTION_METRICS), Default::Text("macro_f1"), grid: true, hashed: true,
+        "The validation metric that picks the epoch a run keeps."),
+    key!(Train, "class_weights", ValueKind::Choice(CLASS_WEIGHTS), Default::Text("none"), grid: true, hashed: true,
+        "`balanced` weighs each class's loss by n_samples / (n_classes * class_count)."),
+    key!(Train, "length_bucketing", ValueKind::Bool, Default::Bool(false), grid: true, hashed: true,
+        "Group texts of similar length into batches (still shuffled, seeded) to pad less."),
+    key!(Train, "precision", ValueKind::Choice(PRECISIONS), Default::Text("fp32"), grid: true, hashed: true,
+        "`bf16`: bf16 matrix products with fp32 master weights, loss, softmax and LayerNorm statistics."),
+    key!(Train, "seed", SEED, Default::Integer(0), grid: true, hashed: true,
+        "Seed of head initialisation, dropout masks and shuffling."),
+    key!(Train, "device", ValueKind::Device, Default::Text("auto"), grid: false, hashed: false,
+        "`auto` (the first GPU when built with `cuda` and one is present, else the CPU), `cpu`, `cuda` or `cuda:N`. Where a run executes, not what it is: not hashed."),
+];
+
+/// The keys of one `[[data.filter]]` table.
+pub const FILTER_KEYS: &[&str] = &["column", "min", "max", "values"];
+
+/// Looks a key up by section and name.
+pub fn find(section: Section, name: &str) -> Option<&'static Key> {
+    KEYS.iter()
+        .find(|key| key.section == section && key.name == name)
+}
+
+/// Looks a key up by its full name (`train.seed`, `name`).
+pub fn find_full(full_name: &str) -> Option<&'static Key> {
+    match full_name.split_once('.') {
+        Some((section, name)) => find(Section::from_name(section)?, name),
+        None => find(Section::Top, full_name),
+    }
+}
+
+/// The names a section accepts, for did-you-mean hints and error messages.
+pub fn names_in(section: Section) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = KEYS
+        .iter()
+        .filter(|key| key.section == section)
+        .map(|key| key.name)
+        .collect();
+    match section {
+        Section::Top => names.extend(Section::TABLES.iter().map(|section| section.name())),
+        Section::Data => names.push("filter"),
+        _ => {}
+    }
+    names
+}
+
+/// The closest candidate to a misspelt name, if any is close enough to be a likely typo.
+pub fn closest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|candidate| (strsim::jaro_winkler(wrong, candidate), candidate))
+        .filter(|(similarity, _)| *similarity >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_names_round_trip() {
+        for key in KEYS {
+            let found = find_full(&key.full_name()).expect("every key is found by its full name");
+            assert!(std::ptr::eq(found, key), "{}", key.full_name());
+        }
+    }
+
+    #[test]
+    fn names_are_unique_within_a_section() {
+        for (i, a) in KEYS.iter().enumerate() {
+            for b in &KEYS[i + 1..] {
+                assert!(
+                    !(a.section == b.section && a.name == b.name),
+                    "{} is listed twice",
+                    a.full_name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn typos_find_the_intended_key() {
+        let train = names_in(Section::Train);
+        assert_eq!(
+            closest("learing_rate", train.iter().copied()),
+            Some("learning_rate")
+        );
+        assert_eq!(
+            closest("batchsize", train.iter().copied()),
+            Some("batch_size")
+        );
+        assert_eq!(closest("zzz", train.iter().copied()), None);
+    }
+}
