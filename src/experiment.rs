@@ -183,20 +183,36 @@ impl ExperimentFile {
             .iter()
             .filter(|key| matches!(key.default, schema::Default::Required))
         {
-            if !is_set(&key.full_name()) {
-                let span = tables_seen
-                    .iter()
-                    .find(|(section, _)| *section == key.section)
-                    .and_then(|(_, span)| span.clone());
-                let place = match key.section {
-                    Section::Top => "at the top of the file".to_string(),
-                    section => format!("in {section}"),
-                };
-                problems.push(
-                    Problem::new(format!("missing required key `{}` {place}", key.name), span)
-                        .help(format!("add `{} = ...`: {}", key.name, key.meaning)),
-                );
+            if is_set(&key.full_name()) {
+                continue;
             }
+            let table = tables_seen
+                .iter()
+                .find(|(section, _)| *section == key.section);
+            let problem = match (key.section, table) {
+                (Section::Top, _) => {
+                    Problem::new(format!("missing required key `{}`", key.name), Some(0..0)).help(
+                        format!(
+                            "add `{} = ...` at the top of the file: {}",
+                            key.name, key.meaning
+                        ),
+                    )
+                }
+                (section, Some((_, span))) => Problem::new(
+                    format!("missing required key `{}` in {section}", key.name),
+                    span.clone(),
+                )
+                .help(format!("add `{} = ...`: {}", key.name, key.meaning)),
+                (section, None) => Problem::new(
+                    format!("missing table {section}: it must set `{}`", key.name),
+                    None,
+                )
+                .help(format!(
+                    "add {section} with `{} = ...`: {}",
+                    key.name, key.meaning
+                )),
+            };
+            problems.push(problem);
         }
         if !problems.is_empty() {
             return Err(InputError::new(source, problems));
@@ -508,6 +524,21 @@ impl Parser {
                 }
                 _ => match Section::from_name(name) {
                     Some(section) => self.section(section, item, key_span),
+                    None if matches!(item, Item::Table(_)) => {
+                        let help = schema::closest(
+                            name,
+                            Section::TABLES.iter().map(|section| section.name()),
+                        )
+                        .map(|suggestion| format!("did you mean [{suggestion}]?"))
+                        .unwrap_or_else(|| {
+                            "the tables are [data], [labels], [model], [train] and [grid]".into()
+                        });
+                        self.problems.push(
+                            Problem::new(format!("unknown table [{name}]"), key_span)
+                                .label("unknown table")
+                                .help(help),
+                        );
+                    }
                     None => self.unknown_key(Section::Top, name, key_span),
                 },
             }
@@ -1178,7 +1209,7 @@ mod tests {
             found,
             [
                 "missing required key `train` in [data]",
-                "missing required key `path` in [model]"
+                "missing table [model]: it must set `path`"
             ]
         );
         let error = parse("name = \"x\"\n[data\n").unwrap_err();

@@ -1,0 +1,70 @@
+//! The run hash of a fixture spec, pinned as literals: canonicalisation or hashing must never
+//! change by accident, since every stored run is named by its hash. If this test fails, a change
+//! altered what existing runs are called; that needs a new spec version, not a new literal.
+
+use bertlab::fingerprint::Fingerprinter;
+use bertlab::plan::{PlanOptions, plan};
+
+const EXPERIMENT: &str = r#"name = "pinned"
+[data]
+train = "data.csv"
+encoding = "utf8-lossy"
+[[data.filter]]
+column = "confidence"
+min = 0.6
+[[data.filter]]
+column = "lang"
+values = ["en", "de", "en"]
+[labels]
+positive = 0
+negative = 1
+[model]
+path = "model"
+[train]
+max_length = 64
+learning_rate = 0.00003
+seed = 7
+"#;
+
+fn fixture() -> tempfile::TempDir {
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    std::fs::write(
+        root.join("data.csv"),
+        "text,label,confidence,lang\nhi,positive,1,en\nbye,negative,0.9,en\n",
+    )
+    .unwrap();
+    std::fs::create_dir(root.join("model")).unwrap();
+    std::fs::write(
+        root.join("model/config.json"),
+        r#"{"model_type": "bert", "max_position_embeddings": 512, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}"#,
+    )
+    .unwrap();
+    std::fs::write(root.join("model/vocab.txt"), "[PAD]\n[UNK]\n[CLS]\n[SEP]\n").unwrap();
+    std::fs::write(
+        root.join("model/model.safetensors"),
+        b"not read while planning",
+    )
+    .unwrap();
+    std::fs::write(root.join("experiment.toml"), EXPERIMENT).unwrap();
+    folder
+}
+
+const CANONICAL: &str = r#"{"bertlab_spec":1,"data":{"conflicting_labels":"drop","drop_duplicates":true,"drop_empty":true,"encoding":"utf8-lossy","filters":[{"column":"confidence","min":0.6},{"column":"lang","values":["de","en"]}],"label_column":"label","split_seed":0,"stratify":true,"test":null,"test_fraction":0.0,"text_column":"text","train":{"format":"csv","sha256":"b819110e7e6b5f9a873bf7889ec1c1fef8b63530daaf14f571604a85d88cbb9f","size":64},"unknown_labels":"error","validation":null,"validation_fraction":0.1},"labels":{"negative":1,"positive":0},"model":{"attention_dropout":0.1,"classifier_dropout":0.1,"files":{"config.json":{"sha256":"4bacffc70d0daf42a25b3c5ca36f0358bf446dbc96e93aa24ea82df1f943b536","size":119},"model.safetensors":{"sha256":"b701935059759a27437e2648459fb34822435f9bcf16703381283dde6f8042c5","size":23},"vocab.txt":{"sha256":"c4b8e11215f047171c3b588b2e0b06b81e3937afeb929b234026ef802be5ebdf","size":24}},"hidden_dropout":0.1},"train":{"batch_size":16,"class_weights":"none","early_stopping_patience":0,"epochs":3,"gradient_accumulation":1,"learning_rate":3e-5,"length_bucketing":false,"max_grad_norm":1.0,"max_length":64,"precision":"fp32","seed":7,"selection_metric":"macro_f1","warmup_ratio":0.0,"weight_decay":0.01}}"#;
+const HASH: &str = "ad162dce61b0bc5fc5d257fcada8cfa401b8283ea446f3b7dc908f2f7fc33de5";
+
+#[test]
+fn the_fixture_spec_has_a_fixed_canonical_form_and_hash() {
+    let folder = fixture();
+    let planned = plan(
+        &[folder.path().join("experiment.toml")],
+        &PlanOptions::default(),
+        &mut Fingerprinter::new(None),
+    )
+    .unwrap();
+    assert_eq!(planned.runs.len(), 1);
+    let run = &planned.runs[0];
+    let canonical = String::from_utf8(run.spec.canonical_bytes()).unwrap();
+    assert_eq!(canonical, CANONICAL);
+    assert_eq!(run.hash.as_str(), HASH);
+}
