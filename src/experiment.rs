@@ -426,13 +426,14 @@ pub fn check_value(key: &Key, value: &Value, what: &str) -> Result<Setting, Prob
         ValueKind::Integer { min, max } => {
             let Some(number) = value.as_integer() else {
                 let mut problem = wrong_type();
-                if let Some(float) = value.as_float() {
-                    if float.fract() == 0.0 && float.is_finite() {
-                        problem = problem.help(format!(
-                            "write `{}` without the decimal point",
-                            float as i64
-                        ));
-                    }
+                if let Some(float) = value.as_float()
+                    && float.fract() == 0.0
+                    && float.is_finite()
+                {
+                    problem = problem.help(format!(
+                        "write `{}` without the decimal point",
+                        float as i64
+                    ));
                 }
                 return Err(problem);
             };

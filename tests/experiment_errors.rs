@@ -30,7 +30,7 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("not_finite", format!("{HEAD}[train]\nmax_length = 32\nlearning_rate = nan\nmax_grad_norm = inf\n"), vec![]),
         (
             "fractions_leave_no_training_data",
-            format!("name = \"broken\"\n[data]\ntrain = \"../data/train.csv\"\nvalidation_fraction = 0.5\ntest_fraction = 0.5\n[model]\npath = \"../models/tiny\"\n[train]\nmax_length = 32\n"),
+            "name = \"broken\"\n[data]\ntrain = \"../data/train.csv\"\nvalidation_fraction = 0.5\ntest_fraction = 0.5\n[model]\npath = \"../models/tiny\"\n[train]\nmax_length = 32\n".to_string(),
             vec![],
         ),
         ("max_length_above_model", format!("{HEAD}[train]\nmax_length = 100\n"), vec![]),

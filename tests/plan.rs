@@ -232,7 +232,7 @@ fn statuses_come_from_the_store_and_prefixes_resolve() {
     let mut fingerprinter = Fingerprinter::new(None);
     let planned = plan(&[experiment], &PlanOptions::default(), &mut fingerprinter).unwrap();
     let store = RunStore::new(workspace.path().join("runs"));
-    let mut claim = |index: usize| match store
+    let claim = |index: usize| match store
         .claim(
             &planned.runs[index].hash,
             &planned.runs[index].spec.canonical_bytes(),
