@@ -350,7 +350,7 @@ fn quoted_list(items: &[&str]) -> String {
 }
 
 /// `[0, 1)`, `greater than 0`, `at least 0`.
-fn describe_range(min: Bound, max: Bound) -> String {
+pub fn describe_range(min: Bound, max: Bound) -> String {
     match (min, max) {
         (Bound::Inclusive(low), Bound::Unbounded) => format!("at least {}", format_float(low)),
         (Bound::Exclusive(low), Bound::Unbounded) => format!("greater than {}", format_float(low)),
