@@ -291,18 +291,30 @@ pub fn closest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
 /// The reference table of docs/experiment-file.md, generated from [`KEYS`] so that the
 /// documentation cannot drift from the parser (a test compares them).
 pub fn markdown_reference() -> String {
-    let mut out = String::from("| key | type | default | sweepable | hashed | meaning |\n|---|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| key | type | default | sweepable | hashed | meaning |\n|---|---|---|---|---|---|\n",
+    );
     for key in KEYS {
         let kind = match key.kind {
             ValueKind::Text => "string".to_string(),
             ValueKind::Name => "string `[a-z0-9][a-z0-9._-]*`".to_string(),
             ValueKind::Path => "path".to_string(),
-            ValueKind::Choice(choices) => choices.iter().map(|choice| format!("`\"{choice}\"`")).collect::<Vec<_>>().join(" \\| "),
-            ValueKind::Device => "`\"auto\"` \\| `\"cpu\"` \\| `\"cuda\"` \\| `\"cuda:N\"`".to_string(),
+            ValueKind::Choice(choices) => choices
+                .iter()
+                .map(|choice| format!("`\"{choice}\"`"))
+                .collect::<Vec<_>>()
+                .join(" \\| "),
+            ValueKind::Device => {
+                "`\"auto\"` \\| `\"cpu\"` \\| `\"cuda\"` \\| `\"cuda:N\"`".to_string()
+            }
             ValueKind::Bool => "boolean".to_string(),
-            ValueKind::Integer { min, max } if max >= 1_000_000 || max == i64::MAX => format!("integer >= {min}"),
+            ValueKind::Integer { min, max } if max >= 1_000_000 || max == i64::MAX => {
+                format!("integer >= {min}")
+            }
             ValueKind::Integer { min, max } => format!("integer {min}..={max}"),
-            ValueKind::Float { min, max } => format!("float {}", crate::experiment::describe_range(min, max)),
+            ValueKind::Float { min, max } => {
+                format!("float {}", crate::experiment::describe_range(min, max))
+            }
         };
         let default = match key.default {
             Default::Required => "required".to_string(),

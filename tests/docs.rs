@@ -3,7 +3,11 @@
 
 #[test]
 fn experiment_file_reference_matches_the_schema() {
-    let documented = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/experiment-file.md")).unwrap();
+    let documented = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/experiment-file.md"
+    ))
+    .unwrap();
     let generated = bertlab::schema::markdown_reference();
     assert!(
         documented.contains(&generated),
@@ -17,8 +21,12 @@ fn example_experiments_parse() {
     let mut count = 0;
     for entry in std::fs::read_dir(folder).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|extension| extension == "toml") {
-            bertlab::experiment::ExperimentFile::load(&path).unwrap_or_else(|error| panic!("{error}"));
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "toml")
+        {
+            bertlab::experiment::ExperimentFile::load(&path)
+                .unwrap_or_else(|error| panic!("{error}"));
             count += 1;
         }
     }
