@@ -3,8 +3,9 @@
 //!
 //! Pipeline stages, dependencies flowing one way:
 //! experiment file (`schema`, `experiment`) -> plan (`grid`, `plan`, `spec`, `fingerprint`,
-//! `model_directory`) -> run store (`store`) -> report (`report`). `cli` and `commands` sit on
-//! top; `diagnostics` and `atomic_file` serve every stage.
+//! `model_directory`) -> tokenize (`tokenizer`) -> model (`model`) -> run store (`store`) ->
+//! report (`report`). `cli` and `commands` sit on top; `diagnostics`, `atomic_file` and
+//! `random` (every seeded draw) serve every stage.
 
 pub mod atomic_file;
 pub mod cli;
@@ -13,9 +14,12 @@ pub mod diagnostics;
 pub mod experiment;
 pub mod fingerprint;
 pub mod grid;
+pub mod model;
 pub mod model_directory;
 pub mod plan;
+pub mod random;
 pub mod report;
 pub mod schema;
 pub mod spec;
 pub mod store;
+pub mod tokenizer;

@@ -1,0 +1,236 @@
+//! Differentiable building blocks, composed from candle primitives that all have a backward pass.
+//!
+//! candle-nn's fused `ops::layer_norm` and `ops::softmax_last_dim` are built with
+//! `apply_op*_no_bwd`: gradients stop at them without an error. Nothing here uses them, except
+//! [`Normalization::CandleFused`], which exists only so that tests can show that the gradient
+//! checks catch exactly that mistake.
+
+use candle_core::{D, DType, Result, Tensor, Var};
+
+use crate::random::SeededRandom;
+
+/// A dense layer: `y = x W^T + b`, with `W` of shape `[out, in]` as in PyTorch checkpoints.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: Var,
+    pub bias: Var,
+}
+
+impl Linear {
+    /// `x`: `[..., in]` -> `[..., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let features = dims[dims.len() - 1];
+        let rows = x.elem_count() / features;
+        let flat = x.reshape((rows, features))?;
+        let out = flat.matmul(&self.weight.as_tensor().t()?)?;
+        let out = out.broadcast_add(self.bias.as_tensor())?;
+        let mut shape = dims.to_vec();
+        let last = shape.len() - 1;
+        shape[last] = self.weight.dims()[0];
+        out.reshape(shape)
+    }
+}
+
+/// How LayerNorm is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Normalization {
+    /// Composed from differentiable primitives (mean, subtract, square, sqrt, divide).
+    #[default]
+    Composed,
+    /// candle-nn's fused kernel, which has **no backward pass**: for tests that prove the
+    /// gradient checks detect it. Never use it to train.
+    CandleFused,
+}
+
+/// LayerNorm over the last dimension with weight and bias.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Var,
+    pub bias: Var,
+    pub epsilon: f64,
+}
+
+impl LayerNorm {
+    pub fn forward(&self, x: &Tensor, normalization: Normalization) -> Result<Tensor> {
+        match normalization {
+            Normalization::Composed => {
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let centered = x.broadcast_sub(&mean)?;
+                let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
+                let normalized = centered.broadcast_div(&(variance + self.epsilon)?.sqrt()?)?;
+                normalized
+                    .broadcast_mul(self.weight.as_tensor())?
+                    .broadcast_add(self.bias.as_tensor())
+            }
+            Normalization::CandleFused => candle_nn::ops::layer_norm(
+                x,
+                self.weight.as_tensor(),
+                self.bias.as_tensor(),
+                self.epsilon as f32,
+            ),
+        }
+    }
+}
+
+/// Softmax over the last dimension. The maximum subtracted for stability is detached: softmax
+/// does not depend on it, so its gradient is zero anyway.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let exponentials = x.broadcast_sub(&max)?.exp()?;
+    exponentials.broadcast_div(&exponentials.sum_keepdim(D::Minus1)?)
+}
+
+/// Log-softmax over the last dimension.
+pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&log_sum)
+}
+
+/// Inverted dropout: zeroes each element with probability `p` and scales the rest by `1/(1-p)`,
+/// with the mask drawn from `random` (never from candle's generator).
+pub fn dropout(x: &Tensor, p: f64, random: &mut SeededRandom) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep_scale = 1.0 / (1.0 - p);
+    let count = x.elem_count();
+    let mask = match x.dtype() {
+        DType::F64 => {
+            let values: Vec<f64> = (0..count)
+                .map(|_| {
+                    if random.uniform() >= p {
+                        keep_scale
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Tensor::from_vec(values, x.shape(), x.device())?
+        }
+        dtype => {
+            let p = p as f32;
+            let scale = keep_scale as f32;
+            let values: Vec<f32> = (0..count)
+                .map(|_| {
+                    if random.uniform_f32() >= p {
+                        scale
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Tensor::from_vec(values, x.shape(), x.device())?.to_dtype(dtype)?
+        }
+    };
+    x.mul(&mask)
+}
+
+/// Mean cross-entropy of `logits` `[batch, classes]` against class ids `labels` `[batch]` (u32),
+/// each example weighted by `class_weights[label]` when given (a weighted mean, as PyTorch's
+/// `CrossEntropyLoss(weight=...)`).
+pub fn cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    class_weights: Option<&Tensor>,
+) -> Result<Tensor> {
+    let log_probabilities = log_softmax_last_dim(logits)?;
+    let picked = log_probabilities
+        .gather(&labels.unsqueeze(1)?, 1)?
+        .squeeze(1)?;
+    match class_weights {
+        None => picked.mean(0)?.neg(),
+        Some(weights) => {
+            let example_weights = weights.index_select(labels, 0)?;
+            let total = example_weights.sum_all()?;
+            (picked.mul(&example_weights)?.sum_all()? / total)?.neg()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_match_the_definition() {
+        let x = Tensor::new(&[[1.0f64, 2.0, 3.0], [-1.0, 0.0, 1000.0]], &Device::Cpu).unwrap();
+        let y = softmax_last_dim(&x).unwrap().to_vec2::<f64>().unwrap();
+        let total: f64 = [1.0f64, 2.0, 3.0].iter().map(|v| v.exp()).sum();
+        assert!((y[0][0] - 1f64.exp() / total).abs() < 1e-15);
+        assert!((y[1][2] - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn layer_norm_matches_the_fused_kernel() {
+        let device = Device::Cpu;
+        let x = Tensor::new(&[[1.0f32, 2.0, 4.0, 8.0], [0.5, -0.5, 0.25, 3.0]], &device).unwrap();
+        let norm = LayerNorm {
+            weight: Var::new(&[1.0f32, 2.0, 0.5, 1.0], &device).unwrap(),
+            bias: Var::new(&[0.0f32, 0.1, 0.2, 0.3], &device).unwrap(),
+            epsilon: 1e-12,
+        };
+        let composed = norm
+            .forward(&x, Normalization::Composed)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let fused = norm
+            .forward(&x, Normalization::CandleFused)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (a, b) in composed.iter().flatten().zip(fused.iter().flatten()) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn dropout_keeps_the_expected_share_and_scales() {
+        let x = Tensor::ones((100, 100), DType::F32, &Device::Cpu).unwrap();
+        let mut random = SeededRandom::new(0, 9);
+        let y = dropout(&x, 0.25, &mut random)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let kept = y.iter().filter(|v| **v != 0.0).count();
+        assert!((7300..7700).contains(&kept), "{kept}");
+        assert!(y.iter().all(|v| *v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        let mut again = SeededRandom::new(0, 9);
+        let z = dropout(&x, 0.25, &mut again)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(y, z, "same seed, same mask");
+    }
+
+    #[test]
+    fn cross_entropy_matches_a_hand_computation() {
+        let device = Device::Cpu;
+        let logits = Tensor::new(&[[2.0f64, 0.0], [0.0, 1.0]], &device).unwrap();
+        let labels = Tensor::new(&[0u32, 0], &device).unwrap();
+        let loss = cross_entropy(&logits, &labels, None)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let first = -(2f64.exp() / (2f64.exp() + 1.0)).ln();
+        let second = -(1.0 / (1.0 + 1f64.exp())).ln();
+        assert!((loss - (first + second) / 2.0).abs() < 1e-12);
+        let weights = Tensor::new(&[3.0f64, 1.0], &device).unwrap();
+        let weighted = cross_entropy(&logits, &labels, Some(&weights))
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(
+            (weighted - (first + second) / 2.0).abs() < 1e-12,
+            "equal labels: weights cancel"
+        );
+    }
+}

@@ -1,0 +1,505 @@
+//! The model is proven, not assumed: every trainable tensor receives a gradient, gradients match
+//! finite differences, outputs match transformers on fixtures it made (scripts/make_fixtures.py),
+//! and checkpoints go in and out without loss.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bertlab::model::checkpoint::{load_classifier, read_weights, save_classifier};
+use bertlab::model::layers::{Normalization, cross_entropy};
+use bertlab::model::{Batch, BertClassifier, BertConfig, Mode};
+use bertlab::random::SeededRandom;
+use bertlab::tokenizer;
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn expected() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tiny-bert-expected.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn rows_u32(value: &Value) -> Vec<Vec<u32>> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn floats(value: &Value) -> Vec<f64> {
+    match value {
+        Value::Array(items) => items.iter().flat_map(floats).collect(),
+        Value::Number(number) => vec![number.as_f64().unwrap()],
+        other => panic!("not a number: {other}"),
+    }
+}
+
+/// The fixture's sentences as a batch (ids from transformers, padding from its mask).
+fn fixture_batch(device: &Device) -> Batch {
+    let expected = expected();
+    let ids = rows_u32(&expected["input_ids"]);
+    let mask = rows_u32(&expected["attention_mask"]);
+    let shape = (ids.len(), ids[0].len());
+    Batch {
+        input_ids: Tensor::from_vec(ids.concat(), shape, device).unwrap(),
+        token_type_ids: Tensor::zeros(shape, DType::U32, device).unwrap(),
+        attention_mask: Tensor::from_vec(mask.concat(), shape, device).unwrap(),
+    }
+}
+
+fn tiny(dtype: DType) -> BertClassifier {
+    load_classifier(
+        &fixtures().join("tiny-bert"),
+        Some(3),
+        42,
+        dtype,
+        &Device::Cpu,
+    )
+    .unwrap()
+    .0
+}
+
+fn labels(device: &Device) -> Tensor {
+    Tensor::new(&[0u32, 2, 1, 2, 0], device).unwrap()
+}
+
+/// The training loss of one step, with dropout masks drawn from a fixed seed.
+fn training_loss(model: &BertClassifier, batch: &Batch) -> Tensor {
+    let mut random = SeededRandom::for_dropout(7, 0);
+    let logits = model.forward(batch, &mut Mode::Train(&mut random)).unwrap();
+    cross_entropy(&logits, &labels(model.device()), None).unwrap()
+}
+
+/// The names of trainable tensors whose gradient after one backward pass is missing, not
+/// finite, or zero everywhere.
+fn tensors_without_gradient(model: &BertClassifier) -> Vec<String> {
+    let batch = fixture_batch(model.device());
+    let gradients = training_loss(model, &batch).backward().unwrap();
+    let mut without = Vec::new();
+    for (name, var) in model.parameters() {
+        let ok = gradients.get(var.as_tensor()).is_some_and(|gradient| {
+            let values = gradient
+                .flatten_all()
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            values.iter().all(|v| v.is_finite()) && values.iter().any(|v| *v != 0.0)
+        });
+        if !ok {
+            without.push(name.clone());
+        }
+    }
+    without
+}
+
+/// After one backward pass every trainable tensor has a finite, non-zero gradient.
+///
+/// The same check fails on candle-transformers' stock `BertModel`: its `LayerNorm` is
+/// `candle_nn::LayerNorm`, whose `forward` calls the fused `candle_nn::ops::layer_norm` whenever the
+/// input is contiguous (always, in BERT), and that op is built with `apply_op3_no_bwd`. Backprop
+/// then stops at the last LayerNorm: of all the encoder, only nothing before the pooler receives a
+/// gradient, while the loss still falls because the head trains. The second half of this test
+/// swaps our LayerNorm for that fused op and shows the check catching exactly this.
+#[test]
+fn every_trainable_tensor_gets_a_nonzero_gradient() {
+    let model = tiny(DType::F32);
+    assert_eq!(model.parameters().len(), 5 + 2 * 16 + 2 + 2);
+    assert_eq!(tensors_without_gradient(&model), Vec::<String>::new());
+
+    let mut fused = tiny(DType::F32);
+    fused.normalization = Normalization::CandleFused;
+    let without = tensors_without_gradient(&fused);
+    let expected: Vec<String> = model
+        .parameters()
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| !name.starts_with("bert.pooler") && !name.starts_with("classifier"))
+        .collect();
+    assert_eq!(
+        without, expected,
+        "with candle's fused LayerNorm only the pooler and the head learn"
+    );
+}
+
+/// Central finite differences in f64 against autograd for sampled entries of every parameter.
+#[test]
+fn gradients_match_finite_differences() {
+    let model = tiny(DType::F64);
+    let batch = fixture_batch(model.device());
+    let loss = |model: &BertClassifier| training_loss(model, &batch).to_scalar::<f64>().unwrap();
+    let gradients = training_loss(&model, &batch).backward().unwrap();
+    let mut chooser = SeededRandom::new(99, 0);
+    let step = 1e-6;
+    let mut worst: f64 = 0.0;
+    let mut checked = 0;
+    for (name, var) in model.parameters() {
+        let gradient = gradients
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let original = var.as_tensor().clone();
+        let values = original.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        // Entries with the largest gradients, plus random ones: every tensor is checked where it matters.
+        let mut entries: Vec<usize> = (0..3)
+            .map(|_| chooser.below(values.len() as u64) as usize)
+            .collect();
+        let largest = (0..values.len())
+            .max_by(|a, b| gradient[*a].abs().total_cmp(&gradient[*b].abs()))
+            .unwrap();
+        entries.push(largest);
+        for entry in entries {
+            let mut shifted = values.clone();
+            shifted[entry] = values[entry] + step;
+            var.set(&Tensor::from_vec(shifted.clone(), original.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let up = loss(&model);
+            shifted[entry] = values[entry] - step;
+            var.set(&Tensor::from_vec(shifted, original.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let down = loss(&model);
+            var.set(&Tensor::from_vec(values.clone(), original.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let numeric = (up - down) / (2.0 * step);
+            let analytic = gradient[entry];
+            let scale = numeric.abs().max(analytic.abs());
+            // Relative error below 1e-4; an absolute floor of 1e-8 for entries whose gradient is
+            // itself at the level of finite-difference noise.
+            let error = (numeric - analytic).abs();
+            assert!(
+                error <= 1e-4 * scale + 1e-8,
+                "{name}[{entry}]: autograd {analytic:e}, finite differences {numeric:e}"
+            );
+            if scale > 1e-6 {
+                worst = worst.max(error / scale);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4 * model.parameters().len());
+    eprintln!("checked {checked} entries, worst relative error {worst:e}");
+}
+
+fn max_difference(actual: &[f64], expected: &[f64]) -> f64 {
+    assert_eq!(actual.len(), expected.len());
+    actual
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
+fn to_f64(tensor: &Tensor) -> Vec<f64> {
+    tensor
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+#[test]
+fn tokenizer_from_vocabulary_matches_transformers() {
+    let expected = expected();
+    let loaded = tokenizer::load(&fixtures().join("tiny-bert")).unwrap();
+    let ids = rows_u32(&expected["input_ids"]);
+    let masks = rows_u32(&expected["attention_mask"]);
+    for ((sentence, row), mask) in expected["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&ids)
+        .zip(&masks)
+    {
+        let length = mask.iter().filter(|m| **m == 1).count();
+        let encoded = tokenizer::encode(&loaded, sentence.as_str().unwrap(), 64).unwrap();
+        assert_eq!(encoded, row[..length], "{sentence}");
+    }
+}
+
+#[test]
+fn hidden_states_and_logits_match_transformers() {
+    let expected = expected();
+    let device = Device::Cpu;
+    let batch = fixture_batch(&device);
+    // A BertModel checkpoint: safetensors, keys without the `bert.` prefix.
+    let model = tiny(DType::F32);
+    let hidden = model.encode(&batch, &mut Mode::Eval).unwrap();
+    let difference = max_difference(&to_f64(&hidden), &floats(&expected["last_hidden"]));
+    assert!(
+        difference < 1e-5,
+        "last hidden states differ by {difference:e}"
+    );
+    eprintln!("tiny BertModel: last hidden states within {difference:e} of transformers");
+
+    // A BertForSequenceClassification checkpoint: pytorch_model.bin, `bert.` prefix, 3 labels.
+    let (classifier, report) = load_classifier(
+        &fixtures().join("tiny-bert-classifier"),
+        None,
+        0,
+        DType::F32,
+        &device,
+    )
+    .unwrap();
+    assert!(
+        report.initialized.is_empty() && report.unexpected.is_empty(),
+        "{report:?}"
+    );
+    let logits = classifier.forward(&batch, &mut Mode::Eval).unwrap();
+    let difference = max_difference(&to_f64(&logits), &floats(&expected["classifier_logits"]));
+    assert!(difference < 1e-5, "logits differ by {difference:e}");
+    eprintln!("tiny BertForSequenceClassification: logits within {difference:e} of transformers");
+}
+
+#[test]
+fn a_checkpoint_with_and_without_the_bert_prefix_load_alike() {
+    let directory = tempfile::tempdir().unwrap();
+    for file in ["config.json", "vocab.txt"] {
+        std::fs::copy(
+            fixtures().join("tiny-bert").join(file),
+            directory.path().join(file),
+        )
+        .unwrap();
+    }
+    let prefixed: HashMap<String, Tensor> = read_weights(&fixtures().join("tiny-bert"))
+        .unwrap()
+        .into_iter()
+        .map(|(name, tensor)| (format!("bert.{name}"), tensor))
+        .collect();
+    candle_core::safetensors::save(&prefixed, directory.path().join("model.safetensors")).unwrap();
+    let batch = fixture_batch(&Device::Cpu);
+    let plain = tiny(DType::F32);
+    let (with_prefix, report) =
+        load_classifier(directory.path(), Some(3), 42, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(report.initialized, ["classifier.weight", "classifier.bias"]);
+    let a = to_f64(&plain.forward(&batch, &mut Mode::Eval).unwrap());
+    let b = to_f64(&with_prefix.forward(&batch, &mut Mode::Eval).unwrap());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn save_then_load_gives_identical_logits_and_a_transformers_layout() {
+    let model = tiny(DType::F32);
+    let directory = tempfile::tempdir().unwrap();
+    let saved = directory.path().join("model");
+    let labels = vec!["negative".to_string(), "neutral".into(), "positive".into()];
+    save_classifier(&model, &labels, &fixtures().join("tiny-bert"), &saved).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["architectures"],
+        serde_json::json!(["BertForSequenceClassification"])
+    );
+    assert_eq!(config["id2label"]["2"], "positive");
+    assert_eq!(config["label2id"]["neutral"], 1);
+    assert!(saved.join("vocab.txt").is_file() && saved.join("tokenizer_config.json").is_file());
+    let keys: Vec<String> = read_weights(&saved).unwrap().into_keys().collect();
+    assert!(keys.contains(&"bert.encoder.layer.0.attention.self.query.weight".to_string()));
+    assert!(keys.contains(&"classifier.weight".to_string()));
+    assert_eq!(keys.len(), model.parameters().len());
+
+    let (reloaded, report) = load_classifier(&saved, None, 999, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        report,
+        Default::default(),
+        "nothing missing, nothing unexpected"
+    );
+    let batch = fixture_batch(&Device::Cpu);
+    assert_eq!(
+        to_f64(&model.forward(&batch, &mut Mode::Eval).unwrap()),
+        to_f64(&reloaded.forward(&batch, &mut Mode::Eval).unwrap())
+    );
+    // For scripts/check_saved_model.py: keep a saved model and bertlab's logits to compare with
+    // transformers.
+    if let Some(keep) = std::env::var_os("BERTLAB_KEEP_SAVED_MODEL") {
+        let keep = PathBuf::from(keep);
+        save_classifier(&model, &labels, &fixtures().join("tiny-bert"), &keep).unwrap();
+        let expected = expected();
+        let logits = model
+            .forward(&batch, &mut Mode::Eval)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let record = serde_json::json!({"sentences": expected["sentences"], "logits": logits});
+        std::fs::write(keep.join("bertlab-logits.json"), record.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn missing_and_unexpected_tensors_are_reported() {
+    let config = BertConfig::load(&fixtures().join("tiny-bert/config.json")).unwrap();
+    let mut tensors = read_weights(&fixtures().join("tiny-bert")).unwrap();
+    tensors.remove("pooler.dense.weight");
+    tensors.remove("pooler.dense.bias");
+    tensors.insert(
+        "cls.predictions.bias".into(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let (_, report) = BertClassifier::from_tensors(
+        config.clone(),
+        2,
+        tensors.clone(),
+        0,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        report.initialized,
+        [
+            "bert.pooler.dense.weight",
+            "bert.pooler.dense.bias",
+            "classifier.weight",
+            "classifier.bias"
+        ]
+    );
+    assert_eq!(report.unexpected, ["cls.predictions.bias"]);
+    assert!(
+        report.warnings[0].contains("no pooler"),
+        "{:?}",
+        report.warnings
+    );
+
+    tensors.remove("encoder.layer.1.output.dense.weight");
+    let error =
+        BertClassifier::from_tensors(config, 2, tensors, 0, DType::F32, &Device::Cpu).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the checkpoint lacks 1 encoder tensor: bert.encoder.layer.1.output.dense.weight"
+    );
+}
+
+#[test]
+fn evaluation_is_deterministic_and_training_depends_only_on_the_seed() {
+    let model = tiny(DType::F32);
+    let batch = fixture_batch(model.device());
+    let eval = |model: &BertClassifier| to_f64(&model.forward(&batch, &mut Mode::Eval).unwrap());
+    assert_eq!(eval(&model), eval(&model));
+    let train = |seed: u64| {
+        let mut random = SeededRandom::for_dropout(seed, 3);
+        to_f64(
+            &model
+                .forward(&batch, &mut Mode::Train(&mut random))
+                .unwrap(),
+        )
+    };
+    assert_eq!(train(1), train(1));
+    assert_ne!(train(1), train(2));
+    assert_ne!(train(1), eval(&model), "dropout is on in training");
+    // The head is initialised from the seed, the same way every time.
+    assert_eq!(eval(&tiny(DType::F32)), eval(&model));
+}
+
+/// The example model (all-MiniLM-L6-v2) loads with no missing encoder tensor and its [CLS]
+/// states match transformers. Runs where the example assets are (CI fetches them and sets
+/// BERTLAB_REQUIRE_ASSETS=1, so there it cannot be skipped).
+#[test]
+fn the_example_model_matches_transformers() {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/all-MiniLM-L6-v2");
+    if !directory.join("model.safetensors").is_file() {
+        assert!(
+            std::env::var_os("BERTLAB_REQUIRE_ASSETS").is_none(),
+            "BERTLAB_REQUIRE_ASSETS is set but {} is missing: run scripts/fetch-assets.sh",
+            directory.display()
+        );
+        eprintln!("skipped: no example assets (run scripts/fetch-assets.sh)");
+        return;
+    }
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("minilm-cls.json")).unwrap())
+            .unwrap();
+    let (model, report) =
+        load_classifier(&directory, Some(3), 0, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        report.initialized,
+        ["classifier.weight", "classifier.bias"],
+        "{report:?}"
+    );
+    let loaded = tokenizer::load(&directory).unwrap();
+    for row in reference["rows"].as_array().unwrap() {
+        let ids = tokenizer::encode(&loaded, row["sentence"].as_str().unwrap(), 512).unwrap();
+        let expected_ids: Vec<u32> = row["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(ids, expected_ids);
+        let batch = Batch::from_rows(&[ids], loaded.pad_id, &Device::Cpu).unwrap();
+        let hidden = model.encode(&batch, &mut Mode::Eval).unwrap();
+        let cls = to_f64(&hidden.narrow(1, 0, 1).unwrap());
+        let difference = max_difference(&cls, &floats(&row["cls_hidden"]));
+        assert!(
+            difference < 1e-4,
+            "{}: [CLS] differs by {difference:e}",
+            row["sentence"]
+        );
+        eprintln!("all-MiniLM-L6-v2: [CLS] within {difference:e} of transformers");
+    }
+}
+
+/// A few plain gradient-descent steps lower the loss and move the lowest encoder layer: the
+/// whole network trains, not only the head.
+#[test]
+fn training_steps_move_the_lowest_encoder_layer() {
+    let model = tiny(DType::F32);
+    let batch = fixture_batch(model.device());
+    let name = "bert.encoder.layer.0.attention.self.query.weight";
+    let lowest = |model: &BertClassifier| {
+        let (_, var) = model
+            .parameters()
+            .iter()
+            .find(|(candidate, _)| candidate == name)
+            .unwrap();
+        to_f64(var.as_tensor())
+    };
+    let before = lowest(&model);
+    let eval_loss = |model: &BertClassifier| {
+        let logits = model.forward(&batch, &mut Mode::Eval).unwrap();
+        cross_entropy(&logits, &labels(model.device()), None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let first_loss = eval_loss(&model);
+    for step in 0..20 {
+        let mut random = SeededRandom::for_dropout(3, step);
+        let logits = model
+            .forward(&batch, &mut Mode::Train(&mut random))
+            .unwrap();
+        let gradients = cross_entropy(&logits, &labels(model.device()), None)
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (_, var) in model.parameters() {
+            let gradient = gradients.get(var.as_tensor()).unwrap();
+            var.set(&(var.as_tensor() - (gradient * 0.05).unwrap()).unwrap())
+                .unwrap();
+        }
+    }
+    let last_loss = eval_loss(&model);
+    assert!(
+        last_loss < first_loss - 0.1,
+        "loss {first_loss} -> {last_loss}"
+    );
+    let moved = max_difference(&lowest(&model), &before);
+    assert!(moved > 1e-3, "{name} moved by {moved:e}");
+}
