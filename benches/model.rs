@@ -55,8 +55,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     println!(
-        "bertlab (candle {}), all-MiniLM-L6-v2, batch {BATCH} x {LENGTH} tokens, threads {threads}",
-        "0.11.1"
+        "bertlab (candle 0.11), all-MiniLM-L6-v2, batch {BATCH} x {LENGTH} tokens, threads {threads}"
     );
 
     let mut inference = Vec::new();
