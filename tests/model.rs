@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bertlab::model::checkpoint::{load_classifier, read_weights, save_classifier};
-use bertlab::model::layers::{Normalization, cross_entropy};
+use bertlab::model::layers::{Kernels, cross_entropy};
 use bertlab::model::{Batch, BertClassifier, BertConfig, Mode};
 use bertlab::random::SeededRandom;
 use bertlab::tokenizer;
@@ -122,7 +122,7 @@ fn every_trainable_tensor_gets_a_nonzero_gradient() {
     assert_eq!(tensors_without_gradient(&model), Vec::<String>::new());
 
     let mut fused = tiny(DType::F32);
-    fused.normalization = Normalization::CandleFused;
+    fused.kernels = Kernels::CandleLayerNorm;
     let without = tensors_without_gradient(&fused);
     let expected: Vec<String> = model
         .parameters()

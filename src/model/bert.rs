@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::config::BertConfig;
-use crate::model::layers::{self, LayerNorm, Linear, Normalization};
+use crate::model::layers::{self, Kernels, LayerNorm, Linear};
 use crate::random::{SeededRandom, stream};
 
 /// A tokenized batch, all `[batch, length]` u32 tensors on the model's device.
@@ -122,8 +122,8 @@ pub struct BertClassifier {
     /// Every trainable tensor, by transformers name, in a fixed order.
     parameters: Vec<(String, Var)>,
     pub dropout: DropoutRates,
-    /// How LayerNorm is computed; [`Normalization::Composed`] unless a test swaps it.
-    pub normalization: Normalization,
+    /// Which LayerNorm, softmax and GELU run; [`Kernels::Fused`] unless a test swaps it.
+    pub kernels: Kernels,
 }
 
 /// Names of the base model's tensors, as in a `BertModel` checkpoint, pooler last.
@@ -383,7 +383,7 @@ impl BertClassifier {
             pooler,
             classifier,
             parameters: Vec::new(),
-            normalization: Normalization::Composed,
+            kernels: Kernels::Fused,
         };
         model.parameters = model.collect_parameters();
         Ok((model, report))
@@ -496,7 +496,7 @@ impl BertClassifier {
         }
         let hidden = self.config.hidden_size;
         let dtype = self.dtype();
-        let normalization = self.normalization;
+        let kernels = self.kernels;
 
         let word = self
             .embeddings
@@ -512,7 +512,7 @@ impl BertClassifier {
         let embedded = (word + token_type)?
             .reshape((batch_size, length, hidden))?
             .broadcast_add(&position.unsqueeze(0)?)?;
-        let mut x = self.embeddings.norm.forward(&embedded, normalization)?;
+        let mut x = self.embeddings.norm.forward(&embedded, kernels)?;
         x = self.dropout_hidden(&x, mode)?;
 
         // Additive mask: 0 where attended, the dtype's minimum at padding, as transformers does.
@@ -540,7 +540,7 @@ impl BertClassifier {
             let value = split(layer.value.forward(&x)?)?;
             let scores =
                 (query.matmul(&key.t()?.contiguous()?)? * scale)?.broadcast_add(&additive)?;
-            let probabilities = layers::softmax_last_dim(&scores)?;
+            let probabilities = layers::softmax(&scores, kernels)?;
             let probabilities = match mode {
                 Mode::Eval => probabilities,
                 Mode::Train(random) => {
@@ -553,12 +553,10 @@ impl BertClassifier {
                 .contiguous()?
                 .reshape((batch_size, length, hidden))?;
             let attended = self.dropout_hidden(&layer.attention_output.forward(&context)?, mode)?;
-            x = layer
-                .attention_norm
-                .forward(&(attended + &x)?, normalization)?;
-            let intermediate = layer.intermediate.forward(&x)?.gelu_erf()?;
+            x = layer.attention_norm.forward(&(attended + &x)?, kernels)?;
+            let intermediate = layers::gelu(&layer.intermediate.forward(&x)?, kernels)?;
             let output = self.dropout_hidden(&layer.output.forward(&intermediate)?, mode)?;
-            x = layer.output_norm.forward(&(output + &x)?, normalization)?;
+            x = layer.output_norm.forward(&(output + &x)?, kernels)?;
         }
         Ok(x)
     }
@@ -585,7 +583,7 @@ impl BertClassifier {
     /// Class probabilities `[batch, num_labels]` in evaluation mode.
     pub fn predict_probabilities(&self, batch: &Batch) -> anyhow::Result<Tensor> {
         let logits = self.forward(batch, &mut Mode::Eval)?;
-        Ok(layers::softmax_last_dim(&logits)?.to_dtype(DType::F32)?)
+        Ok(layers::softmax(&logits, self.kernels)?.to_dtype(DType::F32)?)
     }
 
     /// The tensors to save, by transformers name, as f32 on the CPU.

@@ -2,8 +2,9 @@
 //!
 //! candle-nn's fused `ops::layer_norm` and `ops::softmax_last_dim` are built with
 //! `apply_op*_no_bwd`: gradients stop at them without an error. Nothing here uses them, except
-//! [`Normalization::CandleFused`], which exists only so that tests can show that the gradient
-//! checks catch exactly that mistake.
+//! [`Kernels::CandleLayerNorm`], which exists only so that tests can show that the gradient
+//! checks catch exactly that mistake. For speed, [`Kernels::Fused`] (the default) runs bertlab's
+//! own fused kernels, which do have backward passes (`kernels`).
 
 use candle_core::{D, DType, Result, Tensor, Var};
 
@@ -32,15 +33,27 @@ impl Linear {
     }
 }
 
-/// How LayerNorm is computed.
+/// Which implementation of LayerNorm, softmax and GELU the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Normalization {
-    /// Composed from differentiable primitives (mean, subtract, square, sqrt, divide).
+pub enum Kernels {
+    /// bertlab's fused kernels with analytic backward passes (`kernels`) on the CPU for f32 and
+    /// f64; the composed forms elsewhere.
     #[default]
+    Fused,
+    /// Composed from differentiable candle primitives: the reference the fused kernels are
+    /// tested against.
     Composed,
-    /// candle-nn's fused kernel, which has **no backward pass**: for tests that prove the
-    /// gradient checks detect it. Never use it to train.
-    CandleFused,
+    /// The composed forms, but LayerNorm from candle-nn's fused kernel, which has **no backward
+    /// pass**: for tests that prove the gradient checks detect it. Never use it to train.
+    CandleLayerNorm,
+}
+
+impl Kernels {
+    fn fused_for(self, x: &Tensor) -> bool {
+        self == Kernels::Fused
+            && x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+    }
 }
 
 /// LayerNorm over the last dimension with weight and bias.
@@ -52,9 +65,15 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn forward(&self, x: &Tensor, normalization: Normalization) -> Result<Tensor> {
-        match normalization {
-            Normalization::Composed => {
+    pub fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        match kernels {
+            Kernels::Fused if kernels.fused_for(x) => crate::model::kernels::layer_norm(
+                x,
+                self.weight.as_tensor(),
+                self.bias.as_tensor(),
+                self.epsilon,
+            ),
+            Kernels::Fused | Kernels::Composed => {
                 let mean = x.mean_keepdim(D::Minus1)?;
                 let centered = x.broadcast_sub(&mean)?;
                 let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -63,7 +82,7 @@ impl LayerNorm {
                     .broadcast_mul(self.weight.as_tensor())?
                     .broadcast_add(self.bias.as_tensor())
             }
-            Normalization::CandleFused => candle_nn::ops::layer_norm(
+            Kernels::CandleLayerNorm => candle_nn::ops::layer_norm(
                 x,
                 self.weight.as_tensor(),
                 self.bias.as_tensor(),
@@ -73,8 +92,28 @@ impl LayerNorm {
     }
 }
 
-/// Softmax over the last dimension. The maximum subtracted for stability is detached: softmax
-/// does not depend on it, so its gradient is zero anyway.
+/// Softmax over the last dimension, fused where [`Kernels`] allows.
+pub fn softmax(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    if kernels.fused_for(x) {
+        crate::model::kernels::softmax_last_dim(x)
+    } else {
+        softmax_last_dim(x)
+    }
+}
+
+/// GELU with the exact erf form, fused where [`Kernels`] allows. The composed form is built from
+/// `erf`, whose backward is exact (candle's `gelu_erf` backward rounds 1/sqrt(2 pi) to 6 digits).
+pub fn gelu(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    if kernels.fused_for(x) {
+        crate::model::kernels::gelu_erf(x)
+    } else {
+        let cumulative = ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?;
+        (x * 0.5)?.mul(&cumulative)
+    }
+}
+
+/// Softmax over the last dimension, composed. The maximum subtracted for stability is detached:
+/// softmax does not depend on it, so its gradient is zero anyway.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let exponentials = x.broadcast_sub(&max)?.exp()?;
@@ -174,12 +213,12 @@ mod tests {
             epsilon: 1e-12,
         };
         let composed = norm
-            .forward(&x, Normalization::Composed)
+            .forward(&x, Kernels::Composed)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
         let fused = norm
-            .forward(&x, Normalization::CandleFused)
+            .forward(&x, Kernels::CandleLayerNorm)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();

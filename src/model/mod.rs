@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod kernels;
 pub mod layers;
 
 pub use bert::{Batch, BertClassifier, DropoutRates, LoadReport, Mode};
