@@ -50,6 +50,23 @@ impl KernelFloat for f64 {
     }
 }
 
+/// Runs `$body` with `$T` bound to the Rust float type of `$dtype` (f32 or f64).
+macro_rules! by_dtype {
+    ($dtype:expr, $what:literal, $T:ident => $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            other => bail!("{} supports f32 and f64, not {other:?}", $what),
+        }
+    };
+}
+
 /// A pointer to an output buffer that parallel workers write disjoint rows of.
 struct SharedOutput<T>(*mut T);
 unsafe impl<T> Sync for SharedOutput<T> {}
@@ -221,21 +238,12 @@ impl CustomOp3 for LayerNormOp {
         b: &CpuStorage,
         b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let storage = match x.dtype() {
-            DType::F32 => f32::wrap(layer_norm_forward(
-                storage_slice::<f32>(x, x_layout)?,
-                storage_slice(w, w_layout)?,
-                storage_slice(b, b_layout)?,
-                self.epsilon,
-            )),
-            DType::F64 => f64::wrap(layer_norm_forward(
-                storage_slice::<f64>(x, x_layout)?,
-                storage_slice(w, w_layout)?,
-                storage_slice(b, b_layout)?,
-                self.epsilon,
-            )),
-            other => bail!("fused LayerNorm supports f32 and f64, not {other:?}"),
-        };
+        let storage = by_dtype!(x.dtype(), "fused LayerNorm", T => T::wrap(layer_norm_forward(
+            storage_slice::<T>(x, x_layout)?,
+            storage_slice(w, w_layout)?,
+            storage_slice(b, b_layout)?,
+            self.epsilon,
+        )));
         Ok((storage, x_layout.shape().clone()))
     }
 
@@ -262,11 +270,8 @@ impl CustomOp3 for LayerNormOp {
             })?;
             Ok((to_tensor(dx, x)?, to_tensor(dw, w)?, to_tensor(db, w)?))
         }
-        let (dx, dw, db) = match x.dtype() {
-            DType::F32 => run::<f32>(x, w, dy, self.epsilon)?,
-            DType::F64 => run::<f64>(x, w, dy, self.epsilon)?,
-            other => bail!("fused LayerNorm supports f32 and f64, not {other:?}"),
-        };
+        let (dx, dw, db) =
+            by_dtype!(x.dtype(), "fused LayerNorm", T => run::<T>(x, w, dy, self.epsilon)?);
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
@@ -324,31 +329,16 @@ impl CustomOp1 for SoftmaxOp {
 
     fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let n = *layout.shape().dims().last().unwrap_or(&1);
-        let storage = match x.dtype() {
-            DType::F32 => f32::wrap(softmax_forward(storage_slice::<f32>(x, layout)?, n)),
-            DType::F64 => f64::wrap(softmax_forward(storage_slice::<f64>(x, layout)?, n)),
-            other => bail!("fused softmax supports f32 and f64, not {other:?}"),
-        };
+        let storage = by_dtype!(x.dtype(), "fused softmax", T => T::wrap(softmax_forward(storage_slice::<T>(x, layout)?, n)));
         Ok((storage, layout.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let n = *y.dims().last().unwrap_or(&1);
-        let dx = match y.dtype() {
-            DType::F32 => to_tensor(
-                with_slice::<f32, _>(y, |y_values| {
-                    with_slice(dy, |dy_values| Ok(softmax_backward(y_values, dy_values, n)))
-                })?,
-                y,
-            )?,
-            DType::F64 => to_tensor(
-                with_slice::<f64, _>(y, |y_values| {
-                    with_slice(dy, |dy_values| Ok(softmax_backward(y_values, dy_values, n)))
-                })?,
-                y,
-            )?,
-            other => bail!("fused softmax supports f32 and f64, not {other:?}"),
-        };
+        let dx = by_dtype!(y.dtype(), "fused softmax", T => to_tensor(
+            with_slice::<T, _>(y, |y_values| with_slice(dy, |dy_values| Ok(softmax_backward(y_values, dy_values, n))))?,
+            y,
+        )?);
         Ok(Some(dx))
     }
 }
@@ -416,30 +406,15 @@ impl CustomOp1 for GeluOp {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let storage = match x.dtype() {
-            DType::F32 => f32::wrap(gelu_forward(storage_slice::<f32>(x, layout)?)),
-            DType::F64 => f64::wrap(gelu_forward(storage_slice::<f64>(x, layout)?)),
-            other => bail!("fused GELU supports f32 and f64, not {other:?}"),
-        };
+        let storage = by_dtype!(x.dtype(), "fused GELU", T => T::wrap(gelu_forward(storage_slice::<T>(x, layout)?)));
         Ok((storage, layout.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let dx = match x.dtype() {
-            DType::F32 => to_tensor(
-                with_slice::<f32, _>(x, |x_values| {
-                    with_slice(dy, |dy_values| Ok(gelu_backward(x_values, dy_values)))
-                })?,
-                x,
-            )?,
-            DType::F64 => to_tensor(
-                with_slice::<f64, _>(x, |x_values| {
-                    with_slice(dy, |dy_values| Ok(gelu_backward(x_values, dy_values)))
-                })?,
-                x,
-            )?,
-            other => bail!("fused GELU supports f32 and f64, not {other:?}"),
-        };
+        let dx = by_dtype!(x.dtype(), "fused GELU", T => to_tensor(
+            with_slice::<T, _>(x, |x_values| with_slice(dy, |dy_values| Ok(gelu_backward(x_values, dy_values))))?,
+            x,
+        )?);
         Ok(Some(dx))
     }
 }
