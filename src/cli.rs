@@ -49,6 +49,10 @@ pub enum LowCommand {
         after_help = "Example:\n  bertlab plan experiments/tweets-sentiment.toml --format csv > plan.csv"
     )]
     Plan(PlanArgs),
+    /// Report what the data steps do to each distinct data setup: rows per step, classes per
+    /// split, token lengths.
+    #[command(after_help = "Example:\n  bertlab data experiments/tweets-sentiment.toml")]
+    Data(DataArgs),
     /// Show one run's status and spec.
     #[command(
         after_help = "Example:\n  bertlab show 3f2a9c0d   (any unique prefix of 4 or more digits)"
@@ -69,6 +73,25 @@ pub struct PlanArgs {
     /// Refuse grids with more runs than this.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Experiment files (TOML).
+    #[arg(required = true, value_name = "EXPERIMENT.toml")]
+    pub experiments: Vec<PathBuf>,
+
+    /// Output format: text for people, or JSON.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ReportFormat,
+}
+
+/// Output formats of reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ReportFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +117,10 @@ pub enum HiCommand {
         format: TableFormat,
         options: PlanOptions,
     },
+    Data {
+        experiments: Vec<PathBuf>,
+        format: ReportFormat,
+    },
     Show {
         hash_prefix: String,
     },
@@ -115,6 +142,10 @@ impl HiArgs {
                 options: PlanOptions {
                     max_runs: args.max_runs,
                 },
+            },
+            LowCommand::Data(args) => HiCommand::Data {
+                experiments: args.experiments,
+                format: args.format,
             },
             LowCommand::Show(args) => HiCommand::Show {
                 hash_prefix: args.hash,

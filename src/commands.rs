@@ -3,12 +3,15 @@
 
 use std::io::Write;
 
-use crate::cli::{HiArgs, HiCommand};
+use crate::cli::{HiArgs, HiCommand, ReportFormat};
+use crate::data::{self, TokenLengths};
 use crate::diagnostics::{Severity, render_problems};
 use crate::fingerprint::{Fingerprinter, default_cache_path};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::report::{self, PlanRow, TableFormat};
+use crate::spec::canonical_json;
 use crate::store::RunStore;
+use crate::tokenizer;
 
 /// How a command ended, for the exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +35,10 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
             &options,
             args.color_stderr,
         ),
+        HiCommand::Data {
+            experiments,
+            format,
+        } => data_command(&experiments, format, args.color_stderr),
         HiCommand::Show { hash_prefix } => show_command(&args.store, &hash_prefix),
     }
 }
@@ -109,6 +116,90 @@ fn plan_command(
         }
     }
     stdout.flush()?;
+    Ok(Outcome::Success)
+}
+
+/// One report per distinct data setup: the data settings and files, the labels, the tokenizer
+/// and `max_length` (what the report depends on).
+fn data_command(
+    experiments: &[std::path::PathBuf],
+    format: ReportFormat,
+    color: bool,
+) -> anyhow::Result<Outcome> {
+    let plan = make_plan(experiments, &PlanOptions::default(), color)?;
+    let mut setups: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+    for (index, run) in plan.runs.iter().enumerate() {
+        let tokenizer_files: Vec<_> = run
+            .spec
+            .model
+            .files
+            .iter()
+            .filter(|(name, _)| {
+                !name.starts_with("model.")
+                    && !name.starts_with("pytorch_model")
+                    && *name != "config.json"
+            })
+            .collect();
+        let key = canonical_json(&serde_json::json!({
+            "data": run.spec.data,
+            "labels": run.spec.labels,
+            "tokenizer": tokenizer_files,
+            "max_length": run.spec.train.max_length,
+        }));
+        match setups.iter_mut().find(|(existing, _)| *existing == key) {
+            Some((_, runs)) => runs.push(index),
+            None => setups.push((key, vec![index])),
+        }
+    }
+    let mut reports = Vec::new();
+    let mut stdout = std::io::stdout().lock();
+    for (number, (_, runs)) in setups.iter().enumerate() {
+        let run = &plan.runs[runs[0]];
+        let formats = [
+            Some(run.spec.data.train.format),
+            run.spec.data.validation.as_ref().map(|file| file.format),
+            run.spec.data.test.as_ref().map(|file| file.format),
+        ];
+        let prepared = data::prepare(&run.settings, formats)?;
+        let loaded = tokenizer::load(&run.settings.model_path)?;
+        let texts: Vec<&str> = prepared
+            .train
+            .iter()
+            .map(|example| example.text.as_str())
+            .collect();
+        let lengths = TokenLengths::from_lengths(
+            tokenizer::token_lengths(&loaded, &texts)?,
+            run.settings.train.max_length,
+        );
+        let hashes: Vec<&str> = runs
+            .iter()
+            .map(|&index| plan.runs[index].hash.short())
+            .collect();
+        match format {
+            ReportFormat::Text => {
+                let title = format!(
+                    "data setup {} of {}: {} run{} ({})",
+                    number + 1,
+                    setups.len(),
+                    runs.len(),
+                    if runs.len() == 1 { "" } else { "s" },
+                    hashes.join(", ")
+                );
+                if number > 0 {
+                    writeln!(stdout)?;
+                }
+                stdout.write_all(report::data_report_text(&title, &prepared.report, Some(&lengths)).as_bytes())?;
+            }
+            ReportFormat::Json => reports.push(serde_json::json!({
+                "runs": runs.iter().map(|&index| plan.runs[index].hash.as_str()).collect::<Vec<_>>(),
+                "report": prepared.report,
+                "token_lengths": lengths,
+            })),
+        }
+    }
+    if format == ReportFormat::Json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&reports)?)?;
+    }
     Ok(Outcome::Success)
 }
 

@@ -10,6 +10,7 @@
 pub mod atomic_file;
 pub mod cli;
 pub mod commands;
+pub mod data;
 pub mod diagnostics;
 pub mod experiment;
 pub mod fingerprint;

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::data::{DataReport, TokenLengths};
 use crate::experiment::Setting;
 use crate::spec::RunHash;
 use crate::store::RunStatus;
@@ -151,6 +152,105 @@ pub fn plan_summary(rows: &[PlanRow]) -> String {
         }
     }
     parts.join(", ")
+}
+
+/// The data report of one data setup, for people: rows per step, class counts per split, token
+/// lengths, warnings. `title` heads it.
+pub fn data_report_text(
+    title: &str,
+    report: &DataReport,
+    lengths: Option<&TokenLengths>,
+) -> String {
+    let mut out = format!("{title}\n\n");
+    let headers: Vec<String> = ["file", "step", "rows in", "rows out", "note"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    let rows: Vec<Vec<String>> = report
+        .steps
+        .iter()
+        .map(|step| {
+            vec![
+                step.file.clone(),
+                step.step.clone(),
+                step.rows_in.to_string(),
+                step.rows_out.to_string(),
+                step.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&text_table(&headers, &rows));
+    out.push('\n');
+    let headers: Vec<String> = ["class", "train", "validation", "test"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    let mut totals = [0usize; 3];
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for class in &report.classes {
+        let counts = report
+            .class_counts
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| vec![0; 3]);
+        for (total, count) in totals.iter_mut().zip(&counts) {
+            *total += count;
+        }
+        let mut row = vec![class.clone()];
+        row.extend(counts.iter().map(usize::to_string));
+        rows.push(row);
+    }
+    let mut total_row = vec!["total".to_string()];
+    total_row.extend(totals.iter().map(usize::to_string));
+    rows.push(total_row);
+    out.push_str(&text_table(&headers, &rows));
+    if report.conflicting_texts > 0 {
+        out.push_str(&format!(
+            "\n{} texts appear with different labels",
+            report.conflicting_texts
+        ));
+        if let Some(example) = report.conflict_examples.first() {
+            let labels: Vec<String> = example
+                .labels
+                .iter()
+                .map(|(label, count)| format!("{label} x{count}"))
+                .collect();
+            out.push_str(&format!(
+                ", e.g. \"{}\" ({})",
+                example.text,
+                labels.join(", ")
+            ));
+        }
+        out.push('\n');
+    }
+    if !report.dropped_labels.is_empty() {
+        let dropped: Vec<String> = report
+            .dropped_labels
+            .iter()
+            .map(|(label, count)| format!("{label} x{count}"))
+            .collect();
+        out.push_str(&format!(
+            "\ndropped rows with labels not in [labels]: {}\n",
+            dropped.join(", ")
+        ));
+    }
+    if let Some(lengths) = lengths {
+        out.push_str(&format!(
+            "\ntoken lengths of {} training texts ([CLS] and [SEP] included): p50 {}, p90 {}, p99 {}, max {}; {} ({:.1}%) longer than max_length {} and truncated\n",
+            lengths.texts,
+            lengths.p50,
+            lengths.p90,
+            lengths.p99,
+            lengths.max,
+            lengths.truncated,
+            lengths.truncated_share * 100.0,
+            lengths.max_length
+        ));
+    }
+    for warning in &report.warnings {
+        out.push_str(&format!("warning: {warning}\n"));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -103,3 +103,15 @@ pub fn encode(
     }
     Ok(ids)
 }
+
+/// Token counts of texts, [CLS] and [SEP] included, without truncation (in parallel).
+pub fn token_lengths(tokenizer: &LoadedTokenizer, texts: &[&str]) -> anyhow::Result<Vec<usize>> {
+    let encodings = tokenizer
+        .tokenizer
+        .encode_batch_fast(texts.to_vec(), true)
+        .map_err(|error| anyhow!("{error}"))?;
+    Ok(encodings
+        .iter()
+        .map(|encoding| encoding.get_ids().len())
+        .collect())
+}

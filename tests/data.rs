@@ -1,0 +1,384 @@
+//! The data stage on messy files the tests write: counts that add up step by step, clear errors
+//! for broken data, seeded splits, and `bertlab data` through the real binary.
+
+use std::path::{Path, PathBuf};
+
+use bertlab::data::{self, DataError, PreparedData};
+use bertlab::fingerprint::Fingerprinter;
+use bertlab::plan::{PlanOptions, plan};
+use polars::prelude::*;
+
+fn tiny_model() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tiny-bert")
+        .display()
+        .to_string()
+}
+
+struct Folder {
+    directory: tempfile::TempDir,
+}
+
+impl Folder {
+    fn new() -> Folder {
+        Folder {
+            directory: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.directory.path()
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// An experiment over `data_table` (the `[data]` keys) and the tiny fixture model.
+    fn experiment(&self, data_table: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            "name = \"data-test\"\n[data]\n{data_table}\n[model]\npath = \"{}\"\n[train]\nmax_length = 16\n{extra}",
+            tiny_model()
+        );
+        self.write("experiment.toml", text.as_bytes())
+    }
+
+    fn prepare(&self, data_table: &str, extra: &str) -> anyhow::Result<PreparedData> {
+        let experiment = self.experiment(data_table, extra);
+        let planned = plan(
+            &[experiment],
+            &PlanOptions::default(),
+            &mut Fingerprinter::new(None),
+        )?;
+        let run = &planned.runs[0];
+        data::prepare(
+            &run.settings,
+            [
+                Some(run.spec.data.train.format),
+                run.spec.data.validation.as_ref().map(|file| file.format),
+                run.spec.data.test.as_ref().map(|file| file.format),
+            ],
+        )
+    }
+}
+
+fn data_error(result: anyhow::Result<PreparedData>) -> DataError {
+    result
+        .unwrap_err()
+        .downcast::<DataError>()
+        .expect("a data error")
+}
+
+/// 12 rows: padding, an empty text, an exact duplicate, a conflicting text, an unknown label,
+/// invalid UTF-8, a low-confidence row.
+const MESSY: &[u8] = b"text,label,confidence\n\
+  good film  ,pos,0.9\n\
+bad film,neg,0.8\n\
+,pos,0.9\n\
+good film,pos,0.95\n\
+fine film,pos,0.7\n\
+fine film,neg,0.7\n\
+meh,meh,0.9\n\
+caf\xe9 au lait,pos,0.9\n\
+awful,neg,0.3\n\
+great,pos,0.9\n\
+terrible,neg,0.9\n\
+nice,pos,0.9\n";
+
+const LABELS: &str = "[labels]\nneg = 0\npos = 1\n";
+
+const MESSY_DATA: &str = "train = \"messy.csv\"\nencoding = \"utf8-lossy\"\nunknown_labels = \"drop\"\nvalidation_fraction = 0.25\n\
+[[data.filter]]\ncolumn = \"confidence\"\nmin = 0.6";
+
+#[test]
+fn every_step_is_counted_and_the_counts_add_up() {
+    let folder = Folder::new();
+    folder.write("messy.csv", MESSY);
+    let prepared = folder.prepare(MESSY_DATA, LABELS).unwrap();
+    let report = &prepared.report;
+    let steps: Vec<(&str, usize, usize)> = report
+        .steps
+        .iter()
+        .map(|step| (step.step.as_str(), step.rows_in, step.rows_out))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("read", 12, 12),
+            ("decode", 12, 12),
+            ("select columns", 12, 12),
+            ("filter confidence >= 0.6", 12, 11),
+            ("strip whitespace", 11, 11),
+            ("drop empty", 11, 10),
+            ("drop duplicates", 10, 7),
+            ("map labels", 7, 6),
+            ("split", 6, 4),
+        ]
+    );
+    for pair in report.steps.windows(2) {
+        if pair[0].file == pair[1].file && pair[1].step != "split" {
+            assert_eq!(
+                pair[0].rows_out, pair[1].rows_in,
+                "{} -> {}",
+                pair[0].step, pair[1].step
+            );
+        }
+    }
+    assert_eq!(report.repaired_rows, 1);
+    assert_eq!(report.conflicting_texts, 1);
+    assert_eq!(report.conflict_examples[0].text, "fine film");
+    assert_eq!(report.dropped_labels.get("\"meh\""), Some(&1));
+    assert_eq!(prepared.classes, ["neg", "pos"]);
+    assert_eq!(prepared.train.len() + prepared.validation.len(), 6);
+    assert!(
+        prepared
+            .train
+            .iter()
+            .chain(&prepared.validation)
+            .any(|example| example.text == "caf\u{fffd} au lait")
+    );
+    // Whitespace was stripped before deduplication: "  good film  " and "good film" are one text.
+    let good: Vec<_> = prepared
+        .train
+        .iter()
+        .chain(&prepared.validation)
+        .filter(|example| example.text == "good film")
+        .collect();
+    assert_eq!(good.len(), 1);
+    assert_eq!(good[0].row, 1, "the first row is kept");
+}
+
+#[test]
+fn majority_keeps_the_most_frequent_label_of_a_conflicting_text() {
+    let folder = Folder::new();
+    folder.write(
+        "votes.csv",
+        b"text,label\nx,a\nx,b\nx,b\ny,a\nz,a\nw,b\nv,b\nu,a\n",
+    );
+    let prepared = folder
+        .prepare(
+            "train = \"votes.csv\"\nconflicting_labels = \"majority\"\nvalidation_fraction = 0.2",
+            "",
+        )
+        .unwrap();
+    let all: Vec<_> = prepared.train.iter().chain(&prepared.validation).collect();
+    let x: Vec<_> = all.iter().filter(|example| example.text == "x").collect();
+    assert_eq!(x.len(), 1);
+    assert_eq!(prepared.classes[x[0].label as usize], "b");
+    assert_eq!(x[0].row, 2);
+}
+
+#[test]
+fn invalid_utf8_names_the_row_and_offers_the_lossy_setting() {
+    let folder = Folder::new();
+    folder.write("messy.csv", MESSY);
+    let error = data_error(folder.prepare("train = \"messy.csv\"", ""));
+    assert!(error.file.ends_with("messy.csv"));
+    let offset = MESSY.iter().position(|byte| *byte == 0xe9).unwrap();
+    assert_eq!(
+        error.message,
+        format!("row 8: invalid UTF-8 at byte offset {offset}")
+    );
+    assert!(error.help.unwrap().contains("encoding = \"utf8-lossy\""));
+}
+
+#[test]
+fn a_missing_column_lists_the_columns_the_file_has() {
+    let folder = Folder::new();
+    folder.write("t.csv", b"tweet,sentiment\nhi,pos\n");
+    let error = data_error(folder.prepare("train = \"t.csv\"", ""));
+    assert_eq!(
+        error.message,
+        "has no text column `text`; its columns are `tweet`, `sentiment`"
+    );
+}
+
+#[test]
+fn unknown_labels_are_listed_with_counts_and_first_rows() {
+    let folder = Folder::new();
+    folder.write(
+        "t.csv",
+        b"text,label\na,pos\nb,neg\nc,neutral\nd,neutral\ne,\nf,pos\n",
+    );
+    let error = data_error(folder.prepare("train = \"t.csv\"", "[labels]\npos = 0\nneg = 1\n"));
+    assert_eq!(
+        error.message,
+        "2 label values not in [labels]: \"neutral\": 2 rows (first: row 3, 4); (missing): 1 row (first: row 5)"
+    );
+    assert!(error.help.unwrap().contains("unknown_labels = \"drop\""));
+}
+
+#[test]
+fn a_single_class_is_an_error_that_says_what_to_check() {
+    let folder = Folder::new();
+    folder.write("t.csv", b"text,label\na,pos\nb,pos\nc,pos\n");
+    let error = data_error(folder.prepare("train = \"t.csv\"", ""));
+    assert_eq!(
+        error.message,
+        "only one class (pos) remains after cleaning: a classifier needs at least two"
+    );
+}
+
+#[test]
+fn a_numeric_filter_on_text_names_the_row() {
+    let folder = Folder::new();
+    folder.write("t.csv", b"text,label,score\na,pos,1\nb,neg,high\n");
+    let error = data_error(folder.prepare(
+        "train = \"t.csv\"\n[[data.filter]]\ncolumn = \"score\"\nmin = 0.5",
+        "",
+    ));
+    assert_eq!(
+        error.message,
+        "row 2: column `score` holds \"high\", not a number, so the filter `score >= 0.5` cannot compare it"
+    );
+}
+
+fn write_parquet(path: &Path, frame: &mut DataFrame) {
+    let file = std::fs::File::create(path).unwrap();
+    ParquetWriter::new(file).finish(frame).unwrap();
+}
+
+#[test]
+fn parquet_and_json_lines_are_read_with_their_types() {
+    let folder = Folder::new();
+    let texts: Vec<String> = (0..20).map(|index| format!("text {index}")).collect();
+    let labels: Vec<i64> = (0..20).map(|index| index % 2).collect();
+    let mut frame = df!("text" => texts.clone(), "label" => labels.clone()).unwrap();
+    write_parquet(&folder.path().join("t.parquet"), &mut frame);
+    let prepared = folder.prepare("train = \"t.parquet\"", "").unwrap();
+    assert_eq!(
+        prepared.classes,
+        ["0", "1"],
+        "numeric labels are compared as text"
+    );
+    assert_eq!(prepared.train.len() + prepared.validation.len(), 20);
+
+    let mut numeric = df!("text" => labels.clone(), "label" => labels).unwrap();
+    write_parquet(&folder.path().join("numeric.parquet"), &mut numeric);
+    let error = data_error(folder.prepare("train = \"numeric.parquet\"", ""));
+    assert_eq!(
+        error.message,
+        "its text column `text` holds i64, not text; point `text_column` at the column of texts"
+    );
+
+    let lines: String = (0..10)
+        .map(|index| {
+            format!(
+                "{{\"text\": \"line {index}\", \"label\": {}}}\n",
+                index % 2 == 0
+            )
+        })
+        .collect();
+    folder.write("t.jsonl", lines.as_bytes());
+    let prepared = folder.prepare("train = \"t.jsonl\"", "").unwrap();
+    assert_eq!(prepared.classes, ["false", "true"]);
+}
+
+#[test]
+fn separate_validation_files_report_leakage() {
+    let folder = Folder::new();
+    folder.write("train.csv", b"text,label\na,x\nb,y\nc,x\nd,y\n");
+    folder.write("valid.csv", b"text,label\na,x\ne,y\n");
+    let prepared = folder
+        .prepare("train = \"train.csv\"\nvalidation = \"valid.csv\"", "")
+        .unwrap();
+    assert_eq!(prepared.train.len(), 4);
+    assert_eq!(prepared.validation.len(), 2);
+    assert_eq!(prepared.report.leaked_validation, 1);
+    assert!(
+        prepared
+            .report
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("also occur in train"))
+    );
+}
+
+#[test]
+fn the_data_command_reports_each_data_setup_and_writes_nothing() {
+    let folder = Folder::new();
+    folder.write("messy.csv", MESSY);
+    folder.experiment(
+        MESSY_DATA,
+        &format!("{LABELS}[grid]\nseed = [0, 1]\n\"data.split_seed\" = [0, 1]\n"),
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bertlab"))
+        .args(["data", "experiment.toml"])
+        .current_dir(folder.path())
+        .env("BERTLAB_CACHE_DIR", folder.path().join("cache"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("data setup 1 of 2: 2 runs ("),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\ndata setup 2 of 2: 2 runs ("), "{stdout}");
+    assert!(stdout.contains("drop duplicates"), "{stdout}");
+    assert!(
+        stdout.contains("token lengths of 4 training texts"),
+        "{stdout}"
+    );
+    assert!(!folder.path().join("runs").exists());
+}
+
+/// The real corpus (in the tier that has the example assets): strict decoding stops at a row and
+/// offers the lossy setting; lossy decoding with `confidence >= 0.6` gives counts that add up.
+#[test]
+fn the_example_corpus() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/data/tweets.csv");
+    if !corpus.is_file() {
+        assert!(
+            std::env::var_os("BERTLAB_REQUIRE_ASSETS").is_none(),
+            "run scripts/fetch-assets.sh"
+        );
+        eprintln!("skipped: no example assets (run scripts/fetch-assets.sh)");
+        return;
+    }
+    let folder = Folder::new();
+    let train = format!(
+        "train = \"{}\"\nlabel_column = \"sentiment\"",
+        corpus.display()
+    );
+    let error = data_error(folder.prepare(&train, ""));
+    assert!(error.message.starts_with("row "), "{}", error.message);
+    assert!(error.help.unwrap().contains("utf8-lossy"));
+
+    let lossy = format!(
+        "{train}\nencoding = \"utf8-lossy\"\n[[data.filter]]\ncolumn = \"confidence\"\nmin = 0.6"
+    );
+    let prepared = folder.prepare(&lossy, "").unwrap();
+    let report = &prepared.report;
+    // 38,158 data rows: negative 16,186 + neutral 15,018 + positive 6,954.
+    assert_eq!(report.steps[0].rows_in, 38_158);
+    assert_eq!(report.repaired_rows, 4_934);
+    for pair in report.steps.windows(2) {
+        if pair[1].step != "split" {
+            assert_eq!(
+                pair[0].rows_out, pair[1].rows_in,
+                "{} -> {}",
+                pair[0].step, pair[1].step
+            );
+        }
+    }
+    assert_eq!(prepared.classes, ["negative", "neutral", "positive"]);
+    let total: usize = report.class_counts.values().flatten().sum();
+    assert_eq!(
+        total,
+        report
+            .steps
+            .iter()
+            .find(|step| step.step == "map labels")
+            .unwrap()
+            .rows_out
+    );
+    eprintln!("{:#?}", report.steps);
+}
