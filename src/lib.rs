@@ -18,6 +18,7 @@ pub mod grid;
 pub mod model;
 pub mod model_directory;
 pub mod plan;
+pub mod preprocess;
 pub mod random;
 pub mod report;
 pub mod schema;

@@ -11,8 +11,8 @@ use rand_core::{Rng, SeedableRng};
 pub mod stream {
     /// Initialisation of weights the checkpoint lacks (classifier head, a missing pooler).
     pub const INITIALIZATION: u64 = 1;
-    /// Shuffling of training batches.
-    pub const SHUFFLE: u64 = 2;
+    /// Shuffling of training batches: epoch `e` uses stream `SHUFFLE + e`.
+    pub const SHUFFLE: u64 = 1 << 40;
     /// The train/validation/test split.
     pub const SPLIT: u64 = 3;
     /// Initialisation of a pooler the checkpoint lacks.
@@ -91,6 +91,10 @@ mod tests {
     fn same_seed_and_stream_give_the_same_numbers() {
         let mut a = SeededRandom::new(7, stream::SHUFFLE);
         let mut b = SeededRandom::new(7, stream::SHUFFLE);
+        assert_ne!(
+            SeededRandom::new(7, stream::SHUFFLE).next_u64(),
+            SeededRandom::new(7, stream::SHUFFLE + 1).next_u64()
+        );
         let mut c = SeededRandom::new(7, stream::SPLIT);
         let first: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
         assert_eq!(first, (0..4).map(|_| b.next_u64()).collect::<Vec<_>>());

@@ -382,3 +382,59 @@ fn the_example_corpus() {
     );
     eprintln!("{:#?}", report.steps);
 }
+
+#[test]
+fn the_preprocessing_cache_is_shared_by_runs_that_differ_only_in_training() {
+    use bertlab::preprocess::{CacheUse, cache_key, preprocess_cached};
+    let folder = Folder::new();
+    folder.write("messy.csv", MESSY);
+    let experiment = folder.experiment(
+        MESSY_DATA,
+        &format!(
+            "{LABELS}[grid]\nseed = [0, 1]\nlearning_rate = [1e-5, 2e-5]\nmax_length = [8, 16]\n"
+        ),
+    );
+    let planned = plan(
+        &[experiment],
+        &PlanOptions::default(),
+        &mut Fingerprinter::new(None),
+    )
+    .unwrap();
+    assert_eq!(planned.runs.len(), 8);
+    let keys: std::collections::BTreeSet<String> = planned.runs.iter().map(cache_key).collect();
+    assert_eq!(keys.len(), 2, "one entry per max_length");
+
+    let cache = folder.path().join("cache");
+    let (first, used) = preprocess_cached(&planned.runs[0], Some(&cache)).unwrap();
+    assert_eq!(used, CacheUse::Miss);
+    assert!(first.train.ids.iter().all(|ids| ids.len() <= 8));
+    // Two runners at once: both succeed with the same data.
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = planned.runs[1..3]
+            .iter()
+            .map(|run| scope.spawn(|| preprocess_cached(run, Some(&cache)).unwrap()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    for (data, _) in &results {
+        assert_eq!(data.train.ids.len(), first.train.ids.len());
+    }
+    let same_key = planned
+        .runs
+        .iter()
+        .find(|run| run.settings.train.max_length == 8 && run.hash != planned.runs[0].hash)
+        .unwrap();
+    let (again, used) = preprocess_cached(same_key, Some(&cache)).unwrap();
+    assert_eq!(used, CacheUse::Hit);
+    assert_eq!(again, first);
+
+    // A damaged entry is recomputed.
+    let entry = cache.join(format!("{}.json", cache_key(&planned.runs[0])));
+    std::fs::write(&entry, b"{ broken").unwrap();
+    let (repaired, used) = preprocess_cached(&planned.runs[0], Some(&cache)).unwrap();
+    assert_eq!(used, CacheUse::Miss);
+    assert_eq!(repaired, first);
+}

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::experiment::LabelEntry;
 use crate::spec::{
@@ -41,25 +41,25 @@ pub struct Example {
 }
 
 /// Rows entering and leaving one step.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepCount {
     pub file: String,
     pub step: String,
     pub rows_in: usize,
     pub rows_out: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
 /// A text seen with several labels.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conflict {
     pub text: String,
     pub labels: BTreeMap<String, usize>,
 }
 
 /// What the data stage did, for people (`bertlab data`) and for each run (`data_report.json`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DataReport {
     pub steps: Vec<StepCount>,
     pub classes: Vec<String>,
@@ -76,7 +76,7 @@ pub struct DataReport {
 }
 
 /// Token lengths of the training texts under one tokenizer and `max_length`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenLengths {
     pub texts: usize,
     pub p50: usize,

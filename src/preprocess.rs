@@ -1,0 +1,155 @@
+//! Data and tokenize stages together, cached: a run's examples, split and tokenized, with the
+//! data report. The cache key is a sha256 over the data part of the run spec (file fingerprints
+//! and every `[data]` setting), `[labels]`, the tokenizer files' fingerprints and `max_length`,
+//! so a 50-run sweep over learning rates and seeds decodes, cleans and tokenizes once.
+//!
+//! Entries are written atomically (temporary file, then rename): two runners that miss at the
+//! same time both compute the same bytes, and a reader never sees half an entry. An unreadable
+//! entry is recomputed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file;
+use crate::data::{self, DataReport, Example, TokenLengths};
+use crate::plan::PlannedRun;
+use crate::spec::{canonical_json, hash_canonical};
+use crate::tokenizer;
+
+/// Bumped when the cached layout or any step's behaviour changes.
+const CACHE_VERSION: u32 = 1;
+
+/// One split, tokenized: parallel vectors.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenizedSplit {
+    pub texts: Vec<String>,
+    pub labels: Vec<u32>,
+    /// 1-based data rows in the source file.
+    pub rows: Vec<usize>,
+    /// Token ids with [CLS] and [SEP], truncated to `max_length`.
+    pub ids: Vec<Vec<u32>>,
+}
+
+/// Everything training needs from the data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenizedData {
+    pub version: u32,
+    pub classes: Vec<String>,
+    pub train: TokenizedSplit,
+    pub validation: TokenizedSplit,
+    pub test: TokenizedSplit,
+    pub report: DataReport,
+    /// Token lengths of the training texts before truncation.
+    pub token_lengths: TokenLengths,
+}
+
+/// The cache key of a run's preprocessed data (64 hex digits).
+pub fn cache_key(run: &PlannedRun) -> String {
+    let tokenizer_files: Vec<_> = run
+        .spec
+        .model
+        .files
+        .iter()
+        .filter(|(name, _)| {
+            crate::model_directory::TOKENIZER_FILES.contains(&name.as_str())
+                || crate::model_directory::TOKENIZER_SETTINGS_FILES.contains(&name.as_str())
+        })
+        .collect();
+    let key = serde_json::json!({
+        "version": CACHE_VERSION,
+        "data": run.spec.data,
+        "labels": run.spec.labels,
+        "tokenizer": tokenizer_files,
+        "max_length": run.spec.train.max_length,
+    });
+    hash_canonical(&canonical_json(&key)).as_str().to_string()
+}
+
+/// The cache folder used when none is given: `data/` beside the fingerprint cache.
+pub fn default_cache_folder() -> Option<PathBuf> {
+    crate::fingerprint::default_cache_path()
+        .and_then(|path| path.parent().map(|folder| folder.join("data")))
+}
+
+fn tokenize_split(
+    loaded: &tokenizer::LoadedTokenizer,
+    examples: Vec<Example>,
+    max_length: usize,
+) -> anyhow::Result<TokenizedSplit> {
+    let texts: Vec<&str> = examples
+        .iter()
+        .map(|example| example.text.as_str())
+        .collect();
+    let ids = tokenizer::encode_all(loaded, &texts, max_length)?;
+    let mut split = TokenizedSplit {
+        ids,
+        ..TokenizedSplit::default()
+    };
+    for example in examples {
+        split.texts.push(example.text);
+        split.labels.push(example.label);
+        split.rows.push(example.row);
+    }
+    Ok(split)
+}
+
+/// Runs the data and tokenize stages for a run, without the cache.
+pub fn preprocess(run: &PlannedRun) -> anyhow::Result<TokenizedData> {
+    let formats = [
+        Some(run.spec.data.train.format),
+        run.spec.data.validation.as_ref().map(|file| file.format),
+        run.spec.data.test.as_ref().map(|file| file.format),
+    ];
+    let prepared = data::prepare(&run.settings, formats)?;
+    let loaded = tokenizer::load(&run.settings.model_path)?;
+    let max_length = run.settings.train.max_length;
+    let texts: Vec<&str> = prepared
+        .train
+        .iter()
+        .map(|example| example.text.as_str())
+        .collect();
+    let token_lengths =
+        TokenLengths::from_lengths(tokenizer::token_lengths(&loaded, &texts)?, max_length);
+    Ok(TokenizedData {
+        version: CACHE_VERSION,
+        classes: prepared.classes,
+        train: tokenize_split(&loaded, prepared.train, max_length)?,
+        validation: tokenize_split(&loaded, prepared.validation, max_length)?,
+        test: tokenize_split(&loaded, prepared.test, max_length)?,
+        report: prepared.report,
+        token_lengths,
+    })
+}
+
+/// Whether the result came from the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    Hit,
+    Miss,
+    /// No cache folder.
+    Off,
+}
+
+/// [`preprocess`] through the cache in `folder` (none: no cache).
+pub fn preprocess_cached(
+    run: &PlannedRun,
+    folder: Option<&Path>,
+) -> anyhow::Result<(TokenizedData, CacheUse)> {
+    let Some(folder) = folder else {
+        return Ok((preprocess(run)?, CacheUse::Off));
+    };
+    let path = folder.join(format!("{}.json", cache_key(run)));
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(data) = serde_json::from_slice::<TokenizedData>(&bytes)
+        && data.version == CACHE_VERSION
+    {
+        return Ok((data, CacheUse::Hit));
+    }
+    let data = preprocess(run)?;
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("cannot create the cache folder {}", folder.display()))?;
+    atomic_file::write(&path, &serde_json::to_vec(&data)?)?;
+    Ok((data, CacheUse::Miss))
+}
