@@ -438,3 +438,20 @@ fn the_preprocessing_cache_is_shared_by_runs_that_differ_only_in_training() {
     assert_eq!(used, CacheUse::Miss);
     assert_eq!(repaired, first);
 }
+
+#[test]
+fn a_file_of_empty_texts_says_which_step_removed_every_row() {
+    let folder = Folder::new();
+    folder.write("t.csv", b"text,label\n   ,pos\n,neg\n");
+    let error = data_error(folder.prepare("train = \"t.csv\"", ""));
+    assert_eq!(
+        error.message,
+        "no rows are left to train on: `drop empty` removed every row"
+    );
+    folder.write("header.csv", b"text,label\n");
+    let error = data_error(folder.prepare("train = \"header.csv\"", ""));
+    assert_eq!(
+        error.message,
+        "no rows are left to train on: the file has no data rows"
+    );
+}

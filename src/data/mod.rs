@@ -467,6 +467,21 @@ pub fn prepare(
         options,
         &mut report,
     )?;
+    if train_rows.texts.is_empty() {
+        let emptied = report
+            .steps
+            .iter()
+            .find(|step| step.rows_in > 0 && step.rows_out == 0)
+            .map_or_else(
+                || "the file has no data rows".to_string(),
+                |step| format!("`{}` removed every row", step.step),
+            );
+        return Err(data_error(
+            train_path,
+            format!("no rows are left to train on: {emptied}"),
+            Some("check `text_column`, the filters, and whether the texts are empty"),
+        ));
+    }
     let map = match &settings.labels {
         Some(entries) => LabelMap::from_entries(entries),
         None => LabelMap::inferred(&train_rows.labels),
