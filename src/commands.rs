@@ -4,14 +4,12 @@
 use std::io::Write;
 
 use crate::cli::{HiArgs, HiCommand, ReportFormat};
-use crate::data::{self, TokenLengths};
 use crate::diagnostics::{Severity, render_problems};
 use crate::fingerprint::{Fingerprinter, default_cache_path};
 use crate::plan::{self, Plan, PlanOptions};
+use crate::preprocess;
 use crate::report::{self, PlanRow, TableFormat};
-use crate::spec::canonical_json;
 use crate::store::RunStore;
-use crate::tokenizer;
 
 /// How a command ended, for the exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,25 +125,10 @@ fn data_command(
     color: bool,
 ) -> anyhow::Result<Outcome> {
     let plan = make_plan(experiments, &PlanOptions::default(), color)?;
-    let mut setups: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+    // Runs whose preprocessed data is the same (the cache key) share one report.
+    let mut setups: Vec<(String, Vec<usize>)> = Vec::new();
     for (index, run) in plan.runs.iter().enumerate() {
-        let tokenizer_files: Vec<_> = run
-            .spec
-            .model
-            .files
-            .iter()
-            .filter(|(name, _)| {
-                !name.starts_with("model.")
-                    && !name.starts_with("pytorch_model")
-                    && *name != "config.json"
-            })
-            .collect();
-        let key = canonical_json(&serde_json::json!({
-            "data": run.spec.data,
-            "labels": run.spec.labels,
-            "tokenizer": tokenizer_files,
-            "max_length": run.spec.train.max_length,
-        }));
+        let key = preprocess::cache_key(run);
         match setups.iter_mut().find(|(existing, _)| *existing == key) {
             Some((_, runs)) => runs.push(index),
             None => setups.push((key, vec![index])),
@@ -155,22 +138,7 @@ fn data_command(
     let mut stdout = std::io::stdout().lock();
     for (number, (_, runs)) in setups.iter().enumerate() {
         let run = &plan.runs[runs[0]];
-        let formats = [
-            Some(run.spec.data.train.format),
-            run.spec.data.validation.as_ref().map(|file| file.format),
-            run.spec.data.test.as_ref().map(|file| file.format),
-        ];
-        let prepared = data::prepare(&run.settings, formats)?;
-        let loaded = tokenizer::load(&run.settings.model_path)?;
-        let texts: Vec<&str> = prepared
-            .train
-            .iter()
-            .map(|example| example.text.as_str())
-            .collect();
-        let lengths = TokenLengths::from_lengths(
-            tokenizer::token_lengths(&loaded, &texts)?,
-            run.settings.train.max_length,
-        );
+        let (prepared, _, lengths) = preprocess::prepare_with_lengths(run)?;
         let hashes: Vec<&str> = runs
             .iter()
             .map(|&index| plan.runs[index].hash.short())

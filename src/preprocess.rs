@@ -95,8 +95,10 @@ fn tokenize_split(
     Ok(split)
 }
 
-/// Runs the data and tokenize stages for a run, without the cache.
-pub fn preprocess(run: &PlannedRun) -> anyhow::Result<TokenizedData> {
+/// The data stage for a run, its tokenizer, and the token lengths of its training texts.
+pub fn prepare_with_lengths(
+    run: &PlannedRun,
+) -> anyhow::Result<(data::PreparedData, tokenizer::LoadedTokenizer, TokenLengths)> {
     let formats = [
         Some(run.spec.data.train.format),
         run.spec.data.validation.as_ref().map(|file| file.format),
@@ -104,14 +106,22 @@ pub fn preprocess(run: &PlannedRun) -> anyhow::Result<TokenizedData> {
     ];
     let prepared = data::prepare(&run.settings, formats)?;
     let loaded = tokenizer::load(&run.settings.model_path)?;
-    let max_length = run.settings.train.max_length;
     let texts: Vec<&str> = prepared
         .train
         .iter()
         .map(|example| example.text.as_str())
         .collect();
-    let token_lengths =
-        TokenLengths::from_lengths(tokenizer::token_lengths(&loaded, &texts)?, max_length);
+    let lengths = TokenLengths::from_lengths(
+        tokenizer::token_lengths(&loaded, &texts)?,
+        run.settings.train.max_length,
+    );
+    Ok((prepared, loaded, lengths))
+}
+
+/// Runs the data and tokenize stages for a run, without the cache.
+pub fn preprocess(run: &PlannedRun) -> anyhow::Result<TokenizedData> {
+    let (prepared, loaded, token_lengths) = prepare_with_lengths(run)?;
+    let max_length = run.settings.train.max_length;
     Ok(TokenizedData {
         version: CACHE_VERSION,
         classes: prepared.classes,

@@ -98,13 +98,17 @@ pub fn encode(
         .tokenizer
         .encode_fast(text, true)
         .map_err(|error| anyhow!("{error}"))?;
-    let mut ids = encoding.get_ids().to_vec();
-    if ids.len() > max_length {
-        let last = *ids.last().expect("non-empty");
-        ids.truncate(max_length - 1);
-        ids.push(last);
+    Ok(truncate(encoding.get_ids(), max_length))
+}
+
+/// At most `max_length` ids, keeping the last one ([SEP]).
+fn truncate(ids: &[u32], max_length: usize) -> Vec<u32> {
+    if ids.len() <= max_length {
+        return ids.to_vec();
     }
-    Ok(ids)
+    let mut truncated = ids[..max_length - 1].to_vec();
+    truncated.push(*ids.last().expect("non-empty"));
+    truncated
 }
 
 /// Token counts of texts, [CLS] and [SEP] included, without truncation (in parallel).
@@ -132,16 +136,7 @@ pub fn encode_all(
         .map_err(|error| anyhow!("{error}"))?;
     Ok(encodings
         .iter()
-        .map(|encoding| {
-            let ids = encoding.get_ids();
-            if ids.len() <= max_length {
-                ids.to_vec()
-            } else {
-                let mut truncated = ids[..max_length - 1].to_vec();
-                truncated.push(*ids.last().expect("non-empty"));
-                truncated
-            }
-        })
+        .map(|encoding| truncate(encoding.get_ids(), max_length))
         .collect())
 }
 
