@@ -25,3 +25,4 @@ pub mod schema;
 pub mod spec;
 pub mod store;
 pub mod tokenizer;
+pub mod wordpiece;

@@ -455,3 +455,43 @@ fn a_file_of_empty_texts_says_which_step_removed_every_row() {
         "no rows are left to train on: the file has no data rows"
     );
 }
+
+/// The fast WordPiece path gives the tokenizers crate's ids on every text of the example corpus
+/// it accepts (and it accepts most of them).
+#[test]
+fn the_fast_tokenizer_path_matches_on_the_whole_corpus() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let corpus = root.join("assets/data/tweets.csv");
+    if !corpus.is_file() {
+        assert!(
+            std::env::var_os("BERTLAB_REQUIRE_ASSETS").is_none(),
+            "run scripts/fetch-assets.sh"
+        );
+        eprintln!("skipped: no example assets (run scripts/fetch-assets.sh)");
+        return;
+    }
+    let loaded = bertlab::tokenizer::load(&root.join("assets/models/all-MiniLM-L6-v2")).unwrap();
+    let fast = loaded
+        .fast
+        .as_ref()
+        .expect("all-MiniLM-L6-v2 has a plain BERT tokenizer");
+    let bytes = std::fs::read(&corpus).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let (mut accepted, mut total) = (0, 0);
+    for record in reader.records() {
+        let record = record.unwrap();
+        let tweet = &record[2];
+        total += 1;
+        if let Some(ids) = fast.encode(tweet) {
+            accepted += 1;
+            let expected = loaded.tokenizer.encode_fast(tweet, true).unwrap();
+            assert_eq!(ids, expected.get_ids(), "{tweet:?}");
+        }
+    }
+    assert!(
+        accepted * 10 > total * 8,
+        "the fast path took only {accepted} of {total} texts"
+    );
+    eprintln!("fast path: {accepted} of {total} texts, all identical");
+}
