@@ -178,13 +178,9 @@ fn truncate(ids: &[u32], max_length: usize) -> Vec<u32> {
 
 /// Token counts of texts, [CLS] and [SEP] included, without truncation (in parallel).
 pub fn token_lengths(tokenizer: &LoadedTokenizer, texts: &[&str]) -> anyhow::Result<Vec<usize>> {
-    let encodings = tokenizer
-        .tokenizer
-        .encode_batch_fast(texts.to_vec(), true)
-        .map_err(|error| anyhow!("{error}"))?;
-    Ok(encodings
+    Ok(encode_untruncated(tokenizer, texts)?
         .iter()
-        .map(|encoding| encoding.get_ids().len())
+        .map(Vec::len)
         .collect())
 }
 
