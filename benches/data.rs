@@ -33,8 +33,7 @@ fn main() -> anyhow::Result<()> {
             &mut Fingerprinter::new(None),
         )?;
         let first = &planned.runs[0];
-        let formats = [Some(first.spec.data.train.format), None, None];
-        let prepared = data::prepare(&first.settings, formats)?;
+        let prepared = data::prepare(first)?;
         let cleaned = start.elapsed().as_secs_f64();
         let loaded = tokenizer::load(&first.settings.model_path)?;
         let mut tokens = 0;

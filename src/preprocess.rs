@@ -78,11 +78,11 @@ fn tokenize_split(
     examples: Vec<Example>,
     max_length: usize,
 ) -> anyhow::Result<TokenizedSplit> {
-    let texts: Vec<&str> = examples
-        .iter()
-        .map(|example| example.text.as_str())
-        .collect();
-    let ids = tokenizer::encode_all(loaded, &texts, max_length)?;
+    let ids = tokenizer::encode_all(loaded, &texts_of(&examples), max_length)?;
+    Ok(into_split(examples, ids))
+}
+
+fn into_split(examples: Vec<Example>, ids: Vec<Vec<u32>>) -> TokenizedSplit {
     let mut split = TokenizedSplit {
         ids,
         ..TokenizedSplit::default()
@@ -92,40 +92,44 @@ fn tokenize_split(
         split.labels.push(example.label);
         split.rows.push(example.row);
     }
-    Ok(split)
+    split
 }
 
 /// The data stage for a run, its tokenizer, and the token lengths of its training texts.
 pub fn prepare_with_lengths(
     run: &PlannedRun,
 ) -> anyhow::Result<(data::PreparedData, tokenizer::LoadedTokenizer, TokenLengths)> {
-    let formats = [
-        Some(run.spec.data.train.format),
-        run.spec.data.validation.as_ref().map(|file| file.format),
-        run.spec.data.test.as_ref().map(|file| file.format),
-    ];
-    let prepared = data::prepare(&run.settings, formats)?;
+    let prepared = data::prepare(run)?;
     let loaded = tokenizer::load(&run.settings.model_path)?;
-    let texts: Vec<&str> = prepared
-        .train
-        .iter()
-        .map(|example| example.text.as_str())
-        .collect();
-    let lengths = TokenLengths::from_lengths(
-        tokenizer::token_lengths(&loaded, &texts)?,
-        run.settings.train.max_length,
-    );
+    let lengths = tokenizer::token_lengths(&loaded, &texts_of(&prepared.train))?;
+    let lengths = TokenLengths::from_lengths(lengths, run.settings.train.max_length);
     Ok((prepared, loaded, lengths))
 }
 
-/// Runs the data and tokenize stages for a run, without the cache.
+fn texts_of(examples: &[Example]) -> Vec<&str> {
+    examples
+        .iter()
+        .map(|example| example.text.as_str())
+        .collect()
+}
+
+/// Runs the data and tokenize stages for a run, without the cache. The training texts are
+/// tokenized once: their untruncated lengths give the report's statistics.
 pub fn preprocess(run: &PlannedRun) -> anyhow::Result<TokenizedData> {
-    let (prepared, loaded, token_lengths) = prepare_with_lengths(run)?;
+    let prepared = data::prepare(run)?;
+    let loaded = tokenizer::load(&run.settings.model_path)?;
     let max_length = run.settings.train.max_length;
+    let train_ids = tokenizer::encode_untruncated(&loaded, &texts_of(&prepared.train))?;
+    let token_lengths =
+        TokenLengths::from_lengths(train_ids.iter().map(Vec::len).collect(), max_length);
+    let train_ids = train_ids
+        .iter()
+        .map(|ids| tokenizer::truncate(ids, max_length))
+        .collect();
     Ok(TokenizedData {
         version: CACHE_VERSION,
         classes: prepared.classes,
-        train: tokenize_split(&loaded, prepared.train, max_length)?,
+        train: into_split(prepared.train, train_ids),
         validation: tokenize_split(&loaded, prepared.validation, max_length)?,
         test: tokenize_split(&loaded, prepared.test, max_length)?,
         report: prepared.report,

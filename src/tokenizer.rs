@@ -120,7 +120,7 @@ pub fn encode(
 
 /// Token ids of texts with [CLS] and [SEP], untruncated: the fast path where it applies (in
 /// parallel over the machine's cores), the tokenizers crate for the rest.
-fn encode_untruncated(
+pub fn encode_untruncated(
     tokenizer: &LoadedTokenizer,
     texts: &[&str],
 ) -> anyhow::Result<Vec<Vec<u32>>> {
@@ -167,7 +167,7 @@ fn encode_untruncated(
 }
 
 /// At most `max_length` ids, keeping the last one ([SEP]).
-fn truncate(ids: &[u32], max_length: usize) -> Vec<u32> {
+pub fn truncate(ids: &[u32], max_length: usize) -> Vec<u32> {
     if ids.len() <= max_length {
         return ids.to_vec();
     }

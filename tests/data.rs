@@ -52,15 +52,7 @@ impl Folder {
             &PlanOptions::default(),
             &mut Fingerprinter::new(None),
         )?;
-        let run = &planned.runs[0];
-        data::prepare(
-            &run.settings,
-            [
-                Some(run.spec.data.train.format),
-                run.spec.data.validation.as_ref().map(|file| file.format),
-                run.spec.data.test.as_ref().map(|file| file.format),
-            ],
-        )
+        data::prepare(&planned.runs[0])
     }
 }
 

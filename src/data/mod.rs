@@ -27,8 +27,9 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::LabelEntry;
+use crate::plan::PlannedRun;
 use crate::spec::{
-    ConflictingLabels, DataFormat, DataOptions, Encoding, RunSettings, UnknownLabels,
+    ConflictingLabels, DataFileSpec, DataFormat, DataOptions, Encoding, UnknownLabels,
 };
 
 /// One labelled text.
@@ -445,28 +446,16 @@ fn map_labels(
     Ok(examples)
 }
 
-fn format_of(path: &Path) -> DataFormat {
-    path.extension()
-        .and_then(|extension| DataFormat::from_extension(&extension.to_string_lossy()))
-        .unwrap_or(DataFormat::Csv)
-}
-
-/// Runs every step for one run's data settings. `formats` gives each file's format as planned
-/// (train, validation, test); files without a planned format are read by extension.
-pub fn prepare(
-    settings: &RunSettings,
-    formats: [Option<DataFormat>; 3],
-) -> anyhow::Result<PreparedData> {
+/// Runs every step for one planned run: its data settings and files, each read in the format
+/// the plan resolved (extension or `data.format`).
+pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
+    let settings = &run.settings;
+    let files = &run.spec.data;
     let options = &settings.data;
     let mut report = DataReport::default();
     let paths = &settings.data_paths;
     let train_path = paths.train.as_path();
-    let train_rows = clean_file(
-        train_path,
-        formats[0].unwrap_or_else(|| format_of(train_path)),
-        options,
-        &mut report,
-    )?;
+    let train_rows = clean_file(train_path, files.train.format, options, &mut report)?;
     if train_rows.texts.is_empty() {
         let emptied = report
             .steps
@@ -503,22 +492,19 @@ pub fn prepare(
         options.unknown_labels,
         &mut report,
     )?;
-    let other =
-        |path: &Option<std::path::PathBuf>, format: Option<DataFormat>, report: &mut DataReport| {
-            path.as_ref()
-                .map(|path| {
-                    let rows = clean_file(
-                        path,
-                        format.unwrap_or_else(|| format_of(path)),
-                        options,
-                        report,
-                    )?;
-                    map_labels(path, rows, &map, options.unknown_labels, report)
-                })
-                .transpose()
-        };
-    let validation_file = other(&paths.validation, formats[1], &mut report)?;
-    let test_file = other(&paths.test, formats[2], &mut report)?;
+    let other = |path: &Option<std::path::PathBuf>,
+                 file: &Option<DataFileSpec>,
+                 report: &mut DataReport| {
+        path.as_ref()
+            .zip(file.as_ref())
+            .map(|(path, file)| {
+                let rows = clean_file(path, file.format, options, report)?;
+                map_labels(path, rows, &map, options.unknown_labels, report)
+            })
+            .transpose()
+    };
+    let validation_file = other(&paths.validation, &files.validation, &mut report)?;
+    let test_file = other(&paths.test, &files.test, &mut report)?;
 
     let labels: Vec<u32> = train_all.iter().map(|example| example.label).collect();
     let parts = split::split(
