@@ -12,12 +12,13 @@ use crate::store::RunStore;
 
 const AFTER_HELP: &str = "\
 Examples:
+  bertlab run experiments/quickstart.toml
   bertlab plan experiments/tweets-sentiment.toml
   bertlab plan experiments/*.toml --format json
   bertlab --runs /data/runs show 3f2a9c
 
-Exit status: 0 success, 1 the work ran but did not all succeed, 2 an error (bad arguments,
-an invalid experiment file, a missing file).";
+Exit status: 0 success, 1 the work ran but did not all succeed (a run failed), 2 an error (bad
+arguments, an invalid experiment file, a missing file), 130 interrupted (SIGINT or SIGTERM).";
 
 /// The arguments as typed.
 #[derive(Debug, Parser)]
@@ -49,6 +50,16 @@ pub enum LowCommand {
         after_help = "Example:\n  bertlab plan experiments/tweets-sentiment.toml --format csv > plan.csv"
     )]
     Plan(PlanArgs),
+    /// Train every run of the plan, in order: done runs are skipped, interrupted runs resume
+    /// from their checkpoint, failures are recorded and the sweep goes on.
+    #[command(after_help = "Examples:
+  bertlab run experiments/quickstart.toml
+  bertlab run experiments/*.toml --fail-fast
+  bertlab --runs /data/runs run experiments/tweets-sentiment.toml   (start it twice to use two machines on one store)
+
+Ctrl-C (or SIGTERM) writes a checkpoint and stops; a second Ctrl-C stops at once.
+Exit status: 0 every run done, 1 a run failed, 2 an error, 130 interrupted.")]
+    Run(RunArgs),
     /// Report what the data steps do to each distinct data setup: rows per step, classes per
     /// split, token lengths.
     #[command(after_help = "Example:\n  bertlab data experiments/tweets-sentiment.toml")]
@@ -69,6 +80,25 @@ pub struct PlanArgs {
     /// Output format: an aligned table, or JSON / CSV for scripts (with 64-digit hashes).
     #[arg(long, value_enum, default_value_t)]
     pub format: TableFormat,
+
+    /// Refuse grids with more runs than this.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Experiment files (TOML).
+    #[arg(required = true, value_name = "EXPERIMENT.toml")]
+    pub experiments: Vec<PathBuf>,
+
+    /// Stop at the first failed run instead of going on with the sweep.
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Train runs recorded as failed again (by default they are reported and skipped).
+    #[arg(long)]
+    pub retry_failed: bool,
 
     /// Refuse grids with more runs than this.
     #[arg(long, default_value_t = 1000, value_name = "N")]
@@ -121,6 +151,13 @@ pub enum HiCommand {
         experiments: Vec<PathBuf>,
         format: ReportFormat,
     },
+    Run {
+        experiments: Vec<PathBuf>,
+        plan_options: PlanOptions,
+        options: crate::sweep::SweepOptions,
+        /// Draw progress bars (stderr is a terminal).
+        progress_bars: bool,
+    },
     Show {
         hash_prefix: String,
     },
@@ -146,6 +183,18 @@ impl HiArgs {
             LowCommand::Data(args) => HiCommand::Data {
                 experiments: args.experiments,
                 format: args.format,
+            },
+            LowCommand::Run(args) => HiCommand::Run {
+                experiments: args.experiments,
+                plan_options: PlanOptions {
+                    max_runs: args.max_runs,
+                },
+                options: crate::sweep::SweepOptions {
+                    fail_fast: args.fail_fast,
+                    retry_failed: args.retry_failed,
+                    cache_folder: crate::preprocess::default_cache_folder(),
+                },
+                progress_bars: std::io::stderr().is_terminal(),
             },
             LowCommand::Show(args) => HiCommand::Show {
                 hash_prefix: args.hash,

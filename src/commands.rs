@@ -18,6 +18,8 @@ pub enum Outcome {
     Success,
     /// The work ran, but not all of it succeeded.
     Failure,
+    /// Stopped by SIGINT or SIGTERM.
+    Interrupted,
 }
 
 pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
@@ -37,6 +39,19 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
             experiments,
             format,
         } => data_command(&experiments, format, args.color_stderr),
+        HiCommand::Run {
+            experiments,
+            plan_options,
+            options,
+            progress_bars,
+        } => run_command(
+            &args.store,
+            &experiments,
+            &plan_options,
+            &options,
+            progress_bars,
+            args.color_stderr,
+        ),
         HiCommand::Show { hash_prefix } => show_command(&args.store, &hash_prefix),
     }
 }
@@ -199,4 +214,65 @@ fn show_command(store: &RunStore, hash_prefix: &str) -> anyhow::Result<Outcome> 
     writeln!(stdout, "spec")?;
     writeln!(stdout, "{}", serde_json::to_string_pretty(&spec)?)?;
     Ok(Outcome::Success)
+}
+
+/// `bertlab run`: carries out the plan, then prints the sweep's results table on stdout.
+fn run_command(
+    store: &RunStore,
+    experiments: &[std::path::PathBuf],
+    plan_options: &PlanOptions,
+    options: &crate::sweep::SweepOptions,
+    progress_bars: bool,
+    color: bool,
+) -> anyhow::Result<Outcome> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let plan = make_plan(experiments, plan_options, color)?;
+    // The first SIGINT/SIGTERM asks for a checkpoint and a clean stop; a second one exits at once.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupt))?;
+        signal_hook::flag::register(signal, Arc::clone(&interrupt))?;
+    }
+    store.create()?;
+    eprintln!(
+        "{} run{} planned, store {}",
+        plan.runs.len(),
+        if plan.runs.len() == 1 { "" } else { "s" },
+        store.root().display()
+    );
+    let mut progress = crate::progress::Progress::new(progress_bars);
+    let report = crate::sweep::run_sweep(&plan, store, options, &interrupt, &mut progress)?;
+    drop(progress);
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(crate::sweep::results_table(&plan, &report, store).as_bytes())?;
+    stdout.flush()?;
+    let count = |status: crate::store::RunStatus| {
+        report
+            .rows
+            .iter()
+            .filter(|row| store.status(&plan.runs[row.run].hash).unwrap_or(row.status) == status)
+            .count()
+    };
+    let done = count(crate::store::RunStatus::Done);
+    let failed = count(crate::store::RunStatus::Failed);
+    eprintln!(
+        "{done} of {} runs done, {failed} failed{}",
+        plan.runs.len(),
+        if report.interrupted {
+            " (interrupted: `bertlab run` again resumes)"
+        } else if report.stopped_on_failure {
+            " (stopped at the first failure: --fail-fast)"
+        } else {
+            ""
+        }
+    );
+    Ok(if report.interrupted {
+        Outcome::Interrupted
+    } else if done == plan.runs.len() {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    })
 }

@@ -11,6 +11,7 @@ use clap::Parser;
 /// Exit statuses, documented in the README.
 const EXIT_FAILURE: u8 = 1;
 const EXIT_ERROR: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let args = HiArgs::from_low(LowArgs::parse());
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
     match commands::run(args) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::from(EXIT_FAILURE),
+        Ok(Outcome::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
         Err(error) => {
             if is_broken_pipe(&error) {
                 return ExitCode::SUCCESS;

@@ -66,6 +66,62 @@ pub struct RunRecord {
     /// Why the run failed or stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The experiment's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// When training first started, and when it last ended (done, failed or interrupted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Seconds of work over every attempt (data, training, validation, saving).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// The 1-based epoch whose weights the run keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
+    /// How many times a process started (or resumed) the run.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Where and with what the run was (last) trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+impl RunRecord {
+    fn new(hash: &RunHash) -> RunRecord {
+        RunRecord {
+            hash: hash.clone(),
+            status: RunStatus::New,
+            updated_at: Utc::now(),
+            error: None,
+            experiment: None,
+            started_at: None,
+            finished_at: None,
+            duration_seconds: None,
+            best_epoch: None,
+            attempts: 0,
+            provenance: None,
+        }
+    }
+}
+
+/// Where and with what a run was trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub host: String,
+    /// `cpu`, `cuda:0`, ...
+    pub device: String,
+    /// Threads of the matrix products.
+    pub threads: usize,
+    pub bertlab_version: String,
+    /// The commit bertlab was built from, when it was built from a git checkout.
+    pub bertlab_commit: Option<String>,
+    pub experiment_file: String,
+    /// The commit of the repository holding the experiment file, if it is in one.
+    pub experiment_commit: Option<String>,
+    /// Whether that repository had uncommitted changes to tracked files (outside the run store).
+    pub experiment_dirty: Option<bool>,
 }
 
 /// The file names inside a run directory.
@@ -119,17 +175,30 @@ impl RunLease {
         &self.directory
     }
 
-    /// Records a status atomically.
+    /// Records a status (and its error, if any) atomically, keeping the record's other fields.
     pub fn set_status(&self, status: RunStatus, error: Option<String>) -> anyhow::Result<()> {
-        write_record(
-            &self.directory,
-            &RunRecord {
-                hash: self.hash.clone(),
-                status,
-                updated_at: Utc::now(),
-                error,
-            },
-        )
+        self.update(|record| {
+            record.status = status;
+            record.error = error;
+        })
+    }
+
+    /// Changes the record with `change` and writes it atomically (`updated_at` is set).
+    pub fn update(&self, change: impl FnOnce(&mut RunRecord)) -> anyhow::Result<()> {
+        let path = self.directory.join(RECORD_FILE);
+        let mut record = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a valid run record", path.display()))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                RunRecord::new(&self.hash)
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", path.display()));
+            }
+        };
+        change(&mut record);
+        record.updated_at = Utc::now();
+        write_record(&self.directory, &record)
     }
 }
 
@@ -374,7 +443,8 @@ impl RunStore {
     }
 }
 
-fn hostname() -> String {
+/// This machine's name.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -1,0 +1,275 @@
+//! The optimizer and its schedule, with state bertlab owns (so a checkpoint holds it exactly):
+//! AdamW as `torch.optim.AdamW` computes it (decoupled weight decay, bias correction), weight
+//! decay only on tensors that standard fine-tuning decays (not biases, not LayerNorm weights),
+//! global-norm gradient clipping as `torch.nn.utils.clip_grad_norm_`, and the linear warmup then
+//! linear decay of transformers' `get_linear_schedule_with_warmup`.
+//!
+//! Moments live in host memory as f32, one pair of vectors per parameter.
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Device, Tensor, Var};
+
+/// AdamW's constants (transformers' Trainer defaults).
+pub const BETA1: f64 = 0.9;
+pub const BETA2: f64 = 0.999;
+pub const EPSILON: f64 = 1e-8;
+
+/// Whether weight decay applies to a parameter, by its transformers name: every weight matrix and
+/// embedding, but no bias and no LayerNorm weight (as transformers' Trainer groups them).
+pub fn applies_weight_decay(name: &str) -> bool {
+    !(name.ends_with("bias") || name.contains("LayerNorm"))
+}
+
+/// One parameter's moments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moments {
+    pub first: Vec<f32>,
+    pub second: Vec<f32>,
+}
+
+/// AdamW over a fixed list of parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamW {
+    pub weight_decay: f64,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Parameter names, in the order of the parameter list it was made for.
+    pub names: Vec<String>,
+    pub moments: Vec<Moments>,
+}
+
+impl AdamW {
+    /// Fresh state (zero moments) for `parameters`.
+    pub fn new(parameters: &[(String, Var)], weight_decay: f64) -> AdamW {
+        AdamW {
+            weight_decay,
+            steps: 0,
+            names: parameters.iter().map(|(name, _)| name.clone()).collect(),
+            moments: parameters
+                .iter()
+                .map(|(_, var)| Moments {
+                    first: vec![0.0; var.elem_count()],
+                    second: vec![0.0; var.elem_count()],
+                })
+                .collect(),
+        }
+    }
+
+    /// One update with `gradients` (one flat f32 vector per parameter, in order) at
+    /// `learning_rate`. Element by element the arithmetic is torch's single-tensor AdamW.
+    pub fn step(
+        &mut self,
+        parameters: &[(String, Var)],
+        gradients: &[Vec<f32>],
+        learning_rate: f64,
+    ) -> anyhow::Result<()> {
+        if parameters.len() != self.moments.len() || gradients.len() != self.moments.len() {
+            bail!(
+                "the optimizer holds {} parameters, got {} parameters and {} gradients",
+                self.moments.len(),
+                parameters.len(),
+                gradients.len()
+            );
+        }
+        self.steps += 1;
+        let step = self.steps as i32;
+        let bias_correction1 = 1.0 - BETA1.powi(step);
+        let bias_correction2_sqrt = (1.0 - BETA2.powi(step)).sqrt();
+        let step_size = (learning_rate / bias_correction1) as f32;
+        let bias_correction2_sqrt = bias_correction2_sqrt as f32;
+        let (beta2, epsilon) = (BETA2 as f32, EPSILON as f32);
+        let one_minus_beta1 = (1.0 - BETA1) as f32;
+        let one_minus_beta2 = (1.0 - BETA2) as f32;
+        for (((name, var), gradient), moments) in parameters
+            .iter()
+            .zip(gradients)
+            .zip(self.moments.iter_mut())
+        {
+            let decay = if applies_weight_decay(name) {
+                (1.0 - learning_rate * self.weight_decay) as f32
+            } else {
+                1.0
+            };
+            let mut values = var
+                .as_tensor()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()
+                .with_context(|| format!("cannot read parameter {name}"))?;
+            if values.len() != gradient.len() {
+                bail!(
+                    "gradient of {name} has {} values for {} parameters",
+                    gradient.len(),
+                    values.len()
+                );
+            }
+            for (((value, &grad), first), second) in values
+                .iter_mut()
+                .zip(gradient)
+                .zip(moments.first.iter_mut())
+                .zip(moments.second.iter_mut())
+            {
+                *value *= decay;
+                // torch: exp_avg.lerp_(grad, 1 - beta1)
+                *first += one_minus_beta1 * (grad - *first);
+                // torch: exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                *second = *second * beta2 + one_minus_beta2 * grad * grad;
+                let denominator = second.sqrt() / bias_correction2_sqrt + epsilon;
+                *value -= step_size * (*first / denominator);
+            }
+            let updated =
+                Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
+            var.set(&updated)
+                .with_context(|| format!("cannot update parameter {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The moments as named tensors (`adamw.first.<name>`, `adamw.second.<name>`), for a
+    /// checkpoint.
+    pub fn state_tensors(&self) -> anyhow::Result<Vec<(String, Tensor)>> {
+        let mut tensors = Vec::with_capacity(2 * self.names.len());
+        for (name, moments) in self.names.iter().zip(&self.moments) {
+            tensors.push((
+                format!("adamw.first.{name}"),
+                Tensor::new(moments.first.as_slice(), &Device::Cpu)?,
+            ));
+            tensors.push((
+                format!("adamw.second.{name}"),
+                Tensor::new(moments.second.as_slice(), &Device::Cpu)?,
+            ));
+        }
+        Ok(tensors)
+    }
+
+    /// Restores moments saved by [`AdamW::state_tensors`], and the step count.
+    pub fn restore(
+        &mut self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        steps: u64,
+    ) -> anyhow::Result<()> {
+        for (name, moments) in self.names.iter().zip(self.moments.iter_mut()) {
+            for (kind, target) in [
+                ("first", &mut moments.first),
+                ("second", &mut moments.second),
+            ] {
+                let key = format!("adamw.{kind}.{name}");
+                let values = tensors
+                    .get(&key)
+                    .with_context(|| format!("the checkpoint lacks {key}"))?
+                    .to_vec1::<f32>()?;
+                if values.len() != target.len() {
+                    bail!(
+                        "{key} holds {} values, the model needs {}",
+                        values.len(),
+                        target.len()
+                    );
+                }
+                *target = values;
+            }
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+/// The global L2 norm of all gradients (summed in f64).
+pub fn global_norm(gradients: &[Vec<f32>]) -> f64 {
+    gradients
+        .iter()
+        .flat_map(|gradient| gradient.iter())
+        .map(|&value| (value as f64) * (value as f64))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Scales the gradients so their global norm is at most `max_norm` (0: no clipping), as
+/// `torch.nn.utils.clip_grad_norm_` does (coefficient `max_norm / (norm + 1e-6)`, at most 1).
+/// Returns the norm before clipping.
+pub fn clip_global_norm(gradients: &mut [Vec<f32>], max_norm: f64) -> f64 {
+    let norm = global_norm(gradients);
+    if max_norm > 0.0 && norm.is_finite() {
+        let coefficient = max_norm / (norm + 1e-6);
+        if coefficient < 1.0 {
+            let coefficient = coefficient as f32;
+            for value in gradients
+                .iter_mut()
+                .flat_map(|gradient| gradient.iter_mut())
+            {
+                *value *= coefficient;
+            }
+        }
+    }
+    norm
+}
+
+/// The warmup length of transformers' `TrainingArguments.get_warmup_steps`: `ceil(ratio * total)`.
+pub fn warmup_steps(total_steps: u64, warmup_ratio: f64) -> u64 {
+    (warmup_ratio * total_steps as f64).ceil() as u64
+}
+
+/// The learning rate of optimizer step `step` (0-based): linear warmup from 0 over
+/// `warmup_steps`, then linear decay to 0 at `total_steps` (transformers'
+/// `get_linear_schedule_with_warmup`).
+pub fn learning_rate_at(step: u64, total_steps: u64, warmup_steps: u64, peak: f64) -> f64 {
+    let factor = if step < warmup_steps {
+        step as f64 / warmup_steps.max(1) as f64
+    } else {
+        (total_steps.saturating_sub(step)) as f64
+            / total_steps.saturating_sub(warmup_steps).max(1) as f64
+    };
+    peak * factor.max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decay_skips_biases_and_layer_norms() {
+        assert!(applies_weight_decay(
+            "bert.embeddings.word_embeddings.weight"
+        ));
+        assert!(applies_weight_decay(
+            "bert.encoder.layer.0.attention.self.query.weight"
+        ));
+        assert!(applies_weight_decay("classifier.weight"));
+        assert!(!applies_weight_decay("classifier.bias"));
+        assert!(!applies_weight_decay("bert.embeddings.LayerNorm.weight"));
+        assert!(!applies_weight_decay(
+            "bert.encoder.layer.3.output.LayerNorm.bias"
+        ));
+    }
+
+    #[test]
+    fn the_schedule_warms_up_then_decays_to_zero() {
+        let total = 100;
+        let warmup = warmup_steps(total, 0.1);
+        assert_eq!(warmup, 10);
+        assert_eq!(warmup_steps(95, 0.1), 10, "rounded up");
+        assert_eq!(learning_rate_at(0, total, warmup, 1.0), 0.0);
+        assert!((learning_rate_at(5, total, warmup, 1.0) - 0.5).abs() < 1e-15);
+        assert_eq!(learning_rate_at(10, total, warmup, 1.0), 1.0);
+        assert!((learning_rate_at(55, total, warmup, 1.0) - 0.5).abs() < 1e-15);
+        assert_eq!(learning_rate_at(100, total, warmup, 1.0), 0.0);
+        assert_eq!(learning_rate_at(0, total, 0, 2.0), 2.0, "no warmup");
+    }
+
+    #[test]
+    fn clipping_scales_to_the_maximum_norm() {
+        let mut gradients = vec![vec![3.0f32], vec![4.0]];
+        let norm = clip_global_norm(&mut gradients, 1.0);
+        assert_eq!(norm, 5.0);
+        assert!((global_norm(&gradients) - 1.0).abs() < 1e-6);
+        let mut small = vec![vec![0.3f32, 0.4]];
+        clip_global_norm(&mut small, 1.0);
+        assert_eq!(
+            small,
+            vec![vec![0.3f32, 0.4]],
+            "under the maximum: untouched"
+        );
+        let mut off = vec![vec![30.0f32, 40.0]];
+        clip_global_norm(&mut off, 0.0);
+        assert_eq!(off, vec![vec![30.0f32, 40.0]], "0 turns clipping off");
+    }
+}

@@ -1,0 +1,450 @@
+//! Carrying out a plan: every run in plan order, each claimed in the run store before it is
+//! trained (so two processes on the same sweep split the work and never train a run twice),
+//! `done` runs skipped, interrupted runs resumed from their checkpoint, failures recorded with
+//! their reason while the sweep goes on (unless `fail_fast`), and runs that another process holds
+//! waited for (and taken over if that process dies).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+
+use crate::plan::{Plan, PlannedRun};
+use crate::progress::Progress;
+use crate::run_files;
+use crate::store::{Claim, Provenance, RunStatus, RunStore, hostname};
+use crate::train::{self, RunResult, TrainEnd, TrainOptions};
+
+/// How long to wait before looking again at runs other processes hold.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What `bertlab run` was asked to do besides the plan.
+#[derive(Clone, Debug, Default)]
+pub struct SweepOptions {
+    /// Stop at the first failed run.
+    pub fail_fast: bool,
+    /// Train runs recorded `failed` again (by default they are reported, not retried).
+    pub retry_failed: bool,
+    /// The preprocessing cache (none: no cache).
+    pub cache_folder: Option<PathBuf>,
+}
+
+/// What happened to one planned run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepRow {
+    /// Index into the plan's runs.
+    pub run: usize,
+    pub status: RunStatus,
+    /// Trained (or resumed) by this process.
+    pub trained_here: bool,
+    pub result: Option<RunResult>,
+    pub error: Option<String>,
+}
+
+/// The sweep's outcome, run by run, in plan order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SweepReport {
+    pub rows: Vec<SweepRow>,
+    /// Stopped by a signal.
+    pub interrupted: bool,
+    /// Stopped by `fail_fast`.
+    pub stopped_on_failure: bool,
+}
+
+/// A finished run's [`RunResult`], as JSON in its directory.
+pub const RESULT_FILE: &str = "results.json";
+
+/// Reads a done run's `results.json`.
+pub fn read_result(directory: &Path) -> anyhow::Result<RunResult> {
+    let path = directory.join(RESULT_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a valid results file", path.display()))
+}
+
+/// The commit bertlab was built from (see build.rs).
+pub fn bertlab_commit() -> Option<String> {
+    option_env!("BERTLAB_GIT_COMMIT")
+        .filter(|commit| !commit.is_empty())
+        .map(String::from)
+}
+
+fn git(folder: &Path, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(folder)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The commit of the repository holding `file`, and whether its tracked files have uncommitted
+/// changes outside `store_root`; `(None, None)` outside a repository or without git.
+pub fn git_state(file: &Path, store_root: &Path) -> (Option<String>, Option<bool>) {
+    let folder = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(commit) = git(&folder, &["rev-parse", "HEAD"]) else {
+        return (None, None);
+    };
+    let top = git(&folder, &["rev-parse", "--show-toplevel"]).map(|top| PathBuf::from(top.trim()));
+    let store = std::fs::canonicalize(store_root).ok();
+    let dirty = git(&folder, &["status", "--porcelain", "--untracked-files=no"]).map(|status| {
+        status.lines().any(|line| {
+            let path = line.get(3..).unwrap_or("");
+            match (&top, &store) {
+                (Some(top), Some(store)) => !top.join(path).starts_with(store),
+                _ => true,
+            }
+        })
+    });
+    (Some(commit.trim().to_string()), dirty)
+}
+
+fn provenance(plan: &Plan, run: &PlannedRun, store: &RunStore) -> Provenance {
+    let file = &plan.experiments[run.experiment].source.path;
+    let (experiment_commit, experiment_dirty) = git_state(file, store.root());
+    Provenance {
+        host: hostname(),
+        device: "cpu".into(),
+        threads: candle_core::utils::get_num_threads(),
+        bertlab_version: env!("CARGO_PKG_VERSION").into(),
+        bertlab_commit: bertlab_commit(),
+        experiment_file: file.display().to_string(),
+        experiment_commit,
+        experiment_dirty,
+    }
+}
+
+fn short_duration(seconds: f64) -> String {
+    let seconds = seconds.max(0.0).round() as u64;
+    if seconds >= 3600 {
+        format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60)
+    } else if seconds >= 60 {
+        format!("{}m{:02}s", seconds / 60, seconds % 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// The row of a run this process did not train.
+fn observed_row(store: &RunStore, index: usize, run: &PlannedRun, status: RunStatus) -> SweepRow {
+    let directory = store.run_directory(&run.hash);
+    let record = store.record(&run.hash).ok().flatten();
+    SweepRow {
+        run: index,
+        status,
+        trained_here: false,
+        result: (status == RunStatus::Done)
+            .then(|| read_result(&directory).ok())
+            .flatten(),
+        error: record.and_then(|record| record.error),
+    }
+}
+
+/// Carries out `plan` in order. Returns when every run is done or failed, on a signal, or at the
+/// first failure with `fail_fast`.
+pub fn run_sweep(
+    plan: &Plan,
+    store: &RunStore,
+    options: &SweepOptions,
+    interrupt: &AtomicBool,
+    progress: &mut Progress,
+) -> anyhow::Result<SweepReport> {
+    let total = plan.runs.len();
+    let mut rows: Vec<Option<SweepRow>> = vec![None; total];
+    let mut report = SweepReport::default();
+    let mut announced_wait = false;
+    loop {
+        let mut trained_one = false;
+        let mut waiting = Vec::new();
+        for (index, run) in plan.runs.iter().enumerate() {
+            if rows[index].is_some() {
+                continue;
+            }
+            if interrupt.load(Ordering::SeqCst) {
+                report.interrupted = true;
+                break;
+            }
+            let prefix = format!("[{}/{}] {}", index + 1, total, run.hash.short());
+            let status = store.status(&run.hash)?;
+            match status {
+                RunStatus::Done => {
+                    progress.message(&format!("{prefix} done already, skipped"));
+                    rows[index] = Some(observed_row(store, index, run, status));
+                    continue;
+                }
+                RunStatus::Failed if !options.retry_failed => {
+                    let row = observed_row(store, index, run, status);
+                    progress.message(&format!(
+                        "{prefix} failed earlier ({}), skipped: --retry-failed trains it again",
+                        row.error.as_deref().unwrap_or("no reason recorded")
+                    ));
+                    rows[index] = Some(row);
+                    continue;
+                }
+                RunStatus::Running => {
+                    waiting.push(index);
+                    continue;
+                }
+                RunStatus::New | RunStatus::Interrupted | RunStatus::Failed => {}
+            }
+            let spec_bytes = run.spec.canonical_bytes();
+            let lease = match store.claim(&run.hash, &spec_bytes)? {
+                Claim::Claimed(lease) => lease,
+                Claim::Busy { .. } => {
+                    waiting.push(index);
+                    continue;
+                }
+            };
+            let row = train_claimed(
+                plan, run, index, store, &lease, options, interrupt, progress, &prefix,
+            )?;
+            trained_one = true;
+            let failed = row.status == RunStatus::Failed;
+            let stopped = row.status == RunStatus::Interrupted;
+            rows[index] = Some(row);
+            if stopped {
+                report.interrupted = true;
+                break;
+            }
+            if failed && options.fail_fast {
+                report.stopped_on_failure = true;
+                break;
+            }
+        }
+        if report.interrupted || report.stopped_on_failure {
+            break;
+        }
+        if rows.iter().all(Option::is_some) {
+            break;
+        }
+        if !trained_one {
+            if !announced_wait {
+                progress.message(&format!(
+                    "waiting for {} run{} that another process is training",
+                    waiting.len(),
+                    if waiting.len() == 1 { "" } else { "s" }
+                ));
+                announced_wait = true;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+    for (index, row) in rows.into_iter().enumerate() {
+        report.rows.push(match row {
+            Some(row) => row,
+            None => {
+                let run = &plan.runs[index];
+                observed_row(store, index, run, store.status(&run.hash)?)
+            }
+        });
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_claimed(
+    plan: &Plan,
+    run: &PlannedRun,
+    index: usize,
+    store: &RunStore,
+    lease: &crate::store::RunLease,
+    options: &SweepOptions,
+    interrupt: &AtomicBool,
+    progress: &mut Progress,
+    prefix: &str,
+) -> anyhow::Result<SweepRow> {
+    let directory = lease.directory().to_path_buf();
+    let experiment = &plan.experiments[run.experiment];
+    let provenance = provenance(plan, run, store);
+    let started = Utc::now();
+    let mut attempt = 0;
+    lease.update(|record| {
+        record.attempts += 1;
+        attempt = record.attempts;
+        record.started_at.get_or_insert(started);
+        record.experiment = Some(experiment.name.clone());
+        record.error = None;
+        record.provenance = Some(provenance.clone());
+    })?;
+    progress.start_run(prefix.to_string(), directory.join(run_files::LOG_FILE));
+    let swept: Vec<String> = run
+        .swept
+        .iter()
+        .map(|(key, value)| format!("{}={value}", key.column_name()))
+        .collect();
+    progress.event(&format!(
+        "{}{}: attempt {attempt}, run {} on {} with {} threads, bertlab {}{}",
+        experiment.name,
+        if swept.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", swept.join(", "))
+        },
+        run.hash,
+        provenance.device,
+        provenance.threads,
+        provenance.bertlab_version,
+        provenance
+            .bertlab_commit
+            .as_deref()
+            .map(|commit| format!(" ({})", &commit[..commit.len().min(12)]))
+            .unwrap_or_default()
+    ));
+    let clock = Instant::now();
+    let outcome = train::train_run(
+        run,
+        &directory,
+        &TrainOptions {
+            cache_folder: options.cache_folder.clone(),
+            interrupt,
+            experiment_text: &experiment.source.text,
+        },
+        progress,
+    );
+    let seconds = clock.elapsed().as_secs_f64();
+    let finished = Utc::now();
+    let row = match outcome {
+        Ok(TrainEnd::Done(result)) => {
+            let mut bytes = serde_json::to_vec_pretty(&result)?;
+            bytes.push(b'\n');
+            crate::atomic_file::write(&directory.join(RESULT_FILE), &bytes)?;
+            lease.update(|record| {
+                record.status = RunStatus::Done;
+                record.error = None;
+                record.finished_at = Some(finished);
+                record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
+                record.best_epoch = Some(result.best_epoch);
+            })?;
+            train::remove_checkpoint(&directory)?;
+            let mut line = format!(
+                "done in {}: epoch {}/{} kept, validation accuracy {:.4}, macro-F1 {:.4}",
+                short_duration(seconds),
+                result.best_epoch,
+                result.epochs_run,
+                result.validation.accuracy,
+                result.validation.macro_f1
+            );
+            if let Some(test) = &result.test {
+                line.push_str(&format!(", test accuracy {:.4}", test.accuracy));
+            }
+            progress.finish_run();
+            progress.message(&format!("{prefix} {line}"));
+            SweepRow {
+                run: index,
+                status: RunStatus::Done,
+                trained_here: true,
+                result: Some(result),
+                error: None,
+            }
+        }
+        Ok(TrainEnd::Interrupted { position }) => {
+            let reason = format!("interrupted at {position}");
+            lease.update(|record| {
+                record.status = RunStatus::Interrupted;
+                record.error = Some(reason.clone());
+                record.finished_at = Some(finished);
+                record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
+            })?;
+            progress.finish_run();
+            progress.message(&format!(
+                "{prefix} {reason}; `bertlab run` again resumes it from there"
+            ));
+            SweepRow {
+                run: index,
+                status: RunStatus::Interrupted,
+                trained_here: true,
+                result: None,
+                error: Some(reason),
+            }
+        }
+        Err(error) => {
+            let reason = format!("{error:#}");
+            progress.event(&format!("failed: {reason}"));
+            lease.update(|record| {
+                record.status = RunStatus::Failed;
+                record.error = Some(reason.clone());
+                record.finished_at = Some(finished);
+                record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
+            })?;
+            progress.finish_run();
+            SweepRow {
+                run: index,
+                status: RunStatus::Failed,
+                trained_here: true,
+                result: None,
+                error: Some(reason),
+            }
+        }
+    };
+    Ok(row)
+}
+
+/// The sweep's results table: one row per run with the swept settings, status, kept epoch,
+/// validation and test figures, and training time.
+pub fn results_table(plan: &Plan, report: &SweepReport, store: &RunStore) -> String {
+    let keys = plan.varying_keys();
+    let show_experiment = plan.experiments.len() > 1;
+    let mut headers = vec!["#".to_string(), "hash".to_string()];
+    if show_experiment {
+        headers.push("experiment".into());
+    }
+    headers.extend(keys.iter().map(|key| key.column_name()));
+    headers.extend(
+        [
+            "status",
+            "best_epoch",
+            "val_accuracy",
+            "val_macro_f1",
+            "test_accuracy",
+            "test_macro_f1",
+            "train_time",
+        ]
+        .map(String::from),
+    );
+    let body: Vec<Vec<String>> = report
+        .rows
+        .iter()
+        .map(|row| {
+            let run = &plan.runs[row.run];
+            let mut cells = vec![(row.run + 1).to_string(), run.hash.short().to_string()];
+            if show_experiment {
+                cells.push(plan.experiments[run.experiment].name.clone());
+            }
+            cells.extend(keys.iter().map(|key| {
+                run.value(key)
+                    .map(|value| value.to_string())
+                    .unwrap_or_default()
+            }));
+            let status = store.status(&run.hash).unwrap_or(row.status);
+            cells.push(status.to_string());
+            match &row.result {
+                Some(result) => {
+                    cells.push(format!("{}/{}", result.best_epoch, result.epochs_run));
+                    cells.push(format!("{:.4}", result.validation.accuracy));
+                    cells.push(format!("{:.4}", result.validation.macro_f1));
+                    match &result.test {
+                        Some(test) => {
+                            cells.push(format!("{:.4}", test.accuracy));
+                            cells.push(format!("{:.4}", test.macro_f1));
+                        }
+                        None => cells.extend(["-".to_string(), "-".to_string()]),
+                    }
+                    cells.push(short_duration(result.train_seconds));
+                }
+                None => cells.extend(std::iter::repeat_n("-".to_string(), 6)),
+            }
+            cells
+        })
+        .collect();
+    crate::report::text_table(&headers, &body)
+}
