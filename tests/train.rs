@@ -1,0 +1,599 @@
+//! `bertlab run` end to end with the tiny fixture model: it learns a separable task; the same
+//! spec trained twice, or killed and resumed, or interrupted with SIGINT and resumed, gives the
+//! same metrics and weights bit for bit; a failing run is recorded while the sweep goes on; two
+//! runners split a sweep; the optimizer matches torch.optim.AdamW.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bertlab::optimizer::{self, AdamW};
+use bertlab::run_files::TIME_COLUMNS;
+use candle_core::{DType, Device, Tensor, Var};
+use common::Workspace;
+use serde_json::Value;
+
+/// A two-class task the tiny model can separate: a sentiment word among filler words.
+fn separable_csv(path: &Path, rows: usize) {
+    let positive = ["good", "great", "love"];
+    let negative = ["bad", "awful", "hate"];
+    let filler = [
+        "the", "a", "movie", "film", "it", "was", "is", "very", "not", "i",
+    ];
+    let mut state = 7u64;
+    let mut next = |bound: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % bound
+    };
+    let mut text = String::from("text,label\n");
+    for index in 0..rows {
+        let label = index % 2;
+        let mut words: Vec<&str> = (0..2 + next(6))
+            .map(|_| filler[next(filler.len())])
+            .collect();
+        let signal = if label == 1 { positive } else { negative };
+        let at = next(words.len() + 1);
+        words.insert(at, signal[next(3)]);
+        text.push_str(&format!(
+            "{} {index},{}\n",
+            words.join(" "),
+            if label == 1 { "positive" } else { "negative" }
+        ));
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn workspace() -> Workspace {
+    let workspace = Workspace::new();
+    separable_csv(&workspace.path().join("data/separable.csv"), 240);
+    workspace
+}
+
+/// An experiment on the separable data with `train` settings and an optional grid.
+fn experiment(name: &str, train: &str, grid: &str) -> String {
+    format!(
+        "name = \"{name}\"\n\n[data]\ntrain = \"../data/separable.csv\"\ntest_fraction = 0.1\n\n\
+         [model]\npath = \"../models/tiny\"\n\n[train]\nmax_length = 24\n{train}\n{grid}"
+    )
+}
+
+const LEARNING: &str = "learning_rate = 2e-3\nbatch_size = 16\nepochs = 8\nwarmup_ratio = 0.1";
+
+/// The run directories of a store.
+fn run_directories(store: &Path) -> Vec<PathBuf> {
+    let mut directories: Vec<PathBuf> = std::fs::read_dir(store)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("spec.json").is_file())
+        .collect();
+    directories.sort();
+    directories
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display())),
+    )
+    .unwrap()
+}
+
+/// metrics.csv without its time columns.
+fn metrics_without_time(directory: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_path(directory.join("metrics.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let keep: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !TIME_COLUMNS.contains(name))
+        .map(|(index, _)| index)
+        .collect();
+    reader
+        .records()
+        .map(|record| {
+            let record = record.unwrap();
+            keep.iter()
+                .map(|&index| record[index].to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Everything a run's results are made of, for bit-for-bit comparison.
+fn fingerprint(directory: &Path) -> (Vec<Vec<String>>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    (
+        metrics_without_time(directory),
+        std::fs::read(directory.join("model/model.safetensors")).unwrap(),
+        std::fs::read(directory.join("predictions.csv")).unwrap(),
+        std::fs::read(directory.join("per_class.csv")).unwrap(),
+    )
+}
+
+fn bertlab_command(workspace: &Workspace, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bertlab"));
+    command
+        .args(args)
+        .current_dir(workspace.path())
+        .env("BERTLAB_CACHE_DIR", workspace.path().join("cache"))
+        .env("NO_COLOR", "1")
+        .env_remove("BERTLAB_RUNS")
+        .env_remove(bertlab::train::ABORT_AFTER_STEP_VARIABLE);
+    command
+}
+
+#[test]
+fn the_tiny_model_learns_a_separable_task_and_the_run_directory_is_complete() {
+    let workspace = workspace();
+    workspace.experiment("learn.toml", &experiment("learn", LEARNING, ""));
+    let output = workspace.bertlab(&["run", "experiments/learn.toml"]);
+    assert_eq!(output.status, Some(0), "{}", output.stderr);
+    let directories = run_directories(&workspace.path().join("runs"));
+    assert_eq!(directories.len(), 1);
+    let directory = &directories[0];
+    for file in [
+        "spec.json",
+        "experiment.toml",
+        "run.json",
+        "metrics.csv",
+        "per_class.csv",
+        "confusion.csv",
+        "predictions.csv",
+        "data_report.json",
+        "train.log",
+        "results.json",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/vocab.txt",
+    ] {
+        assert!(directory.join(file).is_file(), "{file} missing");
+    }
+    assert!(
+        !directory.join("checkpoint").exists(),
+        "a done run keeps no checkpoint"
+    );
+    assert_eq!(
+        std::fs::read_to_string(directory.join("experiment.toml")).unwrap(),
+        experiment("learn", LEARNING, "")
+    );
+    let record = read_json(&directory.join("run.json"));
+    assert_eq!(record["status"], "done");
+    assert_eq!(record["attempts"], 1);
+    assert_eq!(record["provenance"]["device"], "cpu");
+    assert!(record["provenance"]["threads"].as_u64().unwrap() >= 1);
+    assert!(record["started_at"].is_string() && record["finished_at"].is_string());
+    let results = read_json(&directory.join("results.json"));
+    let accuracy = results["validation"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.9, "validation accuracy {accuracy}");
+    assert!(results["test"]["accuracy"].as_f64().unwrap() >= 0.8);
+    // The kept epoch is the best by macro-F1, and metrics.csv agrees with results.json.
+    let rows = metrics_without_time(directory);
+    assert_eq!(rows.len(), 8);
+    let best = record["best_epoch"].as_u64().unwrap() as usize;
+    let f1: Vec<f64> = rows.iter().map(|row| row[4].parse().unwrap()).collect();
+    let first_best = f1
+        .iter()
+        .position(|value| *value == f1.iter().copied().fold(f64::MIN, f64::max))
+        .unwrap();
+    assert_eq!(best, first_best + 1);
+    assert_eq!(
+        results["validation"]["macro_f1"].as_f64().unwrap(),
+        f1[best - 1]
+    );
+    let train_losses: Vec<f64> = rows.iter().map(|row| row[1].parse().unwrap()).collect();
+    assert!(
+        train_losses[7] < train_losses[0] * 0.5,
+        "the loss falls: {train_losses:?}"
+    );
+    // The stdout table ends the sweep; the saved model predicts what predictions.csv says.
+    assert!(output.stdout.contains("done"), "{}", output.stdout);
+    let (model, _) = bertlab::model::checkpoint::load_classifier(
+        &directory.join("model"),
+        None,
+        0,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let loaded = bertlab::tokenizer::load(&directory.join("model")).unwrap();
+    let mut reader = csv::Reader::from_path(directory.join("predictions.csv")).unwrap();
+    let mut checked = 0;
+    for record in reader.records() {
+        let record = record.unwrap();
+        let ids = bertlab::tokenizer::encode(&loaded, &record[2], 24).unwrap();
+        let batch = bertlab::model::Batch::from_rows(&[ids], loaded.pad_id, &Device::Cpu).unwrap();
+        let probabilities = model
+            .predict_probabilities(&batch)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let stored: Vec<f32> = (5..7)
+            .map(|column| record[column].parse().unwrap())
+            .collect();
+        for (a, b) in probabilities[0].iter().zip(&stored) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b} for {:?}", &record[2]);
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 48, "validation and test rows");
+    // A second `bertlab run` skips the done run.
+    let again = workspace.bertlab(&["run", "experiments/learn.toml"]);
+    assert_eq!(again.status, Some(0));
+    assert!(
+        again.stderr.contains("done already, skipped"),
+        "{}",
+        again.stderr
+    );
+}
+
+/// Settings that exercise every random draw and the accumulation path.
+const RESUMABLE: &str = "learning_rate = 5e-4\nbatch_size = 8\nepochs = 3\nwarmup_ratio = 0.2\n\
+                         gradient_accumulation = 2\nclass_weights = \"balanced\"\nlength_bucketing = true";
+
+#[test]
+fn the_same_spec_killed_and_resumed_gives_bit_identical_results() {
+    let workspace = workspace();
+    workspace.experiment("resume.toml", &experiment("resume", RESUMABLE, ""));
+    let train = |store: &str, abort_after: Option<u64>| {
+        let mut command = bertlab_command(
+            &workspace,
+            &["--runs", store, "run", "experiments/resume.toml"],
+        );
+        if let Some(step) = abort_after {
+            command.env(bertlab::train::ABORT_AFTER_STEP_VARIABLE, step.to_string());
+        }
+        command.output().unwrap()
+    };
+    let reference = train("runs-reference", None);
+    assert!(
+        reference.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    let repeat = train("runs-repeat", None);
+    assert!(repeat.status.success());
+    let reference_directory = &run_directories(&workspace.path().join("runs-reference"))[0];
+    let expected = fingerprint(reference_directory);
+    assert_eq!(
+        fingerprint(&run_directories(&workspace.path().join("runs-repeat"))[0]),
+        expected,
+        "the same spec trained twice"
+    );
+
+    // 192 training examples, batches of 8, 2 per step: 12 steps an epoch. Step 20 is mid-epoch 2.
+    let killed = train("runs-killed", Some(20));
+    assert!(!killed.status.success(), "the abort hook kills the process");
+    let directory = &run_directories(&workspace.path().join("runs-killed"))[0];
+    assert_eq!(
+        metrics_without_time(directory).len(),
+        1,
+        "epoch 1 was finished"
+    );
+    let status = workspace.bertlab(&["--runs", "runs-killed", "plan", "experiments/resume.toml"]);
+    assert!(status.stdout.contains("interrupted"), "{}", status.stdout);
+    let resumed = train("runs-killed", None);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming at epoch 2"), "{stderr}");
+    assert_eq!(fingerprint(directory), expected, "killed and resumed");
+    assert_eq!(read_json(&directory.join("run.json"))["attempts"], 2);
+}
+
+#[test]
+fn sigint_writes_a_checkpoint_and_the_resumed_run_matches() {
+    let workspace = workspace();
+    let settings = "learning_rate = 5e-4\nbatch_size = 8\nepochs = 40";
+    workspace.experiment("long.toml", &experiment("long", settings, ""));
+    let reference = bertlab_command(
+        &workspace,
+        &["--runs", "runs-reference", "run", "experiments/long.toml"],
+    )
+    .output()
+    .unwrap();
+    assert!(reference.status.success());
+    let expected = fingerprint(&run_directories(&workspace.path().join("runs-reference"))[0]);
+
+    let child = bertlab_command(
+        &workspace,
+        &["--runs", "runs-signal", "run", "experiments/long.toml"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Wait until the first epoch is validated, then interrupt.
+    let store = workspace.path().join("runs-signal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let started = store.is_dir()
+            && run_directories(&store)
+                .first()
+                .is_some_and(|directory| directory.join("metrics.csv").is_file());
+        if started {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let directory = &run_directories(&store)[0];
+    let record = read_json(&directory.join("run.json"));
+    assert_eq!(record["status"], "interrupted", "{record}");
+    assert!(directory.join("checkpoint/state.safetensors").is_file());
+
+    let resumed = bertlab_command(
+        &workspace,
+        &["--runs", "runs-signal", "run", "experiments/long.toml"],
+    )
+    .output()
+    .unwrap();
+    assert!(resumed.status.success());
+    assert_eq!(fingerprint(directory), expected);
+}
+
+/// A copy of the tiny model whose pooler holds NaN: its loss is NaN from the first step.
+fn poisoned_model(workspace: &Workspace) {
+    let source = workspace.path().join("models/tiny");
+    let target = workspace.path().join("models/poisoned");
+    std::fs::create_dir_all(&target).unwrap();
+    for name in ["config.json", "vocab.txt"] {
+        std::fs::copy(source.join(name), target.join(name)).unwrap();
+    }
+    let mut tensors =
+        candle_core::safetensors::load(source.join("model.safetensors"), &Device::Cpu).unwrap();
+    let pooler = tensors.get("pooler.dense.weight").unwrap();
+    let nan = (pooler.ones_like().unwrap() * f64::NAN).unwrap();
+    tensors.insert("pooler.dense.weight".into(), nan);
+    candle_core::safetensors::save(&tensors, target.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on() {
+    let workspace = workspace();
+    poisoned_model(&workspace);
+    let text = experiment("diverge", "learning_rate = 1e-3\nepochs = 1", "")
+        .replace("path = \"../models/tiny\"\n", "")
+        + "[grid]\nmodel.path = [\"../models/poisoned\", \"../models/tiny\"]\n";
+    workspace.experiment("diverge.toml", &text);
+    let output = workspace.bertlab(&["run", "experiments/diverge.toml"]);
+    assert_eq!(
+        output.status,
+        Some(1),
+        "a failed run: exit 1\n{}",
+        output.stderr
+    );
+    assert!(
+        output
+            .stderr
+            .contains("failed: diverged at epoch 1 step 1: the training loss is NaN"),
+        "{}",
+        output.stderr
+    );
+    let lines: Vec<&str> = output.stdout.lines().collect();
+    assert!(
+        lines[1].contains("failed") && lines[2].contains("done"),
+        "{}",
+        output.stdout
+    );
+    let statuses: Vec<String> = run_directories(&workspace.path().join("runs"))
+        .iter()
+        .map(|directory| {
+            read_json(&directory.join("run.json"))["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["done", "failed"]);
+    // The failure is kept, with its reason, and not retried unless asked.
+    let again = workspace.bertlab(&["run", "experiments/diverge.toml"]);
+    assert_eq!(again.status, Some(1));
+    assert!(
+        again.stderr.contains("failed earlier (diverged at epoch 1"),
+        "{}",
+        again.stderr
+    );
+    // --fail-fast stops at the failure.
+    let fresh = workspace.bertlab(&[
+        "--runs",
+        "runs-fast",
+        "run",
+        "experiments/diverge.toml",
+        "--fail-fast",
+    ]);
+    assert_eq!(fresh.status, Some(1));
+    assert!(
+        fresh.stderr.contains("stopped at the first failure"),
+        "{}",
+        fresh.stderr
+    );
+    assert_eq!(
+        run_directories(&workspace.path().join("runs-fast")).len(),
+        1
+    );
+}
+
+#[test]
+fn two_runners_split_a_sweep_and_train_each_run_once() {
+    let workspace = workspace();
+    workspace.experiment(
+        "sweep.toml",
+        &experiment(
+            "sweep",
+            "learning_rate = 1e-3\nepochs = 4",
+            "[grid]\nseed = [0, 1, 2, 3]\n",
+        ),
+    );
+    let spawn = || {
+        bertlab_command(&workspace, &["run", "experiments/sweep.toml"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    for output in &outputs {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let directories = run_directories(&workspace.path().join("runs"));
+    assert_eq!(directories.len(), 4);
+    let mut trained = 0;
+    for directory in &directories {
+        let record = read_json(&directory.join("run.json"));
+        assert_eq!(record["status"], "done");
+        assert_eq!(
+            record["attempts"],
+            1,
+            "trained once: {}",
+            directory.display()
+        );
+        let short = directory.file_name().unwrap().to_str().unwrap();
+        let trainers = outputs
+            .iter()
+            .filter(|output| {
+                String::from_utf8_lossy(&output.stderr).contains(&format!("{short} done in"))
+            })
+            .count();
+        assert_eq!(trainers, 1, "{short} trained by exactly one process");
+        trained += trainers;
+    }
+    assert_eq!(trained, 4);
+}
+
+/// bertlab's AdamW, schedule and clipping against torch's on a toy problem
+/// (tests/fixtures/adamw-torch.json, from scripts/make_optimizer_fixture.py).
+#[test]
+fn adamw_matches_torch_to_1e_6() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adamw-torch.json");
+    let fixture = read_json(&path);
+    let device = Device::Cpu;
+    let matrix = |value: &Value| -> Tensor {
+        let rows: Vec<Vec<f32>> = serde_json::from_value(value.clone()).unwrap();
+        let shape = (rows.len(), rows[0].len());
+        Tensor::from_vec(rows.concat(), shape, &device).unwrap()
+    };
+    let vector = |value: &Value| -> Vec<f32> { serde_json::from_value(value.clone()).unwrap() };
+    let inputs = matrix(&fixture["inputs"]);
+    let targets = matrix(&fixture["targets"]);
+    let parameters: Vec<(String, Var)> = vec![
+        (
+            "layer.weight".into(),
+            Var::from_tensor(&matrix(&fixture["init"]["layer.weight"])).unwrap(),
+        ),
+        (
+            "layer.bias".into(),
+            Var::new(vector(&fixture["init"]["layer.bias"]).as_slice(), &device).unwrap(),
+        ),
+        (
+            "norm.LayerNorm.weight".into(),
+            Var::new(
+                vector(&fixture["init"]["norm.LayerNorm.weight"]).as_slice(),
+                &device,
+            )
+            .unwrap(),
+        ),
+    ];
+    let total = fixture["total_steps"].as_u64().unwrap();
+    let warmup = fixture["warmup_steps"].as_u64().unwrap();
+    assert_eq!(optimizer::warmup_steps(total, 0.1), warmup);
+    let peak = fixture["peak_learning_rate"].as_f64().unwrap();
+    let max_norm = fixture["max_grad_norm"].as_f64().unwrap();
+    let mut adamw = AdamW::new(&parameters, fixture["weight_decay"].as_f64().unwrap());
+    for step in 0..total {
+        let (weight, bias, scale) = (
+            parameters[0].1.as_tensor(),
+            parameters[1].1.as_tensor(),
+            parameters[2].1.as_tensor(),
+        );
+        let prediction = inputs
+            .broadcast_mul(scale)
+            .unwrap()
+            .matmul(&weight.t().unwrap())
+            .unwrap()
+            .broadcast_add(bias)
+            .unwrap();
+        let loss = (prediction - &targets)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        let expected_loss = fixture["losses"][step as usize].as_f64().unwrap();
+        let got_loss = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (got_loss - expected_loss).abs() < 1e-6,
+            "step {step}: loss {got_loss} vs {expected_loss}"
+        );
+        let grads = loss.backward().unwrap();
+        let mut gradients: Vec<Vec<f32>> = parameters
+            .iter()
+            .map(|(_, var)| {
+                grads
+                    .get(var)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect();
+        let norm = optimizer::clip_global_norm(&mut gradients, max_norm);
+        let expected_norm = fixture["norms"][step as usize].as_f64().unwrap();
+        assert!(
+            (norm - expected_norm).abs() < 1e-5,
+            "step {step}: norm {norm} vs {expected_norm}"
+        );
+        let rate = optimizer::learning_rate_at(step, total, warmup, peak);
+        let expected_rate = fixture["learning_rates"][step as usize].as_f64().unwrap();
+        assert!(
+            (rate - expected_rate).abs() < 1e-12,
+            "step {step}: rate {rate} vs {expected_rate}"
+        );
+        adamw.step(&parameters, &gradients, rate).unwrap();
+    }
+    let mut worst = 0f64;
+    for (name, var) in &parameters {
+        let got: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let expected: Vec<f64> = match &fixture["final"][name] {
+            Value::Array(items) if items[0].is_array() => items
+                .iter()
+                .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+                .collect(),
+            Value::Array(items) => items.iter().map(|v| v.as_f64().unwrap()).collect(),
+            other => panic!("{other}"),
+        };
+        for (a, b) in got.iter().zip(&expected) {
+            worst = worst.max((*a as f64 - b).abs());
+        }
+    }
+    eprintln!("AdamW vs torch after {total} steps: worst parameter difference {worst:e}");
+    assert!(worst < 1e-6, "worst difference {worst}");
+
+    // The state round-trips exactly through the checkpoint tensors.
+    let tensors: std::collections::HashMap<String, Tensor> =
+        adamw.state_tensors().unwrap().into_iter().collect();
+    let mut restored = AdamW::new(&parameters, adamw.weight_decay);
+    restored.restore(&tensors, adamw.steps).unwrap();
+    assert_eq!(restored, adamw);
+}
