@@ -62,7 +62,9 @@ Exit status: 0 every run done, 1 a run failed, 2 an error, 130 interrupted.")]
     Run(RunArgs),
     /// Report what the data steps do to each distinct data setup: rows per step, classes per
     /// split, token lengths.
-    #[command(after_help = "Example:\n  bertlab data experiments/tweets-sentiment.toml")]
+    #[command(
+        after_help = "Examples:\n  bertlab data experiments/tweets-sentiment.toml\n  bertlab data experiments/quickstart.toml --export /tmp/quickstart-split"
+    )]
     Data(DataArgs),
     /// Show one run's status and spec.
     #[command(
@@ -114,6 +116,12 @@ pub struct DataArgs {
     /// Output format: text for people, or JSON.
     #[arg(long, value_enum, default_value_t)]
     pub format: ReportFormat,
+
+    /// Also write each data setup's splits as CSV files (`train.csv`, `validation.csv`,
+    /// `test.csv`: row, text, label) into DIR (DIR/setup-N/ when there are several setups), for
+    /// other tools to train on exactly the same examples.
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
 }
 
 /// Output formats of reports.
@@ -150,6 +158,7 @@ pub enum HiCommand {
     Data {
         experiments: Vec<PathBuf>,
         format: ReportFormat,
+        export: Option<PathBuf>,
     },
     Run {
         experiments: Vec<PathBuf>,
@@ -183,6 +192,7 @@ impl HiArgs {
             LowCommand::Data(args) => HiCommand::Data {
                 experiments: args.experiments,
                 format: args.format,
+                export: args.export,
             },
             LowCommand::Run(args) => HiCommand::Run {
                 experiments: args.experiments,

@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+use anyhow::Context;
+
 use crate::cli::{HiArgs, HiCommand, ReportFormat};
 use crate::diagnostics::{Severity, render_problems};
 use crate::fingerprint::{Fingerprinter, default_cache_path};
@@ -38,7 +40,8 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
         HiCommand::Data {
             experiments,
             format,
-        } => data_command(&experiments, format, args.color_stderr),
+            export,
+        } => data_command(&experiments, format, export.as_deref(), args.color_stderr),
         HiCommand::Run {
             experiments,
             plan_options,
@@ -137,6 +140,7 @@ fn plan_command(
 fn data_command(
     experiments: &[std::path::PathBuf],
     format: ReportFormat,
+    export: Option<&std::path::Path>,
     color: bool,
 ) -> anyhow::Result<Outcome> {
     let plan = make_plan(experiments, &PlanOptions::default(), color)?;
@@ -154,6 +158,31 @@ fn data_command(
     for (number, (_, runs)) in setups.iter().enumerate() {
         let run = &plan.runs[runs[0]];
         let (prepared, _, lengths) = preprocess::prepare_with_lengths(run)?;
+        if let Some(folder) = export {
+            let folder = if setups.len() == 1 {
+                folder.to_path_buf()
+            } else {
+                folder.join(format!("setup-{}", number + 1))
+            };
+            std::fs::create_dir_all(&folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+            for (name, examples) in [
+                ("train.csv", &prepared.train),
+                ("validation.csv", &prepared.validation),
+                ("test.csv", &prepared.test),
+            ] {
+                let path = folder.join(name);
+                crate::atomic_file::write(
+                    &path,
+                    &report::examples_csv(examples, &prepared.classes),
+                )?;
+            }
+            eprintln!(
+                "wrote the splits of data setup {} to {}",
+                number + 1,
+                folder.display()
+            );
+        }
         let hashes: Vec<&str> = runs
             .iter()
             .map(|&index| plan.runs[index].hash.short())

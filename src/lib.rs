@@ -3,9 +3,10 @@
 //!
 //! Pipeline stages, dependencies flowing one way:
 //! experiment file (`schema`, `experiment`) -> plan (`grid`, `plan`, `spec`, `fingerprint`,
-//! `model_directory`) -> tokenize (`tokenizer`) -> model (`model`) -> run store (`store`) ->
-//! report (`report`). `cli` and `commands` sit on top; `diagnostics`, `atomic_file` and
-//! `random` (every seeded draw) serve every stage.
+//! `model_directory`) -> data (`data`) -> tokenize (`tokenizer`, `wordpiece`, `preprocess`) ->
+//! model (`model`) -> train (`optimizer`, `metrics`, `train`) -> run store (`store`,
+//! `run_files`, `sweep`) -> report (`report`). `cli` and `commands` sit on top; `diagnostics`,
+//! `atomic_file`, `progress` and `random` (every seeded draw) serve every stage.
 
 pub mod atomic_file;
 pub mod cli;

@@ -236,8 +236,9 @@ mod tests {
             "0: off"
         );
         assert!(
-            after_epoch(&[0.9, 0.5], false, 1).stop,
+            after_epoch(&[0.5, 0.9], false, 1).stop,
             "loss: lower is better"
         );
+        assert!(!after_epoch(&[0.9, 0.5], false, 1).stop);
     }
 }

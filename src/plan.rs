@@ -544,6 +544,9 @@ impl Planner<'_> {
                 .iter()
                 .map(|filter| filter.value.clone())
                 .collect(),
+            max_train_examples: values.get("data.max_train_examples").map(|value| {
+                usize::try_from(value.as_integer()).expect("the schema keeps counts positive")
+            }),
         };
         let model_options = ModelOptions {
             classifier_dropout: values.float("model.classifier_dropout"),

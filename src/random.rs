@@ -17,6 +17,8 @@ pub mod stream {
     pub const SPLIT: u64 = 3;
     /// Initialisation of a pooler the checkpoint lacks.
     pub const POOLER_INITIALIZATION: u64 = 4;
+    /// The sample of the training split (`data.max_train_examples`).
+    pub const TRAIN_SAMPLE: u64 = 5;
     /// Dropout masks of step `s` use stream `DROPOUT + s`.
     pub const DROPOUT: u64 = 1 << 32;
 }

@@ -88,6 +88,25 @@ pub fn plan_table(columns: &[String], rows: &[PlanRow], show_experiment: bool) -
     text_table(&headers, &body)
 }
 
+/// Examples as CSV: `row` (1-based data row of the source file), `text`, `label` (the class
+/// name).
+pub fn examples_csv(examples: &[crate::data::Example], classes: &[String]) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(["row", "text", "label"])
+        .expect("writing to memory");
+    for example in examples {
+        writer
+            .write_record([
+                example.row.to_string().as_str(),
+                example.text.as_str(),
+                classes[example.label as usize].as_str(),
+            ])
+            .expect("writing to memory");
+    }
+    writer.into_inner().expect("writing to memory")
+}
+
 /// The plan as CSV: `index,experiment,hash,<columns>,status`, the full 64-digit hash.
 pub fn plan_csv(columns: &[String], rows: &[PlanRow]) -> Vec<u8> {
     let mut writer = csv::Writer::from_writer(Vec::new());

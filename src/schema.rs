@@ -206,6 +206,8 @@ pub static KEYS: &[Key] = &[
         "Seed of the train/validation/test split."),
     key!(Data, "stratify", ValueKind::Bool, Default::Bool(true), grid: true, hashed: true,
         "Split each class in the same proportions."),
+    key!(Data, "max_train_examples", ValueKind::Integer { min: 1, max: i64::MAX }, Default::Absent, grid: true, hashed: true,
+        "Train on at most this many examples: a seeded (`split_seed`), stratified sample of the training split; validation and test are unaffected. Unset: all."),
     key!(Model, "path", ValueKind::Path, Default::Required, grid: true, hashed: true,
         "A Hugging Face model directory (config.json, tokenizer, weights); its files are hashed, not its path."),
     key!(Model, "classifier_dropout", PROBABILITY, Default::FromModel("classifier_dropout, else hidden_dropout_prob"), grid: true, hashed: true,

@@ -153,6 +153,9 @@ pub struct DataOptions {
     pub split_seed: u64,
     pub stratify: bool,
     pub filters: Vec<RowFilter>,
+    /// A sample of the training split (absent from the spec when unset, so older hashes hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_train_examples: Option<usize>,
 }
 
 /// The `[model]` settings other than the path.

@@ -30,7 +30,7 @@ use crate::preprocess::{self, TokenizedData, TokenizedSplit};
 use crate::progress::{Progress, StepStatus};
 use crate::random::SeededRandom;
 use crate::run_files::{self, EpochRow, Prediction};
-use crate::spec::{ClassWeights, SelectionMetric};
+use crate::spec::{ClassWeights, DeviceRequest, Precision, SelectionMetric};
 use crate::tokenizer;
 
 /// Texts per forward pass when evaluating.
@@ -290,6 +290,16 @@ pub fn evaluate(
     )))
 }
 
+/// The device a run asks for, in this build (CPU only: `auto` means the CPU).
+pub fn resolve_device(request: DeviceRequest) -> anyhow::Result<Device> {
+    match request {
+        DeviceRequest::Auto | DeviceRequest::Cpu => Ok(Device::Cpu),
+        DeviceRequest::Cuda(_) => bail!(
+            "device = \"{request}\" needs a GPU build of bertlab (the `cuda` Cargo feature), which this binary is not; use device = \"cpu\" or \"auto\""
+        ),
+    }
+}
+
 /// The index of the largest value (the first of equals).
 fn argmax<T: PartialOrd + Copy>(values: &[T]) -> usize {
     let mut best = 0;
@@ -370,7 +380,13 @@ pub fn train_run(
         );
     }
 
-    let device = Device::Cpu;
+    let device = resolve_device(settings.device)?;
+    if train_settings.precision != Precision::Fp32 {
+        bail!(
+            "precision = \"{}\" is not available yet in this build: use \"fp32\"",
+            train_settings.precision
+        );
+    }
     let (mut model, load_report) = checkpoint::load_classifier(
         &settings.model_path,
         Some(data.classes.len()),
@@ -429,6 +445,9 @@ pub fn train_run(
     let abort_after = abort_after_step();
     progress.start_steps(state.steps, total_steps);
     let mut last_checkpoint = Instant::now();
+    // The last validation in memory (epoch, figures, probabilities): when it is the kept epoch,
+    // `finish` needs no second pass.
+    let mut last_validation: Option<(usize, Evaluation, Vec<Vec<f32>>)> = None;
 
     while state.epoch < epochs && !state.stopped {
         let epoch = state.epoch;
@@ -548,7 +567,7 @@ pub fn train_run(
         }
         state.epoch_seconds = segment_seconds_before + segment_start.elapsed().as_secs_f64();
 
-        let Some((validation, _)) = evaluate(
+        let Some((validation, probabilities)) = evaluate(
             &model,
             &data.validation,
             pad_id,
@@ -618,13 +637,24 @@ pub fn train_run(
         }
         save_state(directory, &model, &optimizer, &state)?;
         last_checkpoint = Instant::now();
+        last_validation = Some((epoch + 1, validation, probabilities));
     }
 
-    finish(run, directory, &model, &data, pad_id, &state, progress)
+    finish(
+        run,
+        directory,
+        &model,
+        &data,
+        pad_id,
+        &state,
+        last_validation,
+        progress,
+    )
 }
 
-/// Loads the kept epoch's weights, evaluates validation and test with them, writes the result
-/// files and the model, and removes the checkpoint.
+/// Loads the kept epoch's weights, evaluates validation and test with them, and writes the result
+/// files and the model. `last_validation` is the last epoch's validation, if this process ran it.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     run: &PlannedRun,
     directory: &Path,
@@ -632,6 +662,7 @@ fn finish(
     data: &TokenizedData,
     pad_id: u32,
     state: &TrainingState,
+    last_validation: Option<(usize, Evaluation, Vec<Vec<f32>>)>,
     progress: &mut Progress,
 ) -> anyhow::Result<TrainEnd> {
     let metric = run.spec.train.selection_metric;
@@ -641,14 +672,20 @@ fn finish(
         .map(|row| selection_value(row, metric))
         .collect();
     let best = metrics::best_index(&history, metric.higher_is_better()).unwrap_or(0);
-    let best_path = checkpoint_folder(directory).join(BEST_FILE);
-    let tensors = candle_core::safetensors::load(&best_path, &Device::Cpu)
-        .with_context(|| format!("cannot read the kept weights {}", best_path.display()))?;
-    set_parameters(model, &tensors)?;
-
     let classes = data.classes.len();
-    let (validation, validation_probabilities) =
-        evaluate(model, &data.validation, pad_id, classes, None)?.expect("no interrupt flag");
+    let (validation, validation_probabilities) = match last_validation {
+        // The model holds the kept epoch's weights already.
+        Some((epoch, evaluation, probabilities)) if epoch == best + 1 => {
+            (evaluation, probabilities)
+        }
+        _ => {
+            let best_path = checkpoint_folder(directory).join(BEST_FILE);
+            let tensors = candle_core::safetensors::load(&best_path, &Device::Cpu)
+                .with_context(|| format!("cannot read the kept weights {}", best_path.display()))?;
+            set_parameters(model, &tensors)?;
+            evaluate(model, &data.validation, pad_id, classes, None)?.expect("no interrupt flag")
+        }
+    };
     let test = if data.test.ids.is_empty() {
         None
     } else {

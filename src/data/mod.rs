@@ -529,7 +529,7 @@ pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
             .map(|&index| train_all[index].clone())
             .collect::<Vec<_>>()
     };
-    let train = pick(&parts.train);
+    let mut train = pick(&parts.train);
     let validation = validation_file.unwrap_or_else(|| pick(&parts.validation));
     let test = test_file.unwrap_or_else(|| pick(&parts.test));
     report.steps.push(StepCount {
@@ -544,6 +544,19 @@ pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
             test.len()
         )),
     });
+    if let Some(size) = options.max_train_examples {
+        let rows_in = train.len();
+        let labels: Vec<u32> = train.iter().map(|example| example.label).collect();
+        let kept = split::sample(&labels, map.classes.len(), size, options.split_seed);
+        train = kept.iter().map(|&index| train[index].clone()).collect();
+        report.steps.push(StepCount {
+            file: train_path.display().to_string(),
+            step: "sample train".into(),
+            rows_in,
+            rows_out: train.len(),
+            note: Some(format!("max_train_examples = {size}")),
+        });
+    }
     if train.is_empty() || validation.is_empty() {
         let which = if train.is_empty() {
             "train"

@@ -22,6 +22,50 @@ fn share(count: usize, fraction: f64) -> usize {
     rounded.max(usize::from(count > 1)).min(count)
 }
 
+/// A seeded sample of `size` of the examples with these labels, stratified (each class keeps its
+/// share, largest remainders first), in file order. All of them when `size` is not smaller.
+pub fn sample(labels: &[u32], classes: usize, size: usize, seed: u64) -> Vec<usize> {
+    if size >= labels.len() {
+        return (0..labels.len()).collect();
+    }
+    let mut random = SeededRandom::new(seed, stream::TRAIN_SAMPLE);
+    let mut groups: Vec<Vec<usize>> = (0..classes as u32)
+        .map(|class| {
+            (0..labels.len())
+                .filter(|&index| labels[index] == class)
+                .collect()
+        })
+        .collect();
+    let exact: Vec<f64> = groups
+        .iter()
+        .map(|group| group.len() as f64 * size as f64 / labels.len() as f64)
+        .collect();
+    let mut quotas: Vec<usize> = exact.iter().map(|share| share.floor() as usize).collect();
+    let mut by_remainder: Vec<usize> = (0..classes).collect();
+    by_remainder
+        .sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
+    let mut missing = size - quotas.iter().sum::<usize>();
+    for class in by_remainder {
+        if missing == 0 {
+            break;
+        }
+        if quotas[class] < groups[class].len() {
+            quotas[class] += 1;
+            missing -= 1;
+        }
+    }
+    let mut picked = Vec::with_capacity(size);
+    for (group, quota) in groups.iter_mut().zip(quotas) {
+        for i in (1..group.len()).rev() {
+            let j = random.below(i as u64 + 1) as usize;
+            group.swap(i, j);
+        }
+        picked.extend_from_slice(&group[..quota]);
+    }
+    picked.sort_unstable();
+    picked
+}
+
 /// Splits examples with these labels. Within each split, indices are in file order.
 pub fn split(
     labels: &[u32],
@@ -97,5 +141,44 @@ mod tests {
         let parts = split(&labels, 2, 0.1, 0.0, 0, true);
         assert!(parts.validation.iter().any(|&i| labels[i] == 1));
         assert!(parts.train.iter().any(|&i| labels[i] == 1));
+    }
+
+    #[test]
+    fn a_sample_is_stratified_exact_and_seeded() {
+        let labels: Vec<u32> = (0..1000)
+            .map(|i| {
+                if i % 10 < 7 {
+                    0
+                } else if i % 10 < 9 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
+        let picked = sample(&labels, 3, 101, 4);
+        assert_eq!(picked.len(), 101);
+        assert!(
+            picked.windows(2).all(|pair| pair[0] < pair[1]),
+            "file order, no repeats"
+        );
+        let count = |class| {
+            picked
+                .iter()
+                .filter(|&&index| labels[index] == class)
+                .count()
+        };
+        assert_eq!(
+            (count(0), count(1), count(2)),
+            (71, 20, 10),
+            "70.7, 20.2, 10.1: the largest remainder gets the extra"
+        );
+        assert_eq!(picked, sample(&labels, 3, 101, 4));
+        assert_ne!(picked, sample(&labels, 3, 101, 5));
+        assert_eq!(
+            sample(&labels, 3, 5000, 4).len(),
+            1000,
+            "no larger than the data"
+        );
     }
 }
