@@ -280,7 +280,8 @@ impl RunStore {
     }
 
     /// Takes a run for this process: creates its directory and `spec.json` if needed, takes the
-    /// lock, and marks it `running`. `canonical_spec` must be the bytes whose sha256 is `hash`.
+    /// lock, and marks it `running` unless it is `done` or `failed` (see [`RunLease::previous`]:
+    /// the caller checks it, since another process may have finished the run a moment ago). `canonical_spec` must be the bytes whose sha256 is `hash`.
     pub fn claim(&self, hash: &RunHash, canonical_spec: &[u8]) -> anyhow::Result<Claim> {
         assert_eq!(
             &hash_canonical(canonical_spec),
@@ -356,7 +357,11 @@ impl RunStore {
             _lock: lock,
             previous,
         };
-        lease.set_status(RunStatus::Running, None)?;
+        // A done or failed run is only held: the status someone else may have just written stays
+        // until the caller decides to work on it.
+        if matches!(previous, RunStatus::New | RunStatus::Interrupted) {
+            lease.set_status(RunStatus::Running, None)?;
+        }
         Ok(Claim::Claimed(lease))
     }
 
@@ -495,6 +500,13 @@ mod tests {
         lease.set_status(RunStatus::Done, None).unwrap();
         drop(lease);
         assert_eq!(store.status(&hash).unwrap(), RunStatus::Done);
+        // Claiming a done run holds it without touching its status: the caller decides.
+        let held = claim(&store, &bytes, &hash);
+        assert_eq!(held.previous, RunStatus::Done);
+        assert_eq!(
+            store.record(&hash).unwrap().unwrap().status,
+            RunStatus::Done
+        );
     }
 
     #[test]

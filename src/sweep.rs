@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::plan::{Plan, PlannedRun};
 use crate::progress::Progress;
@@ -150,6 +150,36 @@ fn observed_row(store: &RunStore, index: usize, run: &PlannedRun, status: RunSta
     }
 }
 
+/// Whether a failed run failed before this sweep started (so `--retry-failed` retries it once,
+/// not again after another process's retry failed).
+fn failed_before(store: &RunStore, run: &PlannedRun, sweep_started: DateTime<Utc>) -> bool {
+    store
+        .record(&run.hash)
+        .ok()
+        .flatten()
+        .and_then(|record| record.finished_at)
+        .is_none_or(|finished| finished < sweep_started)
+}
+
+/// A run that could not be worked on or recorded (a damaged `run.json`, a file that cannot be
+/// written): reported as failed, and the sweep goes on.
+fn unrecorded_failure(
+    index: usize,
+    prefix: &str,
+    error: anyhow::Error,
+    progress: &mut Progress,
+) -> SweepRow {
+    let reason = format!("{error:#}");
+    progress.message(&format!("{prefix} failed: {reason}"));
+    SweepRow {
+        run: index,
+        status: RunStatus::Failed,
+        trained_here: true,
+        result: None,
+        error: Some(reason),
+    }
+}
+
 /// Carries out `plan` in order. Returns when every run is done or failed, on a signal, or at the
 /// first failure with `fail_fast`.
 pub fn run_sweep(
@@ -163,6 +193,7 @@ pub fn run_sweep(
     let mut rows: Vec<Option<SweepRow>> = vec![None; total];
     let mut report = SweepReport::default();
     let mut announced_wait = false;
+    let sweep_started = Utc::now();
     loop {
         let mut trained_one = false;
         let mut waiting = Vec::new();
@@ -175,14 +206,22 @@ pub fn run_sweep(
                 break;
             }
             let prefix = format!("[{}/{}] {}", index + 1, total, run.hash.short());
-            let status = store.status(&run.hash)?;
+            let status = match store.status(&run.hash) {
+                Ok(status) => status,
+                Err(error) => {
+                    rows[index] = Some(unrecorded_failure(index, &prefix, error, progress));
+                    continue;
+                }
+            };
             match status {
                 RunStatus::Done => {
                     progress.message(&format!("{prefix} done already, skipped"));
                     rows[index] = Some(observed_row(store, index, run, status));
                     continue;
                 }
-                RunStatus::Failed if !options.retry_failed => {
+                RunStatus::Failed
+                    if !(options.retry_failed && failed_before(store, run, sweep_started)) =>
+                {
                     let row = observed_row(store, index, run, status);
                     progress.message(&format!(
                         "{prefix} failed earlier ({}), skipped: --retry-failed trains it again",
@@ -198,16 +237,49 @@ pub fn run_sweep(
                 RunStatus::New | RunStatus::Interrupted | RunStatus::Failed => {}
             }
             let spec_bytes = run.spec.canonical_bytes();
-            let lease = match store.claim(&run.hash, &spec_bytes)? {
-                Claim::Claimed(lease) => lease,
-                Claim::Busy { .. } => {
+            let lease = match store.claim(&run.hash, &spec_bytes) {
+                Ok(Claim::Claimed(lease)) => lease,
+                Ok(Claim::Busy { .. }) => {
                     waiting.push(index);
                     continue;
                 }
+                Err(error) => {
+                    let row = unrecorded_failure(index, &prefix, error, progress);
+                    rows[index] = Some(row);
+                    if options.fail_fast {
+                        report.stopped_on_failure = true;
+                        break;
+                    }
+                    continue;
+                }
             };
-            let row = train_claimed(
+            // Another process may have finished the run between the status check and the claim.
+            let retry = lease.previous == RunStatus::Failed
+                && options.retry_failed
+                && failed_before(store, run, sweep_started);
+            if lease.previous == RunStatus::Done || (lease.previous == RunStatus::Failed && !retry)
+            {
+                let previous = lease.previous;
+                drop(lease);
+                rows[index] = Some(observed_row(store, index, run, previous));
+                continue;
+            }
+            if retry {
+                // A retry starts over: the failed attempt's checkpoint would replay its failure.
+                train::remove_checkpoint(lease.directory())?;
+            }
+            let row = match train_claimed(
                 plan, run, index, store, &lease, options, interrupt, progress, &prefix,
-            )?;
+            ) {
+                Ok(row) => row,
+                Err(error) => {
+                    // Bookkeeping failed (a file that cannot be written): record it if possible.
+                    let reason = format!("{error:#}");
+                    let _ = lease.set_status(RunStatus::Failed, Some(reason));
+                    progress.finish_run();
+                    unrecorded_failure(index, &prefix, error, progress)
+                }
+            };
             trained_one = true;
             let failed = row.status == RunStatus::Failed;
             let stopped = row.status == RunStatus::Interrupted;
@@ -269,6 +341,7 @@ fn train_claimed(
     let started = Utc::now();
     let mut attempt = 0;
     lease.update(|record| {
+        record.status = RunStatus::Running;
         record.attempts += 1;
         attempt = record.attempts;
         record.started_at.get_or_insert(started);
@@ -325,7 +398,9 @@ fn train_claimed(
                 record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
                 record.best_epoch = Some(result.best_epoch);
             })?;
-            train::remove_checkpoint(&directory)?;
+            if let Err(error) = train::remove_checkpoint(&directory) {
+                progress.message(&format!("{prefix} warning: {error:#}"));
+            }
             let mut line = format!(
                 "done in {}: epoch {}/{} kept, validation accuracy {:.4}, macro-F1 {:.4}",
                 short_duration(seconds),

@@ -238,15 +238,24 @@ fn set_parameters(model: &BertClassifier, tensors: &HashMap<String, Tensor>) -> 
     Ok(())
 }
 
-/// Evaluates `split` in evaluation mode: the figures, and each example's class probabilities.
-/// Batches hold texts of similar length (sorted), so little is padded.
+/// A split evaluated: the figures, and each example's predicted class and probabilities.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitOutcome {
+    pub evaluation: Evaluation,
+    pub predicted: Vec<u32>,
+    pub probabilities: Vec<Vec<f32>>,
+}
+
+/// Evaluates `split` in evaluation mode (`None` when `interrupt` is raised first). Batches hold
+/// texts of similar length (sorted), so little is padded; the predicted class is the argmax of
+/// the f64 logits, the first of equals.
 pub fn evaluate(
     model: &BertClassifier,
     split: &TokenizedSplit,
     pad_id: u32,
     classes: usize,
     interrupt: Option<&AtomicBool>,
-) -> anyhow::Result<Option<(Evaluation, Vec<Vec<f32>>)>> {
+) -> anyhow::Result<Option<SplitOutcome>> {
     let mut order: Vec<usize> = (0..split.ids.len()).collect();
     order.sort_by_key(|&index| split.ids[index].len());
     let mut probabilities = vec![Vec::new(); split.ids.len()];
@@ -284,10 +293,11 @@ pub fn evaluate(
     } else {
         loss_sum / split.ids.len() as f64
     };
-    Ok(Some((
-        Evaluation::new(&split.labels, &predicted, classes, loss),
+    Ok(Some(SplitOutcome {
+        evaluation: Evaluation::new(&split.labels, &predicted, classes, loss),
+        predicted,
         probabilities,
-    )))
+    }))
 }
 
 /// The device a run asks for, in this build (CPU only: `auto` means the CPU).
@@ -447,7 +457,16 @@ pub fn train_run(
     let mut last_checkpoint = Instant::now();
     // The last validation in memory (epoch, figures, probabilities): when it is the kept epoch,
     // `finish` needs no second pass.
-    let mut last_validation: Option<(usize, Evaluation, Vec<Vec<f32>>)> = None;
+    let mut last_validation: Option<(usize, SplitOutcome)> = None;
+    if options.interrupt.load(Ordering::SeqCst) {
+        return Ok(TrainEnd::Interrupted {
+            position: format!(
+                "epoch {} (step {}), before training",
+                state.epoch + 1,
+                state.steps
+            ),
+        });
+    }
 
     while state.epoch < epochs && !state.stopped {
         let epoch = state.epoch;
@@ -567,7 +586,7 @@ pub fn train_run(
         }
         state.epoch_seconds = segment_seconds_before + segment_start.elapsed().as_secs_f64();
 
-        let Some((validation, probabilities)) = evaluate(
+        let Some(outcome) = evaluate(
             &model,
             &data.validation,
             pad_id,
@@ -580,6 +599,15 @@ pub fn train_run(
             progress.event(&format!("interrupted: checkpoint written at {position}"));
             return Ok(TrainEnd::Interrupted { position });
         };
+        let validation = &outcome.evaluation;
+        if !validation.loss.is_finite() {
+            bail!(
+                "diverged at epoch {} (step {}): the validation loss is {}",
+                epoch + 1,
+                state.steps,
+                validation.loss
+            );
+        }
         let row = EpochRow {
             epoch: epoch + 1,
             train_loss: state.loss_sum / state.loss_examples.max(1) as f64,
@@ -637,7 +665,7 @@ pub fn train_run(
         }
         save_state(directory, &model, &optimizer, &state)?;
         last_checkpoint = Instant::now();
-        last_validation = Some((epoch + 1, validation, probabilities));
+        last_validation = Some((epoch + 1, outcome));
     }
 
     finish(
@@ -662,7 +690,7 @@ fn finish(
     data: &TokenizedData,
     pad_id: u32,
     state: &TrainingState,
-    last_validation: Option<(usize, Evaluation, Vec<Vec<f32>>)>,
+    last_validation: Option<(usize, SplitOutcome)>,
     progress: &mut Progress,
 ) -> anyhow::Result<TrainEnd> {
     let metric = run.spec.train.selection_metric;
@@ -673,11 +701,9 @@ fn finish(
         .collect();
     let best = metrics::best_index(&history, metric.higher_is_better()).unwrap_or(0);
     let classes = data.classes.len();
-    let (validation, validation_probabilities) = match last_validation {
+    let validation = match last_validation {
         // The model holds the kept epoch's weights already.
-        Some((epoch, evaluation, probabilities)) if epoch == best + 1 => {
-            (evaluation, probabilities)
-        }
+        Some((epoch, outcome)) if epoch == best + 1 => outcome,
         _ => {
             let best_path = checkpoint_folder(directory).join(BEST_FILE);
             let tensors = candle_core::safetensors::load(&best_path, &Device::Cpu)
@@ -691,9 +717,9 @@ fn finish(
     } else {
         Some(evaluate(model, &data.test, pad_id, classes, None)?.expect("no interrupt flag"))
     };
-    let mut splits: Vec<(&str, &Evaluation)> = vec![("validation", &validation)];
-    if let Some((evaluation, _)) = &test {
-        splits.push(("test", evaluation));
+    let mut splits: Vec<(&str, &Evaluation)> = vec![("validation", &validation.evaluation)];
+    if let Some(outcome) = &test {
+        splits.push(("test", &outcome.evaluation));
     }
     atomic_file::write(
         &directory.join(run_files::PER_CLASS_FILE),
@@ -704,19 +730,19 @@ fn finish(
         &run_files::confusion_csv(&data.classes, &splits),
     )?;
     let mut rows: Vec<Prediction> = Vec::new();
-    let mut evaluated: Vec<(&str, &TokenizedSplit, &[Vec<f32>])> =
-        vec![("validation", &data.validation, &validation_probabilities)];
-    if let Some((_, probabilities)) = &test {
-        evaluated.push(("test", &data.test, probabilities));
+    let mut evaluated: Vec<(&str, &TokenizedSplit, &SplitOutcome)> =
+        vec![("validation", &data.validation, &validation)];
+    if let Some(outcome) = &test {
+        evaluated.push(("test", &data.test, outcome));
     }
-    for (split_name, split, probabilities) in evaluated {
-        for (index, probabilities) in probabilities.iter().enumerate() {
+    for (split_name, split, outcome) in evaluated {
+        for (index, probabilities) in outcome.probabilities.iter().enumerate() {
             rows.push(Prediction {
                 split: split_name,
                 row: split.rows[index],
                 text: &split.texts[index],
                 gold: split.labels[index],
-                predicted: argmax(probabilities) as u32,
+                predicted: outcome.predicted[index],
                 probabilities,
             });
         }
@@ -737,8 +763,8 @@ fn finish(
         best_epoch: best + 1,
         epochs_run: state.history.len(),
         stopped_early: state.stopped,
-        validation,
-        test: test.map(|(evaluation, _)| evaluation),
+        validation: validation.evaluation,
+        test: test.map(|outcome| outcome.evaluation),
         train_seconds,
         train_samples_per_second: examples as f64 / train_seconds.max(1e-9),
     };

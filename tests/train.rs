@@ -406,6 +406,14 @@ fn a_diverging_run_is_recorded_as_failed_and_the_sweep_goes_on() {
         "{}",
         again.stderr
     );
+    // --retry-failed trains it again, from the start.
+    let retried = workspace.bertlab(&["run", "experiments/diverge.toml", "--retry-failed"]);
+    assert_eq!(retried.status, Some(1));
+    assert!(
+        retried.stderr.contains("attempt 2") && retried.stderr.contains("training from the start"),
+        "{}",
+        retried.stderr
+    );
     // --fail-fast stops at the failure.
     let fresh = workspace.bertlab(&[
         "--runs",

@@ -149,12 +149,22 @@ pub fn save_classifier(
     }
 
     let staged = staging.keep();
-    if directory.exists() {
-        std::fs::remove_dir_all(directory)
+    // An existing directory is moved aside first and removed last, so a crash leaves the old
+    // model or the new one in place (and at worst a hidden folder beside it).
+    let old = if directory.exists() {
+        let aside = parent.join(format!(".model-old-{}", std::process::id()));
+        std::fs::rename(directory, &aside)
             .with_context(|| format!("cannot replace {}", directory.display()))?;
-    }
+        Some(aside)
+    } else {
+        None
+    };
     std::fs::rename(&staged, directory)
         .with_context(|| format!("cannot move the saved model into {}", directory.display()))?;
+    if let Some(old) = old {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove the replaced model {}", old.display()))?;
+    }
     if let Ok(folder) = std::fs::File::open(parent) {
         let _ = folder.sync_all();
     }
