@@ -74,11 +74,9 @@ impl Progress {
         if self.terminal {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} {bar:24} {pos}/{len} steps  {msg}  eta {eta}",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len}  {msg}  eta {eta}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
             );
             bar.set_prefix(self.prefix.clone());
             bar.set_position(done);
