@@ -66,11 +66,31 @@ Exit status: 0 every run done, 1 a run failed, 2 an error, 130 interrupted.")]
         after_help = "Examples:\n  bertlab data experiments/tweets-sentiment.toml\n  bertlab data experiments/quickstart.toml --export /tmp/quickstart-split"
     )]
     Data(DataArgs),
-    /// Show one run's status and spec.
+    /// Show one run: status and provenance, per-epoch metrics, per-class figures, confusion
+    /// matrix, and its spec.
     #[command(
         after_help = "Example:\n  bertlab show 3f2a9c0d   (any unique prefix of 4 or more digits)"
     )]
     Show(ShowArgs),
+    /// One row per run: hyperparameters, kept epoch, validation and test figures, time.
+    #[command(after_help = "Examples:
+  bertlab results
+  bertlab results experiments/tweets-sentiment.toml --only-changed --sort val_macro_f1
+  bertlab results --where 'val_macro_f1>0.7,learning_rate=2e-5' --format csv > results.csv
+  bertlab results experiments/tweets-sentiment.toml --group-seeds
+  bertlab results --format parquet --output results.parquet")]
+    Results(ResultsArgs),
+    /// Predict with a run's model: a label and one probability per class for each text.
+    #[command(after_help = "Examples:
+  bertlab predict 99df --text \"what a smooth ride\" --text \"stuck in traffic again\"
+  bertlab predict 99df --input tweets.csv --text-column text --output predictions.jsonl")]
+    Predict(PredictArgs),
+    /// Train a run again from its stored spec.json, in a scratch store, and compare metrics and
+    /// weights with the original. Exit 0 only when reproduced.
+    #[command(after_help = "Examples:
+  bertlab reproduce 99df
+  bertlab reproduce 99df --tolerance 1e-4   (GPU runs: weights and metrics within 1e-4)")]
+    Reproduce(ReproduceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +125,100 @@ pub struct RunArgs {
     /// Refuse grids with more runs than this.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// Only the runs these experiment files plan (runs not trained yet show as `new`).
+    #[arg(value_name = "EXPERIMENT.toml")]
+    pub experiments: Vec<PathBuf>,
+
+    /// Only the runs of the experiment with this name.
+    #[arg(long, value_name = "NAME")]
+    pub experiment: Option<String>,
+
+    /// Sort by a column, best first for metrics (e.g. val_macro_f1, val_loss, learning_rate).
+    #[arg(long, value_name = "COLUMN")]
+    pub sort: Option<String>,
+
+    /// Keep rows meeting every condition: `column op value` joined by `,` (op: = != < <= > >=).
+    #[arg(long = "where", value_name = "EXPR")]
+    pub where_: Option<String>,
+
+    /// Show only the hyperparameters that differ between the rows (the table and md formats do
+    /// so unless given --all-columns).
+    #[arg(long)]
+    pub only_changed: bool,
+
+    /// In the table and md formats, show every hyperparameter, constant ones included.
+    #[arg(long, conflicts_with = "only_changed")]
+    pub all_columns: bool,
+
+    /// Fold runs that differ only in `seed` into one row: mean, standard deviation and n.
+    #[arg(long)]
+    pub group_seeds: bool,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ResultsFormat,
+
+    /// Write to this file instead of stdout (needed for parquet on a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Output formats of `bertlab results`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ResultsFormat {
+    #[default]
+    Table,
+    Csv,
+    Md,
+    Json,
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The run whose model predicts (a hash prefix of 4 digits or more).
+    #[arg(value_name = "HASH")]
+    pub hash: String,
+
+    /// A text to classify (repeatable); results go to stdout.
+    #[arg(long = "text", value_name = "TEXT", conflicts_with = "input")]
+    pub texts: Vec<String>,
+
+    /// A file of texts (.csv .tsv .jsonl .parquet).
+    #[arg(long, value_name = "FILE", requires = "output")]
+    pub input: Option<PathBuf>,
+
+    /// The column of `--input` holding the texts.
+    #[arg(long, default_value = "text", value_name = "NAME")]
+    pub text_column: String,
+
+    /// Where to write predictions: .csv or .jsonl.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// The run to reproduce (a hash prefix of 4 digits or more).
+    #[arg(value_name = "HASH")]
+    pub hash: String,
+
+    /// Accept differences up to this (absolute, on weights and metrics) instead of exact
+    /// equality: for GPU runs.
+    #[arg(long, value_name = "X")]
+    pub tolerance: Option<f64>,
+
+    /// Keep the scratch store here instead of a temporary folder.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +284,9 @@ pub enum HiCommand {
     Show {
         hash_prefix: String,
     },
+    Results(ResultsArgs),
+    Predict(PredictArgs),
+    Reproduce(ReproduceArgs),
 }
 
 /// Whether to colour what goes to stderr: only for a terminal, and never when `NO_COLOR` is set
@@ -209,6 +326,9 @@ impl HiArgs {
             LowCommand::Show(args) => HiCommand::Show {
                 hash_prefix: args.hash,
             },
+            LowCommand::Results(args) => HiCommand::Results(args),
+            LowCommand::Predict(args) => HiCommand::Predict(args),
+            LowCommand::Reproduce(args) => HiCommand::Reproduce(args),
         };
         HiArgs {
             store: RunStore::new(low.runs),

@@ -55,6 +55,9 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
             progress_bars,
             args.color_stderr,
         ),
+        HiCommand::Results(options) => results_command(&args.store, &options, args.color_stderr),
+        HiCommand::Predict(options) => predict_command(&args.store, &options),
+        HiCommand::Reproduce(options) => reproduce_command(&args.store, &options),
         HiCommand::Show { hash_prefix } => show_command(&args.store, &hash_prefix),
     }
 }
@@ -219,30 +222,339 @@ fn show_command(store: &RunStore, hash_prefix: &str) -> anyhow::Result<Outcome> 
     let hash = store.resolve(hash_prefix)?;
     let status = store.status(&hash)?;
     let record = store.record(&hash)?;
+    let directory = store.run_directory(&hash);
     let spec: serde_json::Value = serde_json::from_slice(&store.spec_bytes(&hash)?)?;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "run        {hash}")?;
-    writeln!(
-        stdout,
-        "directory  {}",
-        store.run_directory(&hash).display()
-    )?;
-    writeln!(stdout, "status     {status}")?;
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<12}{value}\n"));
+    line("run", hash.to_string());
+    line("directory", directory.display().to_string());
+    line("status", status.to_string());
     if let Some(record) = &record {
-        writeln!(
-            stdout,
-            "updated    {}",
-            record
-                .updated_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        )?;
+        let time = |time: &chrono::DateTime<chrono::Utc>| {
+            time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        if let Some(experiment) = &record.experiment {
+            line("experiment", experiment.clone());
+        }
+        if let Some(started) = &record.started_at {
+            line("started", time(started));
+        }
+        if let Some(finished) = &record.finished_at {
+            line("finished", time(finished));
+        }
+        if let Some(seconds) = record.duration_seconds {
+            line(
+                "duration",
+                format!("{seconds:.1} s over {} attempt(s)", record.attempts),
+            );
+        }
         if let Some(error) = &record.error {
-            writeln!(stdout, "error      {error}")?;
+            line("error", error.clone());
+        }
+        if let Some(provenance) = &record.provenance {
+            line(
+                "trained on",
+                format!(
+                    "{} ({}, {} threads) with bertlab {}{}",
+                    provenance.host,
+                    provenance.device,
+                    provenance.threads,
+                    provenance.bertlab_version,
+                    provenance
+                        .bertlab_commit
+                        .as_deref()
+                        .map(|commit| format!(" ({})", &commit[..commit.len().min(12)]))
+                        .unwrap_or_default()
+                ),
+            );
+            line(
+                "experiment",
+                format!(
+                    "{}{}",
+                    provenance.experiment_file,
+                    match (&provenance.experiment_commit, provenance.experiment_dirty) {
+                        (Some(commit), Some(dirty)) => format!(
+                            " at commit {}{}",
+                            &commit[..commit.len().min(12)],
+                            if dirty {
+                                " (with uncommitted changes)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        _ => " (not in a git repository)".into(),
+                    }
+                ),
+            );
         }
     }
-    writeln!(stdout, "spec")?;
+    if let Ok(result) = crate::sweep::read_result(&directory) {
+        line(
+            "kept epoch",
+            format!("{} of {}", result.best_epoch, result.epochs_run),
+        );
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    let section =
+        |stdout: &mut std::io::StdoutLock, title: &str, file: &str| -> anyhow::Result<()> {
+            if let Ok(mut reader) = csv::Reader::from_path(directory.join(file)) {
+                let headers: Vec<String> = reader.headers()?.iter().map(String::from).collect();
+                let rows: Vec<Vec<String>> = reader
+                    .records()
+                    .filter_map(Result::ok)
+                    .map(|record| {
+                        record
+                            .iter()
+                            .map(|cell| match cell.parse::<f64>() {
+                                Ok(number) if cell.contains('.') && number.fract() != 0.0 => {
+                                    format!("{number:.4}")
+                                }
+                                _ => cell.to_string(),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                writeln!(stdout, "\n{title}")?;
+                stdout.write_all(report::text_table(&headers, &rows).as_bytes())?;
+            }
+            Ok(())
+        };
+    section(
+        &mut stdout,
+        "epochs (metrics.csv)",
+        crate::run_files::METRICS_FILE,
+    )?;
+    section(
+        &mut stdout,
+        "per class, kept epoch",
+        crate::run_files::PER_CLASS_FILE,
+    )?;
+    section(
+        &mut stdout,
+        "confusion (rows: gold)",
+        crate::run_files::CONFUSION_FILE,
+    )?;
+    writeln!(stdout, "\nspec")?;
     writeln!(stdout, "{}", serde_json::to_string_pretty(&spec)?)?;
     Ok(Outcome::Success)
+}
+
+/// Registers SIGINT/SIGTERM: the first raises the flag (checkpoint, clean stop), a second exits.
+fn interrupt_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupt))?;
+        signal_hook::flag::register(signal, Arc::clone(&interrupt))?;
+    }
+    Ok(interrupt)
+}
+
+/// `bertlab results`.
+fn results_command(
+    store: &RunStore,
+    options: &crate::cli::ResultsArgs,
+    color: bool,
+) -> anyhow::Result<Outcome> {
+    use crate::cli::ResultsFormat;
+    use crate::results;
+    use std::io::IsTerminal;
+
+    let mut rows = results::store_rows(store)?;
+    if !options.experiments.is_empty() {
+        let plan = make_plan(&options.experiments, &PlanOptions::default(), color)?;
+        let mut planned = Vec::with_capacity(plan.runs.len());
+        for run in &plan.runs {
+            let name = plan.experiments[run.experiment].name.clone();
+            match rows.iter().position(|row| row.hash == run.hash) {
+                Some(index) => {
+                    let mut row = rows.swap_remove(index);
+                    row.experiment.get_or_insert(name);
+                    planned.push(row);
+                }
+                None => planned.push(results::RunRow {
+                    hash: run.hash.clone(),
+                    experiment: Some(name),
+                    status: crate::store::RunStatus::New,
+                    parameters: results::parameters_of(&serde_json::to_value(&run.spec)?),
+                    result: None,
+                    finished_at: None,
+                }),
+            }
+        }
+        rows = planned;
+    }
+    if let Some(name) = &options.experiment {
+        rows.retain(|row| row.experiment.as_deref() == Some(name.as_str()));
+        if rows.is_empty() {
+            eprintln!(
+                "note: no run in {} belongs to experiment `{name}`",
+                store.root().display()
+            );
+        }
+    }
+    let mut frame = results::frame(&rows)?;
+    if let Some(expression) = &options.where_ {
+        frame = results::filter(frame, &results::parse_where(expression)?)?;
+    }
+    if options.group_seeds {
+        frame = results::group_seeds(frame)?;
+    }
+    let for_people = matches!(options.format, ResultsFormat::Table | ResultsFormat::Md);
+    if options.only_changed || (for_people && !options.all_columns) {
+        frame = results::only_changed(frame)?;
+    }
+    if let Some(column) = &options.sort {
+        frame = results::sort(frame, column)?;
+    }
+    let bytes = match options.format {
+        ResultsFormat::Table => results::table_text(&frame)?.into_bytes(),
+        ResultsFormat::Md => results::table_markdown(&frame)?.into_bytes(),
+        ResultsFormat::Csv => results::table_csv(&mut frame)?,
+        ResultsFormat::Json => results::table_json(&mut frame)?,
+        ResultsFormat::Parquet => {
+            if options.output.is_none() && std::io::stdout().is_terminal() {
+                anyhow::bail!(
+                    "parquet is binary: give --output FILE, or redirect stdout to a file"
+                );
+            }
+            results::table_parquet(&mut frame)?
+        }
+    };
+    match &options.output {
+        Some(path) => crate::atomic_file::write(path, &bytes)?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&bytes)?;
+            stdout.flush()?;
+        }
+    }
+    eprintln!(
+        "{} row{}",
+        frame.height(),
+        if frame.height() == 1 { "" } else { "s" }
+    );
+    Ok(Outcome::Success)
+}
+
+/// `bertlab predict`.
+fn predict_command(store: &RunStore, options: &crate::cli::PredictArgs) -> anyhow::Result<Outcome> {
+    use crate::predict::{self, Predictor};
+
+    let hash = store.resolve(&options.hash)?;
+    let predictor = Predictor::load(&store.run_directory(&hash))?;
+    let texts: Vec<String> = match &options.input {
+        Some(path) => predict::read_texts(path, &options.text_column)?,
+        None if options.texts.is_empty() => {
+            anyhow::bail!(
+                "nothing to predict: give --text TEXT (repeatable) or --input FILE --output FILE"
+            )
+        }
+        None => options.texts.clone(),
+    };
+    let started = std::time::Instant::now();
+    let references: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let predictions = predictor.predict(&references, options.batch_size)?;
+    let seconds = started.elapsed().as_secs_f64();
+    match &options.output {
+        Some(path) => {
+            let extension = path
+                .extension()
+                .map(|extension| extension.to_string_lossy().to_ascii_lowercase());
+            let bytes = match extension.as_deref() {
+                Some("csv") => predict::predictions_csv(&texts, &predictor.classes, &predictions),
+                Some("jsonl") | Some("ndjson") => {
+                    predict::predictions_jsonl(&texts, &predictor.classes, &predictions)
+                }
+                _ => anyhow::bail!(
+                    "{}: write predictions to a .csv or .jsonl file",
+                    path.display()
+                ),
+            };
+            crate::atomic_file::write(path, &bytes)?;
+        }
+        None => {
+            let mut headers = vec!["predicted".to_string()];
+            headers.extend(predictor.classes.iter().cloned());
+            headers.push("text".into());
+            let rows: Vec<Vec<String>> = texts
+                .iter()
+                .zip(&predictions)
+                .map(|(text, prediction)| {
+                    let mut row = vec![predictor.classes[prediction.class as usize].clone()];
+                    row.extend(prediction.probabilities.iter().map(|p| format!("{p:.4}")));
+                    row.push(text.clone());
+                    row
+                })
+                .collect();
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(report::text_table(&headers, &rows).as_bytes())?;
+        }
+    }
+    eprintln!(
+        "predicted {} text{} with run {} in {:.2} s ({:.1} texts/s)",
+        texts.len(),
+        if texts.len() == 1 { "" } else { "s" },
+        hash.short(),
+        seconds,
+        texts.len() as f64 / seconds.max(1e-9)
+    );
+    Ok(Outcome::Success)
+}
+
+/// `bertlab reproduce`.
+fn reproduce_command(
+    store: &RunStore,
+    options: &crate::cli::ReproduceArgs,
+) -> anyhow::Result<Outcome> {
+    use std::io::IsTerminal;
+    let hash = store.resolve(&options.hash)?;
+    let interrupt = interrupt_flag()?;
+    let temporary;
+    let scratch = match &options.keep {
+        Some(folder) => folder.clone(),
+        None => {
+            temporary = tempfile::Builder::new()
+                .prefix("bertlab-reproduce-")
+                .tempdir()
+                .context("cannot create a scratch folder")?;
+            temporary.path().to_path_buf()
+        }
+    };
+    eprintln!("reproducing run {} in {}", hash.short(), scratch.display());
+    let mut progress = crate::progress::Progress::new(std::io::stderr().is_terminal());
+    let verdict = crate::reproduce::reproduce(
+        store,
+        &hash,
+        &scratch,
+        options.tolerance,
+        &interrupt,
+        &mut progress,
+    )?;
+    drop(progress);
+    let Some(verdict) = verdict else {
+        return Ok(Outcome::Interrupted);
+    };
+    let mut stdout = std::io::stdout().lock();
+    for line in &verdict.lines {
+        writeln!(stdout, "{line}")?;
+    }
+    writeln!(
+        stdout,
+        "{}",
+        if verdict.reproduced {
+            format!("run {} reproduced", hash.short())
+        } else {
+            format!("run {} NOT reproduced", hash.short())
+        }
+    )?;
+    Ok(if verdict.reproduced {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    })
 }
 
 /// `bertlab run`: carries out the plan, then prints the sweep's results table on stdout.
@@ -254,16 +566,9 @@ fn run_command(
     progress_bars: bool,
     color: bool,
 ) -> anyhow::Result<Outcome> {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-
     let plan = make_plan(experiments, plan_options, color)?;
     // The first SIGINT/SIGTERM asks for a checkpoint and a clean stop; a second one exits at once.
-    let interrupt = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupt))?;
-        signal_hook::flag::register(signal, Arc::clone(&interrupt))?;
-    }
+    let interrupt = interrupt_flag()?;
     store.create()?;
     eprintln!(
         "{} run{} planned, store {}",

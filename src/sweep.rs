@@ -118,7 +118,10 @@ fn provenance(plan: &Plan, run: &PlannedRun, store: &RunStore) -> Provenance {
         threads: candle_core::utils::get_num_threads(),
         bertlab_version: env!("CARGO_PKG_VERSION").into(),
         bertlab_commit: bertlab_commit(),
-        experiment_file: file.display().to_string(),
+        experiment_file: std::fs::canonicalize(file)
+            .unwrap_or_else(|_| file.clone())
+            .display()
+            .to_string(),
         experiment_commit,
         experiment_dirty,
     }

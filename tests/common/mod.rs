@@ -154,6 +154,39 @@ pub fn sentiment_csv(path: &Path) {
     std::fs::write(path, text).unwrap();
 }
 
+/// A two-class task the tiny model can separate: a sentiment word among filler words.
+pub fn separable_csv(path: &Path, rows: usize) {
+    let positive = ["good", "great", "love"];
+    let negative = ["bad", "awful", "hate"];
+    let filler = [
+        "the", "a", "movie", "film", "it", "was", "is", "very", "not", "i",
+    ];
+    let mut state = 7u64;
+    let mut next = |bound: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % bound
+    };
+    let mut text = String::from("text,label\n");
+    for index in 0..rows {
+        let label = index % 2;
+        let mut words: Vec<&str> = (0..2 + next(6))
+            .map(|_| filler[next(filler.len())])
+            .collect();
+        let signal = if label == 1 { positive } else { negative };
+        let at = next(words.len() + 1);
+        words.insert(at, signal[next(3)]);
+        text.push_str(&format!(
+            "{} {index},{}\n",
+            words.join(" "),
+            if label == 1 { "positive" } else { "negative" }
+        ));
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
 /// A workspace with `data/train.csv`, `models/tiny/`, and experiment files under `experiments/`.
 pub struct Workspace {
     pub directory: tempfile::TempDir,
