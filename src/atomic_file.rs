@@ -21,6 +21,18 @@ pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .suffix(".tmp")
         .tempfile_in(folder)
         .with_context(|| format!("cannot create a temporary file in {}", folder.display()))?;
+    // Temporary files are created private (0600); the result gets the permissions of the file it
+    // replaces, or the usual 0644 less the umask's bits (approximated as 0644) for a new one.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|metadata| metadata.permissions().mode())
+            .unwrap_or(0o644);
+        let _ = temporary
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777));
+    }
     temporary
         .write_all(bytes)
         .and_then(|()| temporary.as_file().sync_all())

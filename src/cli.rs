@@ -91,6 +91,15 @@ Exit status: 0 every run done, 1 a run failed, 2 an error, 130 interrupted.")]
   bertlab reproduce 99df
   bertlab reproduce 99df --tolerance 1e-4   (GPU runs: weights and metrics within 1e-4)")]
     Reproduce(ReproduceArgs),
+    /// What differs between runs' specs, and their figures side by side.
+    #[command(after_help = "Example:\n  bertlab compare 99df 3f2a 8464")]
+    Compare(CompareArgs),
+    /// One self-contained HTML page: the results table, learning curves, the best run's
+    /// confusion matrix; also writes curves.svg into every finished run's directory.
+    #[command(after_help = "Examples:
+  bertlab report --output report.html
+  bertlab report experiments/tweets-sentiment.toml --output tweets.html")]
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +215,28 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Two or more runs (hash prefixes of 4 digits or more).
+    #[arg(required = true, num_args = 2.., value_name = "HASH")]
+    pub hashes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Only the runs these experiment files plan.
+    #[arg(value_name = "EXPERIMENT.toml")]
+    pub experiments: Vec<PathBuf>,
+
+    /// Only the runs of the experiment with this name.
+    #[arg(long, value_name = "NAME")]
+    pub experiment: Option<String>,
+
+    /// The HTML file to write.
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct ReproduceArgs {
     /// The run to reproduce (a hash prefix of 4 digits or more).
     #[arg(value_name = "HASH")]
@@ -287,6 +318,8 @@ pub enum HiCommand {
     Results(ResultsArgs),
     Predict(PredictArgs),
     Reproduce(ReproduceArgs),
+    Compare(CompareArgs),
+    Report(ReportArgs),
 }
 
 /// Whether to colour what goes to stderr: only for a terminal, and never when `NO_COLOR` is set
@@ -329,6 +362,8 @@ impl HiArgs {
             LowCommand::Results(args) => HiCommand::Results(args),
             LowCommand::Predict(args) => HiCommand::Predict(args),
             LowCommand::Reproduce(args) => HiCommand::Reproduce(args),
+            LowCommand::Compare(args) => HiCommand::Compare(args),
+            LowCommand::Report(args) => HiCommand::Report(args),
         };
         HiArgs {
             store: RunStore::new(low.runs),

@@ -58,6 +58,17 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
         HiCommand::Results(options) => results_command(&args.store, &options, args.color_stderr),
         HiCommand::Predict(options) => predict_command(&args.store, &options),
         HiCommand::Reproduce(options) => reproduce_command(&args.store, &options),
+        HiCommand::Compare(options) => {
+            let hashes = options
+                .hashes
+                .iter()
+                .map(|prefix| args.store.resolve(prefix))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let text = crate::html_report::compare_text(&args.store, &hashes)?;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            Ok(Outcome::Success)
+        }
+        HiCommand::Report(options) => report_command(&args.store, &options, args.color_stderr),
         HiCommand::Show { hash_prefix } => show_command(&args.store, &hash_prefix),
     }
 }
@@ -362,39 +373,12 @@ fn results_command(
     use crate::results;
     use std::io::IsTerminal;
 
-    let mut rows = results::store_rows(store)?;
-    if !options.experiments.is_empty() {
-        let plan = make_plan(&options.experiments, &PlanOptions::default(), color)?;
-        let mut planned = Vec::with_capacity(plan.runs.len());
-        for run in &plan.runs {
-            let name = plan.experiments[run.experiment].name.clone();
-            match rows.iter().position(|row| row.hash == run.hash) {
-                Some(index) => {
-                    let mut row = rows.swap_remove(index);
-                    row.experiment.get_or_insert(name);
-                    planned.push(row);
-                }
-                None => planned.push(results::RunRow {
-                    hash: run.hash.clone(),
-                    experiment: Some(name),
-                    status: crate::store::RunStatus::New,
-                    parameters: results::parameters_of(&serde_json::to_value(&run.spec)?),
-                    result: None,
-                    finished_at: None,
-                }),
-            }
-        }
-        rows = planned;
-    }
-    if let Some(name) = &options.experiment {
-        rows.retain(|row| row.experiment.as_deref() == Some(name.as_str()));
-        if rows.is_empty() {
-            eprintln!(
-                "note: no run in {} belongs to experiment `{name}`",
-                store.root().display()
-            );
-        }
-    }
+    let rows = select_rows(
+        store,
+        &options.experiments,
+        options.experiment.as_deref(),
+        color,
+    )?;
     let mut frame = results::frame(&rows)?;
     if let Some(expression) = &options.where_ {
         frame = results::filter(frame, &results::parse_where(expression)?)?;
@@ -435,6 +419,86 @@ fn results_command(
         "{} row{}",
         frame.height(),
         if frame.height() == 1 { "" } else { "s" }
+    );
+    Ok(Outcome::Success)
+}
+
+/// The runs `results` and `report` show: the store's, or those the experiment files plan (runs
+/// not trained yet included as `new`), optionally of one experiment name.
+fn select_rows(
+    store: &RunStore,
+    experiments: &[std::path::PathBuf],
+    experiment: Option<&str>,
+    color: bool,
+) -> anyhow::Result<Vec<crate::results::RunRow>> {
+    use crate::results;
+    let mut rows = results::store_rows(store)?;
+    if !experiments.is_empty() {
+        let plan = make_plan(experiments, &PlanOptions::default(), color)?;
+        let mut planned = Vec::with_capacity(plan.runs.len());
+        for run in &plan.runs {
+            let name = plan.experiments[run.experiment].name.clone();
+            match rows.iter().position(|row| row.hash == run.hash) {
+                Some(index) => {
+                    let mut row = rows.swap_remove(index);
+                    row.experiment.get_or_insert(name);
+                    planned.push(row);
+                }
+                None => planned.push(results::RunRow {
+                    hash: run.hash.clone(),
+                    experiment: Some(name),
+                    status: crate::store::RunStatus::New,
+                    parameters: results::parameters_of(&serde_json::to_value(&run.spec)?),
+                    result: None,
+                    finished_at: None,
+                }),
+            }
+        }
+        rows = planned;
+    }
+    if let Some(name) = experiment {
+        rows.retain(|row| row.experiment.as_deref() == Some(name));
+        if rows.is_empty() {
+            eprintln!(
+                "note: no run in {} belongs to experiment `{name}`",
+                store.root().display()
+            );
+        }
+    }
+    Ok(rows)
+}
+
+/// `bertlab report`: the HTML page, and `curves.svg` in every finished run's directory.
+fn report_command(
+    store: &RunStore,
+    options: &crate::cli::ReportArgs,
+    color: bool,
+) -> anyhow::Result<Outcome> {
+    use crate::html_report;
+    let rows = select_rows(
+        store,
+        &options.experiments,
+        options.experiment.as_deref(),
+        color,
+    )?;
+    for row in &rows {
+        if row.result.is_some() {
+            let directory = store.run_directory(&row.hash);
+            let metrics = html_report::read_metrics(&directory)?;
+            crate::atomic_file::write(
+                &directory.join("curves.svg"),
+                html_report::run_curves_svg(&metrics)?.as_bytes(),
+            )?;
+        }
+    }
+    let frame = crate::results::only_changed(crate::results::frame(&rows)?)?;
+    let (headers, cells) = crate::results::text_cells(&frame)?;
+    let html = html_report::report_html(store, &rows, &headers, &cells)?;
+    crate::atomic_file::write(&options.output, html.as_bytes())?;
+    eprintln!(
+        "wrote {} ({} runs); curves.svg in each finished run's directory",
+        options.output.display(),
+        rows.len()
     );
     Ok(Outcome::Success)
 }

@@ -16,6 +16,7 @@ pub mod diagnostics;
 pub mod experiment;
 pub mod fingerprint;
 pub mod grid;
+pub mod html_report;
 pub mod metrics;
 pub mod model;
 pub mod model_directory;

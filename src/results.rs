@@ -520,7 +520,8 @@ fn cell(name: &str, value: AnyValue) -> String {
     }
 }
 
-fn text_cells(frame: &DataFrame) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
+/// The frame's headers and cells as text, as the table shows them.
+pub fn text_cells(frame: &DataFrame) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
     let headers: Vec<String> = frame
         .get_column_names()
         .iter()

@@ -154,6 +154,33 @@ fn results_hold_one_row_per_run_with_the_metrics_of_the_kept_epoch() {
         .finish()
         .unwrap();
     assert_eq!(frame.height(), 4);
+    // compare: the swept settings differ, the figures side by side.
+    let hashes: Vec<String> = rows
+        .iter()
+        .map(|row| row["hash"][..8].to_string())
+        .collect();
+    let compared = workspace.bertlab(&["compare", &hashes[0], &hashes[3]]);
+    assert_eq!(compared.status, Some(0), "{}", compared.stderr);
+    let text = &compared.stdout;
+    assert!(
+        text.contains("learning_rate") && text.contains("seed"),
+        "{text}"
+    );
+    assert!(!text.contains("max_length"), "only what differs: {text}");
+    assert!(
+        text.contains("val_macro_f1") && text.contains("epoch 3"),
+        "{text}"
+    );
+    // report: one HTML page with curves and a confusion matrix; curves.svg in every run.
+    let report = workspace.bertlab(&["report", "--output", "report.html"]);
+    assert_eq!(report.status, Some(0), "{}", report.stderr);
+    let html = std::fs::read_to_string(workspace.path().join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2, "two charts");
+    assert!(html.contains("Confusion matrix of the best run") && html.contains("val_macro_f1"));
+    for directory in run_directories(&workspace.path().join("runs")) {
+        let svg = std::fs::read_to_string(directory.join("curves.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("validation"));
+    }
     // A damaged index is rebuilt.
     std::fs::write(workspace.path().join("runs/.results-index.json"), "{").unwrap();
     assert_eq!(
