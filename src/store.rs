@@ -135,7 +135,8 @@ const GITIGNORE: &str = "# Written by bertlab: specs, metrics and reports can be
 */model/\n\
 */checkpoint/\n\
 */lock\n\
-*.tmp\n";
+*.tmp\n\
+.results-index.json\n";
 
 /// Minimum digits of a hash prefix.
 pub const MIN_PREFIX_LENGTH: usize = 4;
