@@ -50,7 +50,11 @@ fn main() -> anyhow::Result<()> {
         lease.set_status(RunStatus::Done, None)?;
     }
     eprintln!("made {RUNS} runs in {:.2} s", start.elapsed().as_secs_f64());
-    for label in ["first read (builds the index)", "through the index", "through the index"] {
+    for label in [
+        "first read (builds the index)",
+        "through the index",
+        "through the index",
+    ] {
         let start = Instant::now();
         let rows = bertlab::results::store_rows(&store)?;
         let read = start.elapsed().as_secs_f64();

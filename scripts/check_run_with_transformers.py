@@ -4,6 +4,8 @@ AutoModelForSequenceClassification (no missing or unexpected keys) and predicts 
 run's predictions.csv; probabilities must match bertlab's within 1e-4 and predictions must agree.
 
     python3 scripts/check_run_with_transformers.py runs/99df6044f01d [--max-length 64]
+    bertlab predict 99df --input texts.csv --output out.csv
+    python3 scripts/check_run_with_transformers.py runs/99df6044f01d --predictions out.csv
 
 Needs torch and transformers; CI does not run it.
 """
@@ -18,6 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 parser = argparse.ArgumentParser()
 parser.add_argument("run")
 parser.add_argument("--max-length", type=int, help="default: the run's spec.json")
+parser.add_argument("--predictions", help="a CSV with text, predicted, probability_<class> columns (default: the run's predictions.csv)")
 args = parser.parse_args()
 with open(f"{args.run}/spec.json") as handle:
     max_length = args.max_length or json.load(handle)["train"]["max_length"]
@@ -27,7 +30,7 @@ problems = {kind: keys for kind, keys in info.items() if keys}
 if problems:
     sys.exit(f"transformers reports {problems}")
 tokenizer = AutoTokenizer.from_pretrained(f"{args.run}/model")
-with open(f"{args.run}/predictions.csv", newline="", encoding="utf-8") as handle:
+with open(args.predictions or f"{args.run}/predictions.csv", newline="", encoding="utf-8") as handle:
     rows = list(csv.DictReader(handle))
 labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
 worst, disagreements = 0.0, 0
@@ -41,6 +44,6 @@ with torch.no_grad():
             worst = max(worst, max(abs(a - b) for a, b in zip(values, stored)))
             disagreements += labels[max(range(len(values)), key=values.__getitem__)] != row["predicted"]
 print(f"{type(model).__name__}: no missing or unexpected keys; {len(rows)} rows; probabilities within "
-      f"{worst:.2e} of predictions.csv; {disagreements} different predictions")
+      f"{worst:.2e} of {args.predictions or 'predictions.csv'}; {disagreements} different predictions")
 if worst > 1e-4 or disagreements:
     sys.exit(1)

@@ -271,11 +271,7 @@ fn show_command(store: &RunStore, hash_prefix: &str) -> anyhow::Result<Outcome> 
                     provenance.device,
                     provenance.threads,
                     provenance.bertlab_version,
-                    provenance
-                        .bertlab_commit
-                        .as_deref()
-                        .map(|commit| format!(" ({})", &commit[..commit.len().min(12)]))
-                        .unwrap_or_default()
+                    provenance.commit_suffix()
                 ),
             );
             line(

@@ -106,6 +106,16 @@ impl RunRecord {
     }
 }
 
+impl Provenance {
+    /// ` (<first 12 digits of the bertlab commit>)`, or nothing when unknown.
+    pub fn commit_suffix(&self) -> String {
+        self.bertlab_commit
+            .as_deref()
+            .map(|commit| format!(" ({})", &commit[..commit.len().min(12)]))
+            .unwrap_or_default()
+    }
+}
+
 /// Where and with what a run was trained.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {

@@ -370,11 +370,7 @@ fn train_claimed(
         provenance.device,
         provenance.threads,
         provenance.bertlab_version,
-        provenance
-            .bertlab_commit
-            .as_deref()
-            .map(|commit| format!(" ({})", &commit[..commit.len().min(12)]))
-            .unwrap_or_default()
+        provenance.commit_suffix()
     ));
     let clock = Instant::now();
     let outcome = train::train_run(

@@ -280,17 +280,21 @@ fn statuses_come_from_the_store_and_prefixes_resolve() {
     let shown = workspace.bertlab(&["show", &hash.as_str()[..6]]);
     assert_eq!(shown.status, Some(0), "{}", shown.stderr);
     assert!(
-        shown.stdout.starts_with(&format!("run        {hash}\n")),
+        shown.stdout.starts_with(&format!("run         {hash}\n")),
         "{}",
         shown.stdout
     );
-    assert!(shown.stdout.contains("status     done"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("status      done"),
+        "{}",
+        shown.stdout
+    );
     let failed = &planned.runs[1].hash;
     let shown = workspace.bertlab(&["show", failed.as_str()]);
     assert!(
         shown
             .stdout
-            .contains("error      diverged at epoch 1 step 3"),
+            .contains("error       diverged at epoch 1 step 3"),
         "{}",
         shown.stdout
     );

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::{Workspace, separable_csv};
+use common::{Workspace, run_directories, separable_csv};
 use polars::prelude::SerReader;
 use serde_json::Value;
 
@@ -38,16 +36,6 @@ fn trained() -> Workspace {
     let output = workspace.bertlab(&["run", "experiments/morning.toml"]);
     assert_eq!(output.status, Some(0), "{}", output.stderr);
     workspace
-}
-
-fn run_directories(store: &Path) -> Vec<PathBuf> {
-    let mut directories: Vec<PathBuf> = std::fs::read_dir(store)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.join("spec.json").is_file())
-        .collect();
-    directories.sort();
-    directories
 }
 
 fn csv_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {

@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bertlab::optimizer::{self, AdamW};
 use bertlab::run_files::TIME_COLUMNS;
 use candle_core::{DType, Device, Tensor, Var};
-use common::{Workspace, separable_csv};
+use common::{Workspace, run_directories, separable_csv};
 use serde_json::Value;
 
 fn workspace() -> Workspace {
@@ -30,17 +30,6 @@ fn experiment(name: &str, train: &str, grid: &str) -> String {
 }
 
 const LEARNING: &str = "learning_rate = 2e-3\nbatch_size = 16\nepochs = 8\nwarmup_ratio = 0.1";
-
-/// The run directories of a store.
-fn run_directories(store: &Path) -> Vec<PathBuf> {
-    let mut directories: Vec<PathBuf> = std::fs::read_dir(store)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.join("spec.json").is_file())
-        .collect();
-    directories.sort();
-    directories
-}
 
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(

@@ -187,6 +187,17 @@ pub fn separable_csv(path: &Path, rows: usize) {
     std::fs::write(path, text).unwrap();
 }
 
+/// The run directories of a store.
+pub fn run_directories(store: &Path) -> Vec<PathBuf> {
+    let mut directories: Vec<PathBuf> = std::fs::read_dir(store)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("spec.json").is_file())
+        .collect();
+    directories.sort();
+    directories
+}
+
 /// A workspace with `data/train.csv`, `models/tiny/`, and experiment files under `experiments/`.
 pub struct Workspace {
     pub directory: tempfile::TempDir,
