@@ -431,26 +431,7 @@ fn select_rows(
     let mut rows = results::store_rows(store)?;
     if !experiments.is_empty() {
         let plan = make_plan(experiments, &PlanOptions::default(), color)?;
-        let mut planned = Vec::with_capacity(plan.runs.len());
-        for run in &plan.runs {
-            let name = plan.experiments[run.experiment].name.clone();
-            match rows.iter().position(|row| row.hash == run.hash) {
-                Some(index) => {
-                    let mut row = rows.swap_remove(index);
-                    row.experiment.get_or_insert(name);
-                    planned.push(row);
-                }
-                None => planned.push(results::RunRow {
-                    hash: run.hash.clone(),
-                    experiment: Some(name),
-                    status: crate::store::RunStatus::New,
-                    parameters: results::parameters_of(&serde_json::to_value(&run.spec)?),
-                    result: None,
-                    finished_at: None,
-                }),
-            }
-        }
-        rows = planned;
+        rows = results::planned_rows(rows, &plan)?;
     }
     if let Some(name) = experiment {
         rows.retain(|row| row.experiment.as_deref() == Some(name));
@@ -640,15 +621,13 @@ fn run_command(
     let report = crate::sweep::run_sweep(&plan, store, options, &interrupt, &mut progress)?;
     drop(progress);
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(crate::sweep::results_table(&plan, &report, store).as_bytes())?;
+    // The same table as `bertlab results EXP.toml...`: the plan's runs, what differs, figures.
+    let rows = crate::results::planned_rows(crate::results::store_rows(store)?, &plan)?;
+    let frame = crate::results::only_changed(crate::results::frame(&rows)?)?;
+    stdout.write_all(crate::results::table_text(&frame)?.as_bytes())?;
     stdout.flush()?;
-    let count = |status: crate::store::RunStatus| {
-        report
-            .rows
-            .iter()
-            .filter(|row| store.status(&plan.runs[row.run].hash).unwrap_or(row.status) == status)
-            .count()
-    };
+    let count =
+        |status: crate::store::RunStatus| rows.iter().filter(|row| row.status == status).count();
     let done = count(crate::store::RunStatus::Done);
     let failed = count(crate::store::RunStatus::Failed);
     eprintln!(

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device};
 use serde_json::{Map, Value, json};
 
-use crate::model::bert::{Batch, BertClassifier, Mode};
+use crate::model::bert::BertClassifier;
 use crate::model::checkpoint;
 use crate::run_files::MODEL_DIRECTORY;
 use crate::spec::DataFormat;
@@ -59,46 +59,20 @@ impl Predictor {
         })
     }
 
-    /// Predicts every text, `batch_size` texts of similar length per forward pass; results in the
-    /// order of `texts`.
+    /// Predicts every text, `batch_size` texts of similar length per forward pass (as
+    /// training evaluates); results in the order of `texts`.
     pub fn predict(&self, texts: &[&str], batch_size: usize) -> anyhow::Result<Vec<Prediction>> {
         let ids = tokenizer::encode_all(&self.tokenizer, texts, self.max_length)?;
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&index| ids[index].len());
-        let mut predictions = vec![
-            Prediction {
-                class: 0,
-                probabilities: Vec::new()
-            };
-            ids.len()
-        ];
-        for chunk in order.chunks(batch_size.max(1)) {
-            let rows: Vec<Vec<u32>> = chunk.iter().map(|&index| ids[index].clone()).collect();
-            let batch = Batch::from_rows(&rows, self.tokenizer.pad_id, self.model.device())?;
-            let logits = self
-                .model
-                .forward(&batch, &mut Mode::Eval)?
-                .to_dtype(DType::F64)?
-                .to_vec2::<f64>()?;
-            for (&index, row) in chunk.iter().zip(logits) {
-                let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = row.iter().map(|value| (value - max).exp()).sum();
-                let mut class = 0;
-                for (candidate, value) in row.iter().enumerate() {
-                    if *value > row[class] {
-                        class = candidate;
-                    }
-                }
-                predictions[index] = Prediction {
-                    class: class as u32,
-                    probabilities: row
-                        .iter()
-                        .map(|value| ((value - max).exp() / sum) as f32)
-                        .collect(),
-                };
-            }
-        }
-        Ok(predictions)
+        let scored =
+            crate::train::score(&self.model, &ids, self.tokenizer.pad_id, batch_size, None)?
+                .expect("no interrupt flag");
+        Ok(scored
+            .iter()
+            .map(|scored| Prediction {
+                class: scored.class,
+                probabilities: scored.probabilities(),
+            })
+            .collect())
     }
 }
 

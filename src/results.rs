@@ -186,6 +186,32 @@ pub fn store_rows(store: &RunStore) -> anyhow::Result<Vec<RunRow>> {
     Ok(rows)
 }
 
+/// The rows of the runs a plan holds, in plan order: the store's row for each trained run, a
+/// `new` row (its settings, no figures) for each run not trained yet.
+pub fn planned_rows(rows: Vec<RunRow>, plan: &crate::plan::Plan) -> anyhow::Result<Vec<RunRow>> {
+    let mut rows = rows;
+    let mut planned = Vec::with_capacity(plan.runs.len());
+    for run in &plan.runs {
+        let name = plan.experiments[run.experiment].name.clone();
+        match rows.iter().position(|row| row.hash == run.hash) {
+            Some(index) => {
+                let mut row = rows.swap_remove(index);
+                row.experiment.get_or_insert(name);
+                planned.push(row);
+            }
+            None => planned.push(RunRow {
+                hash: run.hash.clone(),
+                experiment: Some(name),
+                status: RunStatus::New,
+                parameters: parameters_of(&serde_json::to_value(&run.spec)?),
+                result: None,
+                finished_at: None,
+            }),
+        }
+    }
+    Ok(planned)
+}
+
 /// Metric columns, in table order.
 pub const METRIC_COLUMNS: &[&str] = &[
     "val_loss",

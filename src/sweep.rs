@@ -37,9 +37,6 @@ pub struct SweepRow {
     /// Index into the plan's runs.
     pub run: usize,
     pub status: RunStatus,
-    /// Trained (or resumed) by this process.
-    pub trained_here: bool,
-    pub result: Option<RunResult>,
     pub error: Option<String>,
 }
 
@@ -140,15 +137,10 @@ fn short_duration(seconds: f64) -> String {
 
 /// The row of a run this process did not train.
 fn observed_row(store: &RunStore, index: usize, run: &PlannedRun, status: RunStatus) -> SweepRow {
-    let directory = store.run_directory(&run.hash);
     let record = store.record(&run.hash).ok().flatten();
     SweepRow {
         run: index,
         status,
-        trained_here: false,
-        result: (status == RunStatus::Done)
-            .then(|| read_result(&directory).ok())
-            .flatten(),
         error: record.and_then(|record| record.error),
     }
 }
@@ -177,8 +169,6 @@ fn unrecorded_failure(
     SweepRow {
         run: index,
         status: RunStatus::Failed,
-        trained_here: true,
-        result: None,
         error: Some(reason),
     }
 }
@@ -385,18 +375,24 @@ fn train_claimed(
     );
     let seconds = clock.elapsed().as_secs_f64();
     let finished = Utc::now();
+    // Every attempt ends the same way in run.json: status, reason, end time, time spent.
+    let end_attempt = |status: RunStatus, error: Option<String>, best_epoch: Option<usize>| {
+        lease.update(|record| {
+            record.status = status;
+            record.error = error;
+            record.finished_at = Some(finished);
+            record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
+            if best_epoch.is_some() {
+                record.best_epoch = best_epoch;
+            }
+        })
+    };
     let row = match outcome {
         Ok(TrainEnd::Done(result)) => {
             let mut bytes = serde_json::to_vec_pretty(&result)?;
             bytes.push(b'\n');
             crate::atomic_file::write(&directory.join(RESULT_FILE), &bytes)?;
-            lease.update(|record| {
-                record.status = RunStatus::Done;
-                record.error = None;
-                record.finished_at = Some(finished);
-                record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
-                record.best_epoch = Some(result.best_epoch);
-            })?;
+            end_attempt(RunStatus::Done, None, Some(result.best_epoch))?;
             if let Err(error) = train::remove_checkpoint(&directory) {
                 progress.message(&format!("{prefix} warning: {error:#}"));
             }
@@ -416,19 +412,12 @@ fn train_claimed(
             SweepRow {
                 run: index,
                 status: RunStatus::Done,
-                trained_here: true,
-                result: Some(result),
                 error: None,
             }
         }
         Ok(TrainEnd::Interrupted { position }) => {
             let reason = format!("interrupted at {position}");
-            lease.update(|record| {
-                record.status = RunStatus::Interrupted;
-                record.error = Some(reason.clone());
-                record.finished_at = Some(finished);
-                record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
-            })?;
+            end_attempt(RunStatus::Interrupted, Some(reason.clone()), None)?;
             progress.finish_run();
             progress.message(&format!(
                 "{prefix} {reason}; `bertlab run` again resumes it from there"
@@ -436,89 +425,20 @@ fn train_claimed(
             SweepRow {
                 run: index,
                 status: RunStatus::Interrupted,
-                trained_here: true,
-                result: None,
                 error: Some(reason),
             }
         }
         Err(error) => {
             let reason = format!("{error:#}");
             progress.event(&format!("failed: {reason}"));
-            lease.update(|record| {
-                record.status = RunStatus::Failed;
-                record.error = Some(reason.clone());
-                record.finished_at = Some(finished);
-                record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
-            })?;
+            end_attempt(RunStatus::Failed, Some(reason.clone()), None)?;
             progress.finish_run();
             SweepRow {
                 run: index,
                 status: RunStatus::Failed,
-                trained_here: true,
-                result: None,
                 error: Some(reason),
             }
         }
     };
     Ok(row)
-}
-
-/// The sweep's results table: one row per run with the swept settings, status, kept epoch,
-/// validation and test figures, and training time.
-pub fn results_table(plan: &Plan, report: &SweepReport, store: &RunStore) -> String {
-    let keys = plan.varying_keys();
-    let show_experiment = plan.experiments.len() > 1;
-    let mut headers = vec!["#".to_string(), "hash".to_string()];
-    if show_experiment {
-        headers.push("experiment".into());
-    }
-    headers.extend(keys.iter().map(|key| key.column_name()));
-    headers.extend(
-        [
-            "status",
-            "best_epoch",
-            "val_accuracy",
-            "val_macro_f1",
-            "test_accuracy",
-            "test_macro_f1",
-            "train_time",
-        ]
-        .map(String::from),
-    );
-    let body: Vec<Vec<String>> = report
-        .rows
-        .iter()
-        .map(|row| {
-            let run = &plan.runs[row.run];
-            let mut cells = vec![(row.run + 1).to_string(), run.hash.short().to_string()];
-            if show_experiment {
-                cells.push(plan.experiments[run.experiment].name.clone());
-            }
-            cells.extend(keys.iter().map(|key| {
-                run.value(key)
-                    .map(|value| value.to_string())
-                    .unwrap_or_default()
-            }));
-            let status = store.status(&run.hash).unwrap_or(row.status);
-            cells.push(status.to_string());
-            match &row.result {
-                Some(result) => {
-                    cells.push(format!("{}/{}", result.best_epoch, result.epochs_run));
-                    cells.push(format!("{:.4}", result.validation.accuracy));
-                    cells.push(format!("{:.4}", result.validation.macro_f1));
-                    match &result.test {
-                        Some(test) => {
-                            cells.push(format!("{:.4}", test.accuracy));
-                            cells.push(format!("{:.4}", test.macro_f1));
-                        }
-                        None => cells.extend(["-".to_string(), "-".to_string()]),
-                    }
-                    cells.push(short_duration(result.train_seconds));
-                }
-                None => cells.extend(std::iter::repeat_n("-".to_string(), 6)),
-            }
-            cells
-        })
-        .collect();
-    crate::report::text_table(&headers, &body)
 }

@@ -238,37 +238,48 @@ fn set_parameters(model: &BertClassifier, tensors: &HashMap<String, Tensor>) -> 
     Ok(())
 }
 
-/// A split evaluated: the figures, and each example's predicted class and probabilities.
+/// One text scored in evaluation mode.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SplitOutcome {
-    pub evaluation: Evaluation,
-    pub predicted: Vec<u32>,
-    pub probabilities: Vec<Vec<f32>>,
+pub struct Scored {
+    /// The argmax of the logits (the first of equals).
+    pub class: u32,
+    /// Log-probabilities of the classes, computed in f64.
+    pub log_probabilities: Vec<f64>,
 }
 
-/// Evaluates `split` in evaluation mode (`None` when `interrupt` is raised first). Batches hold
-/// texts of similar length (sorted), so little is padded; the predicted class is the argmax of
-/// the f64 logits, the first of equals.
-pub fn evaluate(
+impl Scored {
+    pub fn probabilities(&self) -> Vec<f32> {
+        self.log_probabilities
+            .iter()
+            .map(|value| value.exp() as f32)
+            .collect()
+    }
+}
+
+/// Scores token id rows in evaluation mode, `batch_size` rows of similar length (sorted) per
+/// forward pass, so little is padded; results in the order of `ids`. `None` when `interrupt` is
+/// raised first.
+pub fn score(
     model: &BertClassifier,
-    split: &TokenizedSplit,
+    ids: &[Vec<u32>],
     pad_id: u32,
-    classes: usize,
+    batch_size: usize,
     interrupt: Option<&AtomicBool>,
-) -> anyhow::Result<Option<SplitOutcome>> {
-    let mut order: Vec<usize> = (0..split.ids.len()).collect();
-    order.sort_by_key(|&index| split.ids[index].len());
-    let mut probabilities = vec![Vec::new(); split.ids.len()];
-    let mut predicted = vec![0u32; split.ids.len()];
-    let mut loss_sum = 0.0f64;
-    for chunk in order.chunks(EVALUATION_BATCH) {
+) -> anyhow::Result<Option<Vec<Scored>>> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&index| ids[index].len());
+    let mut scored = vec![
+        Scored {
+            class: 0,
+            log_probabilities: Vec::new()
+        };
+        ids.len()
+    ];
+    for chunk in order.chunks(batch_size.max(1)) {
         if interrupt.is_some_and(|flag| flag.load(Ordering::SeqCst)) {
             return Ok(None);
         }
-        let rows: Vec<Vec<u32>> = chunk
-            .iter()
-            .map(|&index| split.ids[index].clone())
-            .collect();
+        let rows: Vec<Vec<u32>> = chunk.iter().map(|&index| ids[index].clone()).collect();
         let batch = Batch::from_rows(&rows, pad_id, model.device())?;
         let logits = model
             .forward(&batch, &mut Mode::Eval)?
@@ -277,26 +288,54 @@ pub fn evaluate(
             .to_vec2::<f64>()?;
         for (&index, row) in chunk.iter().zip(logits) {
             let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = row.iter().map(|value| (value - max).exp()).sum();
-            let log_sum = sum.ln();
-            let gold = split.labels[index] as usize;
-            loss_sum += -(row[gold] - max - log_sum);
-            predicted[index] = argmax(&row) as u32;
-            probabilities[index] = row
+            let log_sum = row
                 .iter()
-                .map(|value| ((value - max).exp() / sum) as f32)
-                .collect();
+                .map(|value| (value - max).exp())
+                .sum::<f64>()
+                .ln();
+            scored[index] = Scored {
+                class: argmax(&row) as u32,
+                log_probabilities: row.iter().map(|value| value - max - log_sum).collect(),
+            };
         }
     }
-    let loss = if split.ids.is_empty() {
+    Ok(Some(scored))
+}
+
+/// A split evaluated: the figures, and each example's predicted class and probabilities.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitOutcome {
+    pub evaluation: Evaluation,
+    pub predicted: Vec<u32>,
+    pub probabilities: Vec<Vec<f32>>,
+}
+
+/// Evaluates `split` (see [`score`]): mean cross-entropy, figures, predictions.
+pub fn evaluate(
+    model: &BertClassifier,
+    split: &TokenizedSplit,
+    pad_id: u32,
+    classes: usize,
+    interrupt: Option<&AtomicBool>,
+) -> anyhow::Result<Option<SplitOutcome>> {
+    let Some(scored) = score(model, &split.ids, pad_id, EVALUATION_BATCH, interrupt)? else {
+        return Ok(None);
+    };
+    let loss_sum: f64 = scored
+        .iter()
+        .zip(&split.labels)
+        .map(|(scored, &gold)| -scored.log_probabilities[gold as usize])
+        .sum();
+    let loss = if scored.is_empty() {
         0.0
     } else {
-        loss_sum / split.ids.len() as f64
+        loss_sum / scored.len() as f64
     };
+    let predicted: Vec<u32> = scored.iter().map(|scored| scored.class).collect();
     Ok(Some(SplitOutcome {
         evaluation: Evaluation::new(&split.labels, &predicted, classes, loss),
+        probabilities: scored.iter().map(Scored::probabilities).collect(),
         predicted,
-        probabilities,
     }))
 }
 
