@@ -97,5 +97,80 @@ fn main() -> anyhow::Result<()> {
         seconds * 1e3,
         BATCH as f64 / seconds
     );
+
+    // The step as `train` does it, part by part: forward + backward, gradients to host vectors,
+    // clipping, AdamW.
+    let mut optimizer = bertlab::optimizer::AdamW::new(model.parameters(), 0.01);
+    let mut parts: [Vec<f64>; 4] = Default::default();
+    for iteration in 0..WARMUP + ITERATIONS {
+        let start = Instant::now();
+        let mut dropout = SeededRandom::for_dropout(0, iteration as u64);
+        let logits = model.forward(&batch, &mut Mode::Train(&mut dropout))?;
+        let loss = cross_entropy(&logits, &labels, None)?;
+        let grads = loss.backward()?;
+        let backward_done = Instant::now();
+        let mut gradients: Vec<Vec<f32>> = Vec::new();
+        for (_, var) in model.parameters() {
+            gradients.push(
+                grads
+                    .get(var)
+                    .expect("a gradient")
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        let copied = Instant::now();
+        bertlab::optimizer::clip_global_norm(&mut gradients, 1.0);
+        let clipped = Instant::now();
+        optimizer.step(model.parameters(), &gradients, 1e-5)?;
+        let stepped = Instant::now();
+        if iteration >= WARMUP {
+            parts[0].push((backward_done - start).as_secs_f64());
+            parts[1].push((copied - backward_done).as_secs_f64());
+            parts[2].push((clipped - copied).as_secs_f64());
+            parts[3].push((stepped - clipped).as_secs_f64());
+        }
+    }
+    // The same in place: clipping folded into AdamW, no copies.
+    let mut in_place = Vec::new();
+    for iteration in 0..WARMUP + ITERATIONS {
+        let mut dropout = SeededRandom::for_dropout(0, iteration as u64);
+        let logits = model.forward(&batch, &mut Mode::Train(&mut dropout))?;
+        let loss = cross_entropy(&logits, &labels, None)?;
+        let grads = loss.backward()?;
+        let start = Instant::now();
+        let gradients: Vec<Tensor> = model
+            .parameters()
+            .iter()
+            .map(|(_, var)| grads.get(var).expect("a gradient").clone())
+            .collect();
+        optimizer
+            .step_tensors(model.parameters(), &gradients, 1.0, 1e-5)?
+            .expect("CPU tensors");
+        if iteration >= WARMUP {
+            in_place.push(start.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "  clipping + AdamW in place: {:8.1} ms",
+        median(in_place) * 1e3
+    );
+    let names = [
+        "forward+backward",
+        "gradients to host",
+        "clipping",
+        "AdamW step",
+    ];
+    let mut total = 0.0;
+    for (name, seconds) in names.iter().zip(parts) {
+        let seconds = median(seconds);
+        total += seconds;
+        println!("  {name:<18} {:8.1} ms", seconds * 1e3);
+    }
+    println!(
+        "training step (AdamW, as in train)  {:8.1} ms/batch  {:7.1} samples/s",
+        total * 1e3,
+        BATCH as f64 / total
+    );
     Ok(())
 }

@@ -173,12 +173,163 @@ impl AdamW {
     }
 }
 
+/// Runs `f` on a tensor's f32 values without copying them, when it is a contiguous f32 tensor in
+/// CPU memory; `None` otherwise (the caller copies instead).
+pub fn with_cpu_f32<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
+        return None;
+    };
+    let (start, end) = layout.contiguous_offsets()?;
+    Some(f(&values[start..end]))
+}
+
+/// Elements per parallel chunk of the in-place update and of the norm.
+const CHUNK: usize = 1 << 16;
+
+/// The sum of squares of `values` in f64: partial sums of fixed chunks (computed in parallel),
+/// added in chunk order, so the result does not depend on the number of threads.
+pub fn sum_of_squares(values: &[f32]) -> f64 {
+    use rayon::prelude::*;
+    let partial: Vec<f64> = values
+        .par_chunks(CHUNK)
+        .map(|chunk| chunk.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+        .collect();
+    partial.iter().sum()
+}
+
+/// One parameter's AdamW update as an in-place op on its storage (see [`AdamW::step_tensors`]).
+struct InPlaceUpdate<'a> {
+    gradient: &'a [f32],
+    moments: std::cell::RefCell<&'a mut Moments>,
+    decay: f32,
+    clip: Option<f32>,
+    step_size: f32,
+    bias_correction2_sqrt: f32,
+}
+
+impl candle_core::InplaceOp1 for InPlaceUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let candle_core::CpuStorage::F32(values) = storage else {
+            candle_core::bail!("adamw-update: parameters must be f32");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("adamw-update: parameters must be contiguous");
+        };
+        use rayon::prelude::*;
+        let values = &mut values[start..end];
+        let mut moments = self.moments.borrow_mut();
+        let Moments { first, second } = &mut **moments;
+        let (beta2, epsilon) = (BETA2 as f32, EPSILON as f32);
+        let one_minus_beta1 = (1.0 - BETA1) as f32;
+        let one_minus_beta2 = (1.0 - BETA2) as f32;
+        let (decay, step_size, correction) =
+            (self.decay, self.step_size, self.bias_correction2_sqrt);
+        let coefficient = self.clip.unwrap_or(1.0);
+        let clipped = self.clip.is_some();
+        // Element-wise, so splitting into chunks changes nothing in the result.
+        values
+            .par_chunks_mut(CHUNK)
+            .zip(self.gradient.par_chunks(CHUNK))
+            .zip(first.par_chunks_mut(CHUNK))
+            .zip(second.par_chunks_mut(CHUNK))
+            .for_each(|(((values, gradient), first), second)| {
+                for (((value, &raw), first), second) in values
+                    .iter_mut()
+                    .zip(gradient)
+                    .zip(first.iter_mut())
+                    .zip(second.iter_mut())
+                {
+                    let grad = if clipped { raw * coefficient } else { raw };
+                    *value *= decay;
+                    *first += one_minus_beta1 * (grad - *first);
+                    *second = *second * beta2 + one_minus_beta2 * grad * grad;
+                    let denominator = second.sqrt() / correction + epsilon;
+                    *value -= step_size * (*first / denominator);
+                }
+            });
+        Ok(())
+    }
+}
+
+impl AdamW {
+    /// [`AdamW::step`] and clipping in one pass, with no copies: `gradients` are the backward
+    /// pass's tensors (contiguous f32 on the CPU), parameters are updated in place. The
+    /// arithmetic is the same, element by element, as clipping then [`AdamW::step`]. Returns
+    /// the gradient norm before clipping, or `None` when a tensor is not on the CPU (then the
+    /// caller takes the copying path).
+    pub fn step_tensors(
+        &mut self,
+        parameters: &[(String, Var)],
+        gradients: &[Tensor],
+        max_norm: f64,
+        learning_rate: f64,
+    ) -> anyhow::Result<Option<f64>> {
+        let mut sum = 0.0f64;
+        for gradient in gradients {
+            let Some(part) = with_cpu_f32(gradient, sum_of_squares) else {
+                return Ok(None);
+            };
+            sum += part;
+        }
+        let norm = sum.sqrt();
+        if !norm.is_finite() {
+            return Ok(Some(norm));
+        }
+        let clip = (max_norm > 0.0)
+            .then(|| max_norm / (norm + 1e-6))
+            .filter(|coefficient| *coefficient < 1.0)
+            .map(|coefficient| coefficient as f32);
+        self.steps += 1;
+        let step = self.steps as i32;
+        let step_size = (learning_rate / (1.0 - BETA1.powi(step))) as f32;
+        let bias_correction2_sqrt = (1.0 - BETA2.powi(step)).sqrt() as f32;
+        for (((name, var), gradient), moments) in parameters
+            .iter()
+            .zip(gradients)
+            .zip(self.moments.iter_mut())
+        {
+            let decay = if applies_weight_decay(name) {
+                (1.0 - learning_rate * self.weight_decay) as f32
+            } else {
+                1.0
+            };
+            let (storage, layout) = gradient.storage_and_layout();
+            let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
+                bail!("the gradient of {name} is not f32 on the CPU");
+            };
+            let (start, end) = layout
+                .contiguous_offsets()
+                .with_context(|| format!("the gradient of {name} is not contiguous"))?;
+            let update = InPlaceUpdate {
+                gradient: &values[start..end],
+                moments: std::cell::RefCell::new(moments),
+                decay,
+                clip,
+                step_size,
+                bias_correction2_sqrt,
+            };
+            var.as_tensor()
+                .inplace_op1(&update)
+                .with_context(|| format!("cannot update parameter {name}"))?;
+        }
+        Ok(Some(norm))
+    }
+}
+
 /// The global L2 norm of all gradients (summed in f64).
 pub fn global_norm(gradients: &[Vec<f32>]) -> f64 {
     gradients
         .iter()
-        .flat_map(|gradient| gradient.iter())
-        .map(|&value| (value as f64) * (value as f64))
+        .map(|gradient| sum_of_squares(gradient))
         .sum::<f64>()
         .sqrt()
 }

@@ -524,6 +524,8 @@ pub fn train_run(
             let group_examples: usize = group.iter().map(Vec::len).sum();
             let mut random = SeededRandom::for_dropout(train_settings.seed, state.steps);
             let mut gradients: Vec<Vec<f32>> = Vec::new();
+            // One batch per step: the backward pass's tensors go straight to the in-place update.
+            let mut gradient_tensors: Option<Vec<Tensor>> = None;
             for batch_indices in group {
                 let rows: Vec<Vec<u32>> = batch_indices
                     .iter()
@@ -554,6 +556,18 @@ pub fn train_run(
                     (loss * share)?
                 };
                 let grads = scaled.backward()?;
+                if group.len() == 1 {
+                    let tensors = model
+                        .parameters()
+                        .iter()
+                        .map(|(_, var)| match grads.get(var) {
+                            Some(gradient) => gradient.to_dtype(DType::F32)?.contiguous(),
+                            None => var.as_tensor().zeros_like(),
+                        })
+                        .collect::<candle_core::Result<Vec<Tensor>>>()?;
+                    gradient_tensors = Some(tensors);
+                    continue;
+                }
                 let first = gradients.is_empty();
                 for (index, (_, var)) in model.parameters().iter().enumerate() {
                     let values = match grads.get(var) {
@@ -572,7 +586,38 @@ pub fn train_run(
                     }
                 }
             }
-            let norm = optimizer::clip_global_norm(&mut gradients, train_settings.max_grad_norm);
+            let learning_rate = optimizer::learning_rate_at(
+                state.steps,
+                total_steps,
+                warmup,
+                train_settings.learning_rate,
+            );
+            let in_place = match &gradient_tensors {
+                Some(tensors) => optimizer.step_tensors(
+                    model.parameters(),
+                    tensors,
+                    train_settings.max_grad_norm,
+                    learning_rate,
+                )?,
+                None => None,
+            };
+            let norm = match in_place {
+                Some(norm) => norm,
+                None => {
+                    if let Some(tensors) = gradient_tensors.take() {
+                        gradients = tensors
+                            .iter()
+                            .map(|tensor| tensor.flatten_all()?.to_vec1::<f32>())
+                            .collect::<candle_core::Result<Vec<_>>>()?;
+                    }
+                    let norm =
+                        optimizer::clip_global_norm(&mut gradients, train_settings.max_grad_norm);
+                    if norm.is_finite() {
+                        optimizer.step(model.parameters(), &gradients, learning_rate)?;
+                    }
+                    norm
+                }
+            };
             if !norm.is_finite() {
                 bail!(
                     "diverged at epoch {} step {}: the gradient norm is {norm}",
@@ -580,13 +625,6 @@ pub fn train_run(
                     state.steps + 1
                 );
             }
-            let learning_rate = optimizer::learning_rate_at(
-                state.steps,
-                total_steps,
-                warmup,
-                train_settings.learning_rate,
-            );
-            optimizer.step(model.parameters(), &gradients, learning_rate)?;
             state.steps = optimizer.steps;
             state.learning_rate = learning_rate;
             state.next_batch = group_end;

@@ -484,6 +484,17 @@ fn adamw_matches_torch_to_1e_6() {
     let peak = fixture["peak_learning_rate"].as_f64().unwrap();
     let max_norm = fixture["max_grad_norm"].as_f64().unwrap();
     let mut adamw = AdamW::new(&parameters, fixture["weight_decay"].as_f64().unwrap());
+    // A twin updated in place (clipping folded in, no copies) must stay bit-identical.
+    let twins: Vec<(String, Var)> = parameters
+        .iter()
+        .map(|(name, var)| {
+            (
+                name.clone(),
+                Var::from_tensor(&var.as_tensor().copy().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    let mut twin_adamw = AdamW::new(&twins, adamw.weight_decay);
     for step in 0..total {
         let (weight, bias, scale) = (
             parameters[0].1.as_tensor(),
@@ -535,6 +546,35 @@ fn adamw_matches_torch_to_1e_6() {
             "step {step}: rate {rate} vs {expected_rate}"
         );
         adamw.step(&parameters, &gradients, rate).unwrap();
+
+        let prediction = inputs
+            .broadcast_mul(twins[2].1.as_tensor())
+            .unwrap()
+            .matmul(&twins[0].1.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(twins[1].1.as_tensor())
+            .unwrap();
+        let twin_loss = (prediction - &targets)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap();
+        let twin_grads = twin_loss.backward().unwrap();
+        let twin_gradients: Vec<Tensor> = twins
+            .iter()
+            .map(|(_, var)| twin_grads.get(var).unwrap().contiguous().unwrap())
+            .collect();
+        let twin_norm = twin_adamw
+            .step_tensors(&twins, &twin_gradients, max_norm, rate)
+            .unwrap()
+            .unwrap();
+        assert_eq!(twin_norm.to_bits(), norm.to_bits(), "step {step}");
+        for ((_, a), (_, b)) in parameters.iter().zip(&twins) {
+            let a: Vec<f32> = a.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = b.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(a, b, "step {step}: in place = copying");
+        }
     }
     let mut worst = 0f64;
     for (name, var) in &parameters {
