@@ -100,6 +100,55 @@ Exit status: 0 every run done, 1 a run failed, 2 an error, 130 interrupted.")]
   bertlab report --output report.html
   bertlab report experiments/tweets-sentiment.toml --output tweets.html")]
     Report(ReportArgs),
+    /// Measure training and inference speed and peak memory on an experiment's first run: the
+    /// same work `scripts/bench_pytorch.py` measures for PyTorch (`scripts/bench.sh` runs both).
+    #[command(after_help = "Examples:
+  bertlab bench experiments/quickstart.toml --threads 2
+  bertlab bench experiments/quickstart.toml --steps 100 --format json > bertlab.json
+  scripts/bench.sh experiments/quickstart.toml   (bertlab and PyTorch side by side)
+
+Training: optimizer steps as `bertlab run` takes them, on batches of consecutive training
+examples in file order, each padded to its longest row. Inference: the validation split in
+batches of consecutive examples. Nothing is written to the run store.")]
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The experiment file (TOML); its first planned run is measured.
+    #[arg(value_name = "EXPERIMENT.toml")]
+    pub experiment: PathBuf,
+
+    /// Timed training steps.
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub steps: usize,
+
+    /// Untimed training steps before them.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub warmup_steps: usize,
+
+    /// Validation examples per forward pass when measuring inference.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub inference_batch_size: usize,
+
+    /// Measure inference on the first N validation examples only (default: all of them).
+    #[arg(long, value_name = "N")]
+    pub inference_examples: Option<usize>,
+
+    /// Worker threads (default: RAYON_NUM_THREADS, else every core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Output: a text summary, or JSON for scripts (`scripts/bench_compare.py`).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: BenchFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +369,7 @@ pub enum HiCommand {
     Reproduce(ReproduceArgs),
     Compare(CompareArgs),
     Report(ReportArgs),
+    Bench(BenchArgs),
 }
 
 /// Whether to colour what goes to stderr: only for a terminal, and never when `NO_COLOR` is set
@@ -364,6 +414,7 @@ impl HiArgs {
             LowCommand::Reproduce(args) => HiCommand::Reproduce(args),
             LowCommand::Compare(args) => HiCommand::Compare(args),
             LowCommand::Report(args) => HiCommand::Report(args),
+            LowCommand::Bench(args) => HiCommand::Bench(args),
         };
         HiArgs {
             store: RunStore::new(low.runs),

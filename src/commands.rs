@@ -70,7 +70,61 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
         }
         HiCommand::Report(options) => report_command(&args.store, &options, args.color_stderr),
         HiCommand::Show { hash_prefix } => show_command(&args.store, &hash_prefix),
+        HiCommand::Bench(options) => bench_command(&options, args.color_stderr),
     }
+}
+
+/// `bertlab bench`.
+fn bench_command(options: &crate::cli::BenchArgs, color: bool) -> anyhow::Result<Outcome> {
+    use crate::bench::{self, BenchOptions};
+    if let Some(threads) = options.threads {
+        if threads == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        // candle reads RAYON_NUM_THREADS before each matrix product; rayon's pool is built on
+        // first use, which has not happened yet.
+        // SAFETY: no other thread of this process reads the environment at this point.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
+    let plan = make_plan(
+        std::slice::from_ref(&options.experiment),
+        &PlanOptions::default(),
+        color,
+    )?;
+    let Some(run) = plan.runs.first() else {
+        anyhow::bail!(
+            "{} plans no run: nothing to measure",
+            options.experiment.display()
+        );
+    };
+    if plan.runs.len() > 1 {
+        eprintln!(
+            "bench: {} plans {} runs; measuring the first ({})",
+            options.experiment.display(),
+            plan.runs.len(),
+            run.hash.short()
+        );
+    }
+    let report = bench::bench_run(
+        run,
+        &BenchOptions {
+            warmup_steps: options.warmup_steps,
+            steps: options.steps,
+            inference_batch_size: options.inference_batch_size,
+            inference_examples: options.inference_examples,
+        },
+    )?;
+    let mut stdout = std::io::stdout().lock();
+    match options.format {
+        crate::cli::BenchFormat::Text => {
+            stdout.write_all(bench::report_text(&report).as_bytes())?
+        }
+        crate::cli::BenchFormat::Json => {
+            serde_json::to_writer_pretty(&mut stdout, &report)?;
+            stdout.write_all(b"\n")?;
+        }
+    }
+    Ok(Outcome::Success)
 }
 
 /// Plans with the user's fingerprint cache; a cache that cannot be written only costs time.

@@ -4,11 +4,12 @@
 //! Pipeline stages, dependencies flowing one way:
 //! experiment file (`schema`, `experiment`) -> plan (`grid`, `plan`, `spec`, `fingerprint`,
 //! `model_directory`) -> data (`data`) -> tokenize (`tokenizer`, `wordpiece`, `preprocess`) ->
-//! model (`model`) -> train (`optimizer`, `metrics`, `train`) -> run store (`store`,
+//! model (`model`) -> train (`optimizer`, `metrics`, `train`; `bench` measures its speed) -> run store (`store`,
 //! `run_files`, `sweep`) -> report (`report`). `cli` and `commands` sit on top; `diagnostics`,
 //! `atomic_file`, `progress` and `random` (every seeded draw) serve every stage.
 
 pub mod atomic_file;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod data;

@@ -387,6 +387,43 @@ fn missing_and_unexpected_tensors_are_reported() {
     );
 }
 
+/// Evaluation records no graph (its intermediates are freed at once), so nothing in it can be
+/// differentiated; it computes what the recording forward pass computes.
+#[test]
+fn evaluation_records_no_graph() {
+    let model = tiny(DType::F32);
+    let batch = fixture_batch(model.device());
+    let logits = model.forward(&batch, &mut Mode::Eval).unwrap();
+    let gradients = logits.sum_all().unwrap().backward().unwrap();
+    for (name, var) in model.parameters() {
+        assert!(
+            gradients.get(var.as_tensor()).is_none(),
+            "{name} has a gradient"
+        );
+    }
+    // Training mode with every dropout rate at zero records the graph and gives the same logits.
+    let mut silent = tiny(DType::F32);
+    silent
+        .set_dropout(bertlab::model::bert::DropoutRates {
+            hidden: 0.0,
+            attention: 0.0,
+            classifier: 0.0,
+        })
+        .unwrap();
+    let mut random = SeededRandom::for_dropout(0, 0);
+    let recorded = silent
+        .forward(&batch, &mut Mode::Train(&mut random))
+        .unwrap();
+    assert_eq!(to_f64(&logits), to_f64(&recorded));
+    let gradients = recorded.sum_all().unwrap().backward().unwrap();
+    assert!(
+        silent
+            .parameters()
+            .iter()
+            .all(|(_, var)| gradients.get(var.as_tensor()).is_some())
+    );
+}
+
 #[test]
 fn evaluation_is_deterministic_and_training_depends_only_on_the_seed() {
     let model = tiny(DType::F32);

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::config::BertConfig;
-use crate::model::layers::{self, Kernels, LayerNorm, Linear};
+use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, operand};
 use crate::random::{SeededRandom, stream};
 
 /// A tokenized batch, all `[batch, length]` u32 tensors on the model's device.
@@ -54,9 +54,21 @@ impl Batch {
 
 /// Whether dropout is on. Evaluation is deterministic.
 pub enum Mode<'a> {
+    /// No dropout, and no graph recorded: nothing can be differentiated, and every intermediate
+    /// tensor is freed as soon as it has been read.
     Eval,
     /// Dropout masks come from this generator (one per optimizer step, see `random`).
     Train(&'a mut SeededRandom),
+}
+
+impl Mode<'_> {
+    /// Training records the graph for the backward pass; evaluation does not.
+    pub fn graph(&self) -> Graph {
+        match self {
+            Mode::Eval => Graph::Skip,
+            Mode::Train(_) => Graph::Record,
+        }
+    }
 }
 
 /// Dropout probabilities used in training.
@@ -497,22 +509,20 @@ impl BertClassifier {
         let hidden = self.config.hidden_size;
         let dtype = self.dtype();
         let kernels = self.kernels;
+        let graph = mode.graph();
 
-        let word = self
-            .embeddings
-            .word
-            .as_tensor()
+        let word = operand(&self.embeddings.word, graph)
             .index_select(&batch.input_ids.flatten_all()?, 0)?;
-        let token_type = self
-            .embeddings
-            .token_type
-            .as_tensor()
+        let token_type = operand(&self.embeddings.token_type, graph)
             .index_select(&batch.token_type_ids.flatten_all()?, 0)?;
-        let position = self.embeddings.position.as_tensor().narrow(0, 0, length)?;
+        let position = operand(&self.embeddings.position, graph).narrow(0, 0, length)?;
         let embedded = (word + token_type)?
             .reshape((batch_size, length, hidden))?
             .broadcast_add(&position.unsqueeze(0)?)?;
-        let mut x = self.embeddings.norm.forward(&embedded, kernels)?;
+        let mut x = self
+            .embeddings
+            .norm
+            .forward_graph(&embedded, kernels, graph)?;
         x = self.dropout_hidden(&x, mode)?;
 
         // Additive mask: 0 where attended, the dtype's minimum at padding, as transformers does.
@@ -535,9 +545,9 @@ impl BertClassifier {
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let query = split(layer.query.forward(&x)?)?;
-            let key = split(layer.key.forward(&x)?)?;
-            let value = split(layer.value.forward(&x)?)?;
+            let query = split(layer.query.forward_graph(&x, graph)?)?;
+            let key = split(layer.key.forward_graph(&x, graph)?)?;
+            let value = split(layer.value.forward_graph(&x, graph)?)?;
             let scores =
                 (query.matmul(&key.t()?.contiguous()?)? * scale)?.broadcast_add(&additive)?;
             let probabilities = layers::softmax(&scores, kernels)?;
@@ -552,11 +562,20 @@ impl BertClassifier {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((batch_size, length, hidden))?;
-            let attended = self.dropout_hidden(&layer.attention_output.forward(&context)?, mode)?;
-            x = layer.attention_norm.forward(&(attended + &x)?, kernels)?;
-            let intermediate = layers::gelu(&layer.intermediate.forward(&x)?, kernels)?;
-            let output = self.dropout_hidden(&layer.output.forward(&intermediate)?, mode)?;
-            x = layer.output_norm.forward(&(output + &x)?, kernels)?;
+            let attended = self.dropout_hidden(
+                &layer.attention_output.forward_graph(&context, graph)?,
+                mode,
+            )?;
+            x = layer
+                .attention_norm
+                .forward_graph(&(attended + &x)?, kernels, graph)?;
+            let intermediate =
+                layers::gelu(&layer.intermediate.forward_graph(&x, graph)?, kernels)?;
+            let output =
+                self.dropout_hidden(&layer.output.forward_graph(&intermediate, graph)?, mode)?;
+            x = layer
+                .output_norm
+                .forward_graph(&(output + &x)?, kernels, graph)?;
         }
         Ok(x)
     }
@@ -572,12 +591,13 @@ impl BertClassifier {
     pub fn forward(&self, batch: &Batch, mode: &mut Mode) -> anyhow::Result<Tensor> {
         let hidden_states = self.encode(batch, mode)?;
         let first = hidden_states.narrow(1, 0, 1)?.squeeze(1)?;
-        let pooled = self.pooler.forward(&first)?.tanh()?;
+        let graph = mode.graph();
+        let pooled = self.pooler.forward_graph(&first, graph)?.tanh()?;
         let pooled = match mode {
             Mode::Eval => pooled,
             Mode::Train(random) => layers::dropout(&pooled, self.dropout.classifier, random)?,
         };
-        Ok(self.classifier.forward(&pooled)?)
+        Ok(self.classifier.forward_graph(&pooled, graph)?)
     }
 
     /// Class probabilities `[batch, num_labels]` in evaluation mode.

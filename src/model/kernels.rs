@@ -28,11 +28,37 @@ impl KernelFloat for f32 {
         f32::exp(self)
     }
     fn erf(self) -> Self {
-        libm::erff(self)
+        erf_f32(self)
     }
     fn wrap(values: Vec<Self>) -> CpuStorage {
         CpuStorage::F32(values)
     }
+}
+
+/// erf in f32 without branches or library calls (libm's `erff` was 9% of a training step):
+/// a rational approximation on [-4, 4], where erf reaches ±1 in f32 precision, an odd
+/// polynomial of degree 13 over an even one of degree 8 in the clamped argument. Within 5e-7
+/// of `libm::erf` in f64 over the whole line (tested); NaN stays NaN.
+#[inline]
+pub fn erf_f32(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut numerator = -2.726_142_3e-10_f32;
+    for coefficient in [
+        2.770_681_4e-8,
+        -2.101_024e-6,
+        -5.692_506_4e-5,
+        -7.349_906_3e-4,
+        -2.954_6e-3,
+        -1.609_603_3e-2,
+    ] {
+        numerator = numerator * x2 + coefficient;
+    }
+    let mut denominator = -1.456_607_2e-5_f32;
+    for coefficient in [-2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2] {
+        denominator = denominator * x2 + coefficient;
+    }
+    x * numerator / denominator
 }
 
 impl KernelFloat for f64 {
@@ -593,5 +619,24 @@ mod tests {
         assert_close(&y, &composed, 1e-6, "f32 softmax");
         let g = layers::gelu(&x, layers::Kernels::Fused).unwrap();
         assert_close(&g, &x.gelu_erf().unwrap(), 1e-4, "f32 gelu");
+    }
+
+    #[test]
+    fn fast_erf_matches_libm() {
+        let mut worst = 0.0f64;
+        for step in -600_000..=600_000 {
+            let x = step as f32 * 1e-5;
+            let difference = (erf_f32(x) as f64 - libm::erf(x as f64)).abs();
+            worst = worst.max(difference);
+        }
+        for x in [f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30] {
+            assert!(
+                (erf_f32(x) - x.signum()).abs() <= 2e-7,
+                "erf({x}) = {}",
+                erf_f32(x)
+            );
+        }
+        assert!(erf_f32(f32::NAN).is_nan());
+        assert!(worst < 5e-7, "largest difference from libm::erf: {worst:e}");
     }
 }

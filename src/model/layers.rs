@@ -10,6 +10,24 @@ use candle_core::{D, DType, Result, Tensor, Var};
 
 use crate::random::SeededRandom;
 
+/// Whether a forward pass records candle's graph for a backward pass. Recording keeps every
+/// intermediate tensor alive until the output is dropped; evaluation skips it, so each
+/// intermediate is freed as soon as the next op has read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Graph {
+    Record,
+    Skip,
+}
+
+/// A parameter as an operand: itself when the graph is recorded, else a detached handle on the
+/// same storage (no copy), which candle does not track.
+pub fn operand(parameter: &Var, graph: Graph) -> Tensor {
+    match graph {
+        Graph::Record => parameter.as_tensor().clone(),
+        Graph::Skip => parameter.as_tensor().detach(),
+    }
+}
+
 /// A dense layer: `y = x W^T + b`, with `W` of shape `[out, in]` as in PyTorch checkpoints.
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -20,12 +38,17 @@ pub struct Linear {
 impl Linear {
     /// `x`: `[..., in]` -> `[..., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_graph(x, Graph::Record)
+    }
+
+    /// [`Linear::forward`], recording the graph or not.
+    pub fn forward_graph(&self, x: &Tensor, graph: Graph) -> Result<Tensor> {
         let dims = x.dims();
         let features = dims[dims.len() - 1];
         let rows = x.elem_count() / features;
         let flat = x.reshape((rows, features))?;
-        let out = flat.matmul(&self.weight.as_tensor().t()?)?;
-        let out = out.broadcast_add(self.bias.as_tensor())?;
+        let out = flat.matmul(&operand(&self.weight, graph).t()?)?;
+        let out = out.broadcast_add(&operand(&self.bias, graph))?;
         let mut shape = dims.to_vec();
         let last = shape.len() - 1;
         shape[last] = self.weight.dims()[0];
@@ -66,28 +89,27 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        self.forward_graph(x, kernels, Graph::Record)
+    }
+
+    /// [`LayerNorm::forward`], recording the graph or not.
+    pub fn forward_graph(&self, x: &Tensor, kernels: Kernels, graph: Graph) -> Result<Tensor> {
+        let weight = operand(&self.weight, graph);
+        let bias = operand(&self.bias, graph);
         match kernels {
-            Kernels::Fused if kernels.fused_for(x) => crate::model::kernels::layer_norm(
-                x,
-                self.weight.as_tensor(),
-                self.bias.as_tensor(),
-                self.epsilon,
-            ),
+            Kernels::Fused if kernels.fused_for(x) => {
+                crate::model::kernels::layer_norm(x, &weight, &bias, self.epsilon)
+            }
             Kernels::Fused | Kernels::Composed => {
                 let mean = x.mean_keepdim(D::Minus1)?;
                 let centered = x.broadcast_sub(&mean)?;
                 let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
                 let normalized = centered.broadcast_div(&(variance + self.epsilon)?.sqrt()?)?;
-                normalized
-                    .broadcast_mul(self.weight.as_tensor())?
-                    .broadcast_add(self.bias.as_tensor())
+                normalized.broadcast_mul(&weight)?.broadcast_add(&bias)
             }
-            Kernels::CandleLayerNorm => candle_nn::ops::layer_norm(
-                x,
-                self.weight.as_tensor(),
-                self.bias.as_tensor(),
-                self.epsilon as f32,
-            ),
+            Kernels::CandleLayerNorm => {
+                candle_nn::ops::layer_norm(x, &weight, &bias, self.epsilon as f32)
+            }
         }
     }
 }

@@ -1,0 +1,363 @@
+//! `bertlab bench`: how fast this build trains and predicts on an experiment's own model and
+//! data, measured so that `scripts/bench_pytorch.py` can measure PyTorch on exactly the same
+//! work (`scripts/bench.sh` runs both and prints them side by side).
+//!
+//! The work is fixed by the experiment's first run and the options, never by timing:
+//! - training: optimizer steps exactly as `bertlab run` takes them ([`train::optimizer_step`]:
+//!   dropout, cross-entropy, backward, clipping, AdamW on the run's schedule), on batches of
+//!   `batch_size` consecutive training examples in file order (what a DataLoader without
+//!   shuffling yields), each padded to its longest row; `warmup_steps` untimed steps first,
+//!   then `steps` timed ones; the training split starts over when it runs out;
+//! - inference: the first `inference_examples` validation examples (all by default) in
+//!   batches of `inference_batch_size` consecutive examples, evaluation mode, after one untimed
+//!   batch;
+//! - peak memory: the process's peak resident set size after training (`VmHWM`), again after
+//!   inference.
+//!
+//! The report names the work (steps, examples, real and padded tokens), so two reports can be
+//! checked to describe the same work before their speeds are compared.
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+
+use crate::model::bert::{Batch, DropoutRates, Mode};
+use crate::model::checkpoint;
+use crate::optimizer::{self, AdamW};
+use crate::plan::PlannedRun;
+use crate::preprocess;
+use crate::random::SeededRandom;
+use crate::spec::Precision;
+use crate::tokenizer;
+use crate::train::{self, StepInputs};
+
+/// What to measure, besides the run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub warmup_steps: usize,
+    pub steps: usize,
+    pub inference_batch_size: usize,
+    /// `None`: the whole validation split.
+    pub inference_examples: Option<usize>,
+}
+
+/// One benchmark's figures; the same fields as `scripts/bench_pytorch.py` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub tool: String,
+    pub threads: usize,
+    pub model: String,
+    pub classes: Vec<String>,
+    pub max_length: usize,
+    pub batch_size: usize,
+    pub inference_batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub max_grad_norm: f64,
+    pub hidden_dropout: f64,
+    pub attention_dropout: f64,
+    pub classifier_dropout: f64,
+    pub train: Throughput,
+    pub inference: Throughput,
+    /// Peak resident set size of the process after training, in MiB.
+    pub peak_rss_train_mib: Option<f64>,
+    /// The same after inference too.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Timed work and its speed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    /// Untimed warm-up steps (training) or batches (inference) before the timed ones.
+    pub warmup_batches: usize,
+    pub batches: usize,
+    pub examples: usize,
+    /// Token ids fed to the model that are not padding.
+    pub tokens: usize,
+    /// Token positions including padding (rows x longest row, summed over batches).
+    pub padded_tokens: usize,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    pub tokens_per_second: f64,
+}
+
+impl Throughput {
+    fn new(warmup_batches: usize, batches: &[Vec<usize>], ids: &[Vec<u32>], seconds: f64) -> Self {
+        let examples = batches.iter().map(Vec::len).sum::<usize>();
+        let tokens = batches
+            .iter()
+            .flatten()
+            .map(|&index| ids[index].len())
+            .sum::<usize>();
+        let padded_tokens = batches
+            .iter()
+            .map(|batch| {
+                batch.len()
+                    * batch
+                        .iter()
+                        .map(|&index| ids[index].len())
+                        .max()
+                        .unwrap_or(0)
+            })
+            .sum::<usize>();
+        Throughput {
+            warmup_batches,
+            batches: batches.len(),
+            examples,
+            tokens,
+            padded_tokens,
+            seconds,
+            samples_per_second: examples as f64 / seconds.max(1e-12),
+            tokens_per_second: tokens as f64 / seconds.max(1e-12),
+        }
+    }
+}
+
+/// Batches of `batch_size` consecutive indices of `0..examples`, starting over at 0 when the
+/// examples run out, `count` batches in all: batch `i` starts at `(i * batch_size) % examples`
+/// and wraps within itself too.
+pub fn consecutive_batches(examples: usize, batch_size: usize, count: usize) -> Vec<Vec<usize>> {
+    if examples == 0 || batch_size == 0 {
+        return Vec::new();
+    }
+    (0..count)
+        .map(|batch| {
+            (0..batch_size)
+                .map(|offset| (batch * batch_size + offset) % examples)
+                .collect()
+        })
+        .collect()
+}
+
+/// The peak resident set size of this process so far, in MiB (Linux's `VmHWM`; `None`
+/// elsewhere).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Measures `run` (see the module documentation). Progress goes to stderr.
+pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let settings = &run.settings;
+    let train_settings = &run.spec.train;
+    if options.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if options.inference_batch_size == 0 {
+        bail!("--inference-batch-size must be at least 1");
+    }
+    if train_settings.precision != Precision::Fp32 {
+        bail!(
+            "precision = \"{}\" is not available yet in this build: bench an experiment with \"fp32\"",
+            train_settings.precision
+        );
+    }
+    let device = train::resolve_device(settings.device)?;
+    let (data, _) = preprocess::preprocess_cached(run, None)?;
+    if data.train.ids.is_empty() || data.validation.ids.is_empty() {
+        bail!(
+            "bench needs training and validation examples; this data setup has {} and {}",
+            data.train.ids.len(),
+            data.validation.ids.len()
+        );
+    }
+    let (mut model, _) = checkpoint::load_classifier(
+        &settings.model_path,
+        Some(data.classes.len()),
+        train_settings.seed,
+        DType::F32,
+        &device,
+    )?;
+    let dropout = DropoutRates {
+        hidden: run.spec.model.options.hidden_dropout,
+        attention: run.spec.model.options.attention_dropout,
+        classifier: run.spec.model.options.classifier_dropout,
+    };
+    model.set_dropout(dropout)?;
+    let pad_id = tokenizer::load(&settings.model_path)?.pad_id;
+
+    // Training.
+    let total_steps = (options.warmup_steps + options.steps) as u64;
+    let batches = consecutive_batches(
+        data.train.ids.len(),
+        train_settings.batch_size,
+        options.warmup_steps + options.steps,
+    );
+    let schedule_warmup = optimizer::warmup_steps(total_steps, train_settings.warmup_ratio);
+    let mut adamw = AdamW::new(model.parameters(), train_settings.weight_decay);
+    let mut timed_start = Instant::now();
+    for (step, batch) in batches.iter().enumerate() {
+        if step == options.warmup_steps {
+            timed_start = Instant::now();
+        }
+        let mut random = SeededRandom::for_dropout(train_settings.seed, step as u64);
+        let inputs = StepInputs {
+            model: &model,
+            split: &data.train,
+            pad_id,
+            class_weights: None,
+            learning_rate: optimizer::learning_rate_at(
+                step as u64,
+                total_steps,
+                schedule_warmup,
+                train_settings.learning_rate,
+            ),
+            max_grad_norm: train_settings.max_grad_norm,
+        };
+        let outcome = train::optimizer_step(
+            &inputs,
+            &mut adamw,
+            std::slice::from_ref(batch),
+            &mut random,
+        )?;
+        if let Some(problem) = outcome.divergence {
+            bail!("training diverged at bench step {}: {problem}", step + 1);
+        }
+        if (step + 1) % 20 == 0 {
+            eprintln!("bench: training step {}/{}", step + 1, batches.len());
+        }
+    }
+    let train_seconds = timed_start.elapsed().as_secs_f64();
+    let train = Throughput::new(
+        options.warmup_steps,
+        &batches[options.warmup_steps..],
+        &data.train.ids,
+        train_seconds,
+    );
+    let peak_rss_train_mib = peak_rss_mib();
+
+    // Inference.
+    let examples = options
+        .inference_examples
+        .unwrap_or(data.validation.ids.len())
+        .min(data.validation.ids.len());
+    let batch_count = examples.div_ceil(options.inference_batch_size);
+    let inference_batches: Vec<Vec<usize>> = (0..batch_count)
+        .map(|batch| {
+            let start = batch * options.inference_batch_size;
+            (start..examples.min(start + options.inference_batch_size)).collect()
+        })
+        .collect();
+    let forward = |indices: &[usize]| -> anyhow::Result<()> {
+        let rows: Vec<Vec<u32>> = indices
+            .iter()
+            .map(|&index| data.validation.ids[index].clone())
+            .collect();
+        let batch = Batch::from_rows(&rows, pad_id, &device)?;
+        let logits: Tensor = model.forward(&batch, &mut Mode::Eval)?;
+        logits.to_vec2::<f32>()?;
+        Ok(())
+    };
+    forward(&inference_batches[0]).context("the warm-up inference batch")?;
+    let start = Instant::now();
+    for batch in &inference_batches {
+        forward(batch)?;
+    }
+    let inference = Throughput::new(
+        1,
+        &inference_batches,
+        &data.validation.ids,
+        start.elapsed().as_secs_f64(),
+    );
+
+    Ok(BenchReport {
+        tool: format!(
+            "bertlab {} (candle 0.11, {})",
+            env!("CARGO_PKG_VERSION"),
+            if device.is_cpu() { "cpu" } else { "gpu" }
+        ),
+        threads: candle_core::utils::get_num_threads(),
+        model: settings.model_path.display().to_string(),
+        classes: data.classes.clone(),
+        max_length: train_settings.max_length,
+        batch_size: train_settings.batch_size,
+        inference_batch_size: options.inference_batch_size,
+        learning_rate: train_settings.learning_rate,
+        weight_decay: train_settings.weight_decay,
+        warmup_ratio: train_settings.warmup_ratio,
+        max_grad_norm: train_settings.max_grad_norm,
+        hidden_dropout: dropout.hidden,
+        attention_dropout: dropout.attention,
+        classifier_dropout: dropout.classifier,
+        train,
+        inference,
+        peak_rss_train_mib,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// The report as an aligned text table (for people; `--format json` for scripts).
+pub fn report_text(report: &BenchReport) -> String {
+    let mut text = String::new();
+    text.push_str(&format!(
+        "{} · {} threads · {} · batch {} · max_length {}\n",
+        report.tool, report.threads, report.model, report.batch_size, report.max_length
+    ));
+    for (name, figures) in [
+        ("training", &report.train),
+        ("inference", &report.inference),
+    ] {
+        text.push_str(&format!(
+            "{name:<10} {:>8.1} samples/s {:>9.0} tokens/s   ({} batches, {} examples, {} tokens, {} padded, {:.1} s)\n",
+            figures.samples_per_second,
+            figures.tokens_per_second,
+            figures.batches,
+            figures.examples,
+            figures.tokens,
+            figures.padded_tokens,
+            figures.seconds
+        ));
+    }
+    let mib = |value: Option<f64>| value.map_or("unknown".to_string(), |v| format!("{v:.0} MiB"));
+    text.push_str(&format!(
+        "peak RSS   {} after training, {} after inference\n",
+        mib(report.peak_rss_train_mib),
+        mib(report.peak_rss_mib)
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_batches_follow_file_order_and_wrap() {
+        assert_eq!(
+            consecutive_batches(5, 2, 4),
+            vec![vec![0, 1], vec![2, 3], vec![4, 0], vec![1, 2]]
+        );
+        assert_eq!(consecutive_batches(2, 3, 1), vec![vec![0, 1, 0]]);
+        assert!(consecutive_batches(0, 3, 2).is_empty());
+    }
+
+    #[test]
+    fn throughput_counts_real_and_padded_tokens() {
+        let ids = vec![vec![1, 2, 3], vec![1, 2], vec![1, 2, 3, 4, 5]];
+        let figures = Throughput::new(0, &[vec![0, 1], vec![2]], &ids, 2.0);
+        assert_eq!(figures.examples, 3);
+        assert_eq!(figures.tokens, 10);
+        assert_eq!(figures.padded_tokens, 2 * 3 + 5);
+        assert!((figures.samples_per_second - 1.5).abs() < 1e-12);
+        assert!((figures.tokens_per_second - 5.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let mib = peak_rss_mib().expect("VmHWM in /proc/self/status");
+            assert!(mib > 1.0, "{mib}");
+        }
+    }
+}
