@@ -4,9 +4,10 @@
 //! Pipeline stages, dependencies flowing one way:
 //! experiment file (`schema`, `experiment`) -> plan (`grid`, `plan`, `spec`, `fingerprint`,
 //! `model_directory`) -> data (`data`) -> tokenize (`tokenizer`, `wordpiece`, `preprocess`) ->
-//! model (`model`) -> train (`optimizer`, `metrics`, `train`; `bench` measures its speed) -> run store (`store`,
-//! `run_files`, `sweep`) -> report (`report`). `cli` and `commands` sit on top; `diagnostics`,
-//! `atomic_file`, `progress` and `random` (every seeded draw) serve every stage.
+//! model (`model`) -> train (`optimizer`, `metrics`, `train`; `bench` measures its speed) ->
+//! run store (`store`, `run_files`, `sweep`) -> report (`report`). `cli` and `commands` sit on top; `diagnostics`,
+//! `atomic_file`, `progress`, `memory` (the allocator's settings) and `random` (every seeded
+//! draw) serve every stage.
 
 pub mod atomic_file;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod experiment;
 pub mod fingerprint;
 pub mod grid;
 pub mod html_report;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod model_directory;

@@ -14,6 +14,7 @@ const EXIT_ERROR: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
+    bertlab::memory::keep_freed_memory();
     let args = HiArgs::from_low(LowArgs::parse());
     let color = args.color_stderr;
     match commands::run(args) {
