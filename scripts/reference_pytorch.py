@@ -6,6 +6,7 @@ validation every epoch, the best epoch by macro-F1 kept and evaluated on the tes
 
     bertlab data experiments/quickstart.toml --export /tmp/quickstart-split
     python3 scripts/reference_pytorch.py experiments/quickstart.toml /tmp/quickstart-split --threads 2
+    python3 scripts/reference_pytorch.py experiments/quickstart.toml /tmp/quickstart-split --seed-style
 
 Hyperparameters come from the experiment file's [train] and [model] tables (grids are not
 supported: give a file with one configuration). Needs torch, transformers and scikit-learn-free
@@ -50,6 +51,12 @@ def main():
     parser.add_argument("experiment")
     parser.add_argument("split", help="folder written by `bertlab data --export`")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--seed-style",
+        action="store_true",
+        help="the way the project's seed script did it: one tokenizer call per text, every text padded "
+        "to 128 tokens (no dynamic padding), evaluation batches in file order",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -83,19 +90,25 @@ def main():
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(classes))
 
     def encode(rows):
+        if args.seed_style:
+            encoded = []
+            for text, label in rows:
+                one = tokenizer(text, truncation=True, max_length=128, padding="max_length")
+                encoded.append((one["input_ids"], one["attention_mask"], class_id[label]))
+            return encoded
         encoded = tokenizer([text for text, _ in rows], truncation=True, max_length=max_length)
-        return [(ids, class_id[label]) for ids, (_, label) in zip(encoded["input_ids"], rows)]
+        return [(ids, [1] * len(ids), class_id[label]) for ids, (_, label) in zip(encoded["input_ids"], rows)]
 
     train_encoded, validation_encoded, test_encoded = encode(train), encode(validation), encode(test)
 
     def collate(batch):
-        length = max(len(ids) for ids, _ in batch)
+        length = max(len(ids) for ids, _, _ in batch)
         input_ids = torch.full((len(batch), length), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), length), dtype=torch.long)
-        for row, (ids, _) in enumerate(batch):
+        for row, (ids, attended, _) in enumerate(batch):
             input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-        return input_ids, mask, torch.tensor([label for _, label in batch])
+            mask[row, : len(ids)] = torch.tensor(attended)
+        return input_ids, mask, torch.tensor([label for _, _, label in batch])
 
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
@@ -110,7 +123,9 @@ def main():
     @torch.no_grad()
     def evaluate(encoded):
         model.eval()
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        order = list(range(len(encoded)))
+        if not args.seed_style:
+            order.sort(key=lambda i: len(encoded[i][0]))
         predicted = [0] * len(encoded)
         loss_sum = 0.0
         for start in range(0, len(order), 64):
@@ -120,7 +135,7 @@ def main():
             loss_sum += torch.nn.functional.cross_entropy(logits, gold, reduction="sum").item()
             for i, guess in zip(order[start : start + 64], logits.argmax(-1).tolist()):
                 predicted[i] = guess
-        gold = [label for _, label in encoded]
+        gold = [label for _, _, label in encoded]
         macro_f1, accuracy = macro_f1_and_accuracy(gold, predicted, len(classes))
         return {"loss": loss_sum / len(encoded), "accuracy": accuracy, "macro_f1": macro_f1}
 
@@ -156,6 +171,7 @@ def main():
         "model": model_path,
         "train_examples": len(train_encoded),
         "threads": args.threads,
+        "seed_style": args.seed_style,
         "torch": torch.__version__,
         "best_epoch": best["epoch"],
         "validation": {key: best[key] for key in ("loss", "accuracy", "macro_f1")},
