@@ -20,11 +20,10 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::Serialize;
 
-use crate::model::bert::{Batch, DropoutRates, Mode};
-use crate::model::checkpoint;
+use crate::model::bert::{Batch, Mode};
 use crate::optimizer::{self, AdamW};
 use crate::plan::PlannedRun;
 use crate::preprocess;
@@ -172,19 +171,8 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
             data.validation.ids.len()
         );
     }
-    let (mut model, _) = checkpoint::load_classifier(
-        &settings.model_path,
-        Some(data.classes.len()),
-        train_settings.seed,
-        DType::F32,
-        &device,
-    )?;
-    let dropout = DropoutRates {
-        hidden: run.spec.model.options.hidden_dropout,
-        attention: run.spec.model.options.attention_dropout,
-        classifier: run.spec.model.options.classifier_dropout,
-    };
-    model.set_dropout(dropout)?;
+    let (model, _) = train::load_training_model(run, data.classes.len(), &device)?;
+    let dropout = model.dropout;
     let pad_id = tokenizer::load(&settings.model_path)?.pad_id;
 
     // Training.

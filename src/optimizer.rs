@@ -57,6 +57,16 @@ impl AdamW {
 
     /// One update with `gradients` (one flat f32 vector per parameter, in order) at
     /// `learning_rate`. Element by element the arithmetic is torch's single-tensor AdamW.
+    /// torch's step size `learning_rate / (1 - beta1^t)` and `sqrt(1 - beta2^t)` for the step
+    /// count `t` already advanced, computed in f64 and rounded to f32 once.
+    fn corrections(&self, learning_rate: f64) -> (f32, f32) {
+        let step = self.steps as i32;
+        (
+            (learning_rate / (1.0 - BETA1.powi(step))) as f32,
+            (1.0 - BETA2.powi(step)).sqrt() as f32,
+        )
+    }
+
     pub fn step(
         &mut self,
         parameters: &[(String, Var)],
@@ -72,11 +82,7 @@ impl AdamW {
             );
         }
         self.steps += 1;
-        let step = self.steps as i32;
-        let bias_correction1 = 1.0 - BETA1.powi(step);
-        let bias_correction2_sqrt = (1.0 - BETA2.powi(step)).sqrt();
-        let step_size = (learning_rate / bias_correction1) as f32;
-        let bias_correction2_sqrt = bias_correction2_sqrt as f32;
+        let (step_size, bias_correction2_sqrt) = self.corrections(learning_rate);
         let (beta2, epsilon) = (BETA2 as f32, EPSILON as f32);
         let one_minus_beta1 = (1.0 - BETA1) as f32;
         let one_minus_beta2 = (1.0 - BETA2) as f32;
@@ -85,11 +91,7 @@ impl AdamW {
             .zip(gradients)
             .zip(self.moments.iter_mut())
         {
-            let decay = if applies_weight_decay(name) {
-                (1.0 - learning_rate * self.weight_decay) as f32
-            } else {
-                1.0
-            };
+            let decay = decay_factor(self.weight_decay, name, learning_rate);
             let mut values = var
                 .as_tensor()
                 .to_dtype(DType::F32)?
@@ -289,19 +291,13 @@ impl AdamW {
             .filter(|coefficient| *coefficient < 1.0)
             .map(|coefficient| coefficient as f32);
         self.steps += 1;
-        let step = self.steps as i32;
-        let step_size = (learning_rate / (1.0 - BETA1.powi(step))) as f32;
-        let bias_correction2_sqrt = (1.0 - BETA2.powi(step)).sqrt() as f32;
+        let (step_size, bias_correction2_sqrt) = self.corrections(learning_rate);
         for (((name, var), gradient), moments) in parameters
             .iter()
             .zip(gradients)
             .zip(self.moments.iter_mut())
         {
-            let decay = if applies_weight_decay(name) {
-                (1.0 - learning_rate * self.weight_decay) as f32
-            } else {
-                1.0
-            };
+            let decay = decay_factor(self.weight_decay, name, learning_rate);
             let (storage, layout) = gradient.storage_and_layout();
             let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
                 bail!("the gradient of {name} is not f32 on the CPU");
@@ -332,6 +328,16 @@ pub fn global_norm(gradients: &[Vec<f32>]) -> f64 {
         .map(|gradient| sum_of_squares(gradient))
         .sum::<f64>()
         .sqrt()
+}
+
+/// What a parameter is multiplied by before the update: `1 - lr * weight_decay` for the tensors
+/// that decay, 1 for biases and LayerNorm weights.
+fn decay_factor(weight_decay: f64, name: &str, learning_rate: f64) -> f32 {
+    if applies_weight_decay(name) {
+        (1.0 - learning_rate * weight_decay) as f32
+    } else {
+        1.0
+    }
 }
 
 /// Scales the gradients so their global norm is at most `max_norm` (0: no clipping), as

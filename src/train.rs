@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
 use crate::metrics::{self, Evaluation};
-use crate::model::bert::{Batch, BertClassifier, DropoutRates, Mode};
+use crate::model::bert::{Batch, BertClassifier, DropoutRates, LoadReport, Mode};
 use crate::model::checkpoint;
 use crate::model::layers;
 use crate::optimizer::{self, AdamW};
@@ -382,6 +382,29 @@ fn abort_after_step() -> Option<u64> {
 /// Trains one run into `directory` (which holds its `spec.json` and lock), resuming from its
 /// checkpoint if there is one. A data error, a diverged loss or an I/O error is an `Err`, which
 /// the caller records as the run's failure.
+/// The run's model as training starts it: f32, a classification head of `classes` outputs
+/// initialised from the run's seed (where the checkpoint has none), the run's dropout rates.
+pub fn load_training_model(
+    run: &PlannedRun,
+    classes: usize,
+    device: &Device,
+) -> anyhow::Result<(BertClassifier, LoadReport)> {
+    let (mut model, report) = checkpoint::load_classifier(
+        &run.settings.model_path,
+        Some(classes),
+        run.spec.train.seed,
+        DType::F32,
+        device,
+    )?;
+    let options = &run.spec.model.options;
+    model.set_dropout(DropoutRates {
+        hidden: options.hidden_dropout,
+        attention: options.attention_dropout,
+        classifier: options.classifier_dropout,
+    })?;
+    Ok((model, report))
+}
+
 /// What one optimizer step reads besides the optimizer and the batches.
 pub struct StepInputs<'a> {
     pub model: &'a BertClassifier,
@@ -568,21 +591,10 @@ pub fn train_run(
             train_settings.precision
         );
     }
-    let (mut model, load_report) = checkpoint::load_classifier(
-        &settings.model_path,
-        Some(data.classes.len()),
-        train_settings.seed,
-        DType::F32,
-        &device,
-    )?;
+    let (model, load_report) = load_training_model(run, data.classes.len(), &device)?;
     for warning in &load_report.warnings {
         progress.event(&format!("model: {warning}"));
     }
-    model.set_dropout(DropoutRates {
-        hidden: run.spec.model.options.hidden_dropout,
-        attention: run.spec.model.options.attention_dropout,
-        classifier: run.spec.model.options.classifier_dropout,
-    })?;
     let pad_id = tokenizer::load(&settings.model_path)?.pad_id;
     let weights = class_weights(
         &data.train.labels,
