@@ -535,6 +535,10 @@ impl BertClassifier {
         let additive = mask
             .affine(-minimum, minimum)?
             .reshape((batch_size, 1, 1, length))?;
+        let additive_values = additive
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
 
         let heads = self.config.num_attention_heads;
         let head_size = self.config.head_size();
@@ -545,23 +549,48 @@ impl BertClassifier {
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let query = split(layer.query.forward_graph(&x, graph)?)?;
-            let key = split(layer.key.forward_graph(&x, graph)?)?;
-            let value = split(layer.value.forward_graph(&x, graph)?)?;
-            let scores =
-                (query.matmul(&key.t()?.contiguous()?)? * scale)?.broadcast_add(&additive)?;
-            let probabilities = layers::softmax(&scores, kernels)?;
-            let probabilities = match mode {
-                Mode::Eval => probabilities,
-                Mode::Train(random) => {
-                    layers::dropout(&probabilities, self.dropout.attention, random)?
-                }
+            let query = layer.query.forward_graph(&x, graph)?;
+            let key = layer.key.forward_graph(&x, graph)?;
+            let value = layer.value.forward_graph(&x, graph)?;
+            let context = if kernels.fused_for(&x) {
+                let keep = match mode {
+                    Mode::Train(random) if self.dropout.attention > 0.0 => {
+                        Some(layers::dropout_keep_scales(
+                            batch_size * heads * length * length,
+                            self.dropout.attention,
+                            dtype,
+                            random,
+                        ))
+                    }
+                    _ => None,
+                };
+                crate::model::kernels::attention(
+                    &query,
+                    &key,
+                    &value,
+                    heads,
+                    additive_values.clone(),
+                    keep,
+                )?
+            } else {
+                let query = split(query)?;
+                let key = split(key)?;
+                let value = split(value)?;
+                let scores =
+                    (query.matmul(&key.t()?.contiguous()?)? * scale)?.broadcast_add(&additive)?;
+                let probabilities = layers::softmax(&scores, kernels)?;
+                let probabilities = match mode {
+                    Mode::Eval => probabilities,
+                    Mode::Train(random) => {
+                        layers::dropout(&probabilities, self.dropout.attention, random)?
+                    }
+                };
+                probabilities
+                    .matmul(&value)?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((batch_size, length, hidden))?
             };
-            let context = probabilities
-                .matmul(&value)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((batch_size, length, hidden))?;
             let attended = self.dropout_hidden(
                 &layer.attention_output.forward_graph(&context, graph)?,
                 mode,

@@ -98,6 +98,11 @@ struct SharedOutput<T>(*mut T);
 unsafe impl<T> Sync for SharedOutput<T> {}
 
 impl<T> SharedOutput<T> {
+    /// The buffer's start (a method, so closures capture the shareable wrapper, not the pointer).
+    fn pointer(&self) -> *mut T {
+        self.0
+    }
+
     /// # Safety
     /// `range` (in elements) must lie inside the buffer and no other worker may touch it.
     #[allow(clippy::mut_from_ref)]
@@ -450,6 +455,387 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(GeluOp)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Self-attention, one (example, head) block at a time, reading queries, keys and values in the
+// projections' own `[batch, length, hidden]` layout (head h is columns h*d..(h+1)*d) and writing
+// the context in that layout too, so no head is ever transposed or copied:
+//   S = scale * Q K^T + mask,  P = softmax(S),  Pd = P * keep,  O = Pd V
+// backward (P recomputed from Q and K):
+//   dPd = dO V^T,  dV = Pd^T dO,  dP = dPd * keep,  dS = P * (dP - rowsum(dP * P)),
+//   dQ = scale * dS K,  dK = scale * dS^T Q.
+
+/// The attention op: what is not differentiated travels in the op.
+struct AttentionOp {
+    heads: usize,
+    scale: f64,
+    /// Additive key mask `[batch, length]`: 0 where attended, the dtype's minimum at padding.
+    mask: Vec<f64>,
+    /// Dropout multipliers on the probabilities `[batch, heads, length, length]`, if training.
+    keep: Option<Vec<f64>>,
+}
+
+/// The shapes of one attention call.
+#[derive(Clone, Copy)]
+struct AttentionShape {
+    batch: usize,
+    length: usize,
+    hidden: usize,
+    heads: usize,
+    head_size: usize,
+}
+
+impl AttentionShape {
+    /// Offset of (example, position 0, head) in a `[batch, length, hidden]` buffer.
+    fn base(&self, example: usize, head: usize) -> usize {
+        example * self.length * self.hidden + head * self.head_size
+    }
+}
+
+/// `dst (m x n) = alpha * lhs (m x k) * rhs (k x n)`; every matrix given as a pointer with row
+/// and column strides in elements; single-threaded (the blocks are the parallel unit).
+///
+/// # Safety
+/// Every element the strides reach must lie inside its buffer, and `dst` must not be written
+/// by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_product<T: KernelFloat>(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut T, isize, isize),
+    lhs: (*const T, isize, isize),
+    rhs: (*const T, isize, isize),
+    alpha: T,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.2,
+            dst.1,
+            false,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
+            T::from_f64(0.0),
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The probabilities of one block, `length x length`, row-major: softmax over keys of
+/// `scale * q k^T + mask`, each row's maximum and total in f64.
+fn block_probabilities<T: KernelFloat>(
+    shape: AttentionShape,
+    q: &[T],
+    k: &[T],
+    mask: &[f64],
+    scale: f64,
+    example: usize,
+    head: usize,
+) -> Vec<T> {
+    let length = shape.length;
+    let hidden = shape.hidden as isize;
+    let base = shape.base(example, head);
+    let mut p = vec![T::from_f64(0.0); length * length];
+    // SAFETY: the block of q and k lies inside the buffers (checked by the caller's shapes); p
+    // is this call's own.
+    unsafe {
+        block_product(
+            (length, length, shape.head_size),
+            (p.as_mut_ptr(), length as isize, 1),
+            (q.as_ptr().add(base), hidden, 1),
+            (k.as_ptr().add(base), 1, hidden),
+            T::from_f64(scale),
+        );
+    }
+    let mask = &mask[example * length..(example + 1) * length];
+    for row in p.chunks_mut(length) {
+        let mut max = f64::NEG_INFINITY;
+        for (value, added) in row.iter_mut().zip(mask) {
+            *value = T::from_f64(value.to_f64() + added);
+            max = max.max(value.to_f64());
+        }
+        let mut total = 0.0;
+        for value in row.iter_mut() {
+            *value = T::from_f64(value.to_f64() - max).exp();
+            total += value.to_f64();
+        }
+        let inverse = 1.0 / total;
+        for value in row.iter_mut() {
+            *value = T::from_f64(value.to_f64() * inverse);
+        }
+    }
+    p
+}
+
+/// Probabilities after dropout: `p * keep` for the block's slice of `keep`.
+fn block_dropped<T: KernelFloat>(p: &[T], keep: Option<&[f64]>) -> Vec<T> {
+    match keep {
+        None => p.to_vec(),
+        Some(keep) => p
+            .iter()
+            .zip(keep)
+            .map(|(value, scale)| T::from_f64(value.to_f64() * scale))
+            .collect(),
+    }
+}
+
+impl AttentionOp {
+    fn shape(&self, layout: &Layout) -> Result<AttentionShape> {
+        let (batch, length, hidden) = layout.shape().dims3()?;
+        if self.heads == 0 || hidden % self.heads != 0 {
+            bail!(
+                "attention: hidden size {hidden} is not a multiple of {} heads",
+                self.heads
+            )
+        }
+        if self.mask.len() != batch * length {
+            bail!(
+                "attention: the mask holds {} values for {batch} x {length}",
+                self.mask.len()
+            )
+        }
+        if let Some(keep) = &self.keep
+            && keep.len() != batch * self.heads * length * length
+        {
+            bail!(
+                "attention: {} dropout multipliers for {batch} x {} x {length} x {length}",
+                keep.len(),
+                self.heads
+            )
+        }
+        Ok(AttentionShape {
+            batch,
+            length,
+            hidden,
+            heads: self.heads,
+            head_size: hidden / self.heads,
+        })
+    }
+
+    fn keep_block(&self, shape: AttentionShape, block: usize) -> Option<&[f64]> {
+        let size = shape.length * shape.length;
+        self.keep
+            .as_deref()
+            .map(|keep| &keep[block * size..(block + 1) * size])
+    }
+
+    fn forward<T: KernelFloat>(&self, shape: AttentionShape, q: &[T], k: &[T], v: &[T]) -> Vec<T> {
+        let mut output = vec![T::from_f64(0.0); shape.batch * shape.length * shape.hidden];
+        let shared = SharedOutput(output.as_mut_ptr());
+        let hidden = shape.hidden as isize;
+        for_row_ranges(shape.batch * shape.heads, |blocks| {
+            for block in blocks {
+                let (example, head) = (block / shape.heads, block % shape.heads);
+                let p = block_probabilities(shape, q, k, &self.mask, self.scale, example, head);
+                let dropped = block_dropped(&p, self.keep_block(shape, block));
+                let base = shape.base(example, head);
+                // SAFETY: block (example, head) writes only its own head's columns of its own
+                // example's rows; blocks are disjoint.
+                unsafe {
+                    block_product(
+                        (shape.length, shape.head_size, shape.length),
+                        (shared.pointer().add(base), hidden, 1),
+                        (dropped.as_ptr(), shape.length as isize, 1),
+                        (v.as_ptr().add(base), hidden, 1),
+                        T::from_f64(1.0),
+                    );
+                }
+            }
+        });
+        output
+    }
+
+    fn backward<T: KernelFloat>(
+        &self,
+        shape: AttentionShape,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        d_output: &[T],
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let size = shape.batch * shape.length * shape.hidden;
+        let mut dq = vec![T::from_f64(0.0); size];
+        let mut dk = vec![T::from_f64(0.0); size];
+        let mut dv = vec![T::from_f64(0.0); size];
+        let (dq_out, dk_out, dv_out) = (
+            SharedOutput(dq.as_mut_ptr()),
+            SharedOutput(dk.as_mut_ptr()),
+            SharedOutput(dv.as_mut_ptr()),
+        );
+        let hidden = shape.hidden as isize;
+        let length = shape.length;
+        let l = length as isize;
+        for_row_ranges(shape.batch * shape.heads, |blocks| {
+            for block in blocks {
+                let (example, head) = (block / shape.heads, block % shape.heads);
+                let base = shape.base(example, head);
+                let keep = self.keep_block(shape, block);
+                let p = block_probabilities(shape, q, k, &self.mask, self.scale, example, head);
+                let dropped = block_dropped(&p, keep);
+                let mut d_dropped = vec![T::from_f64(0.0); length * length];
+                // SAFETY (all products below): each block reads inside the [batch, length,
+                // hidden] buffers and its own scratch, and writes only its own head's columns
+                // of its own example's rows of dq, dk and dv; blocks are disjoint.
+                unsafe {
+                    // dPd = dO V^T
+                    block_product(
+                        (length, length, shape.head_size),
+                        (d_dropped.as_mut_ptr(), l, 1),
+                        (d_output.as_ptr().add(base), hidden, 1),
+                        (v.as_ptr().add(base), 1, hidden),
+                        T::from_f64(1.0),
+                    );
+                    // dV = Pd^T dO
+                    block_product(
+                        (length, shape.head_size, length),
+                        (dv_out.pointer().add(base), hidden, 1),
+                        (dropped.as_ptr(), 1, l),
+                        (d_output.as_ptr().add(base), hidden, 1),
+                        T::from_f64(1.0),
+                    );
+                }
+                // dS = P * (dP - rowsum(dP * P)), with dP = dPd * keep.
+                let mut d_scores = d_dropped;
+                for (row, (d_row, p_row)) in d_scores
+                    .chunks_mut(length)
+                    .zip(p.chunks(length))
+                    .enumerate()
+                {
+                    if let Some(keep) = keep {
+                        for (value, scale) in d_row
+                            .iter_mut()
+                            .zip(&keep[row * length..(row + 1) * length])
+                        {
+                            *value = T::from_f64(value.to_f64() * scale);
+                        }
+                    }
+                    let dot: f64 = d_row
+                        .iter()
+                        .zip(p_row)
+                        .map(|(d, p)| d.to_f64() * p.to_f64())
+                        .sum();
+                    for (value, probability) in d_row.iter_mut().zip(p_row) {
+                        *value = T::from_f64(probability.to_f64() * (value.to_f64() - dot));
+                    }
+                }
+                let scale = T::from_f64(self.scale);
+                unsafe {
+                    // dQ = scale dS K
+                    block_product(
+                        (length, shape.head_size, length),
+                        (dq_out.pointer().add(base), hidden, 1),
+                        (d_scores.as_ptr(), l, 1),
+                        (k.as_ptr().add(base), hidden, 1),
+                        scale,
+                    );
+                    // dK = scale dS^T Q
+                    block_product(
+                        (length, shape.head_size, length),
+                        (dk_out.pointer().add(base), hidden, 1),
+                        (d_scores.as_ptr(), 1, l),
+                        (q.as_ptr().add(base), hidden, 1),
+                        scale,
+                    );
+                }
+            }
+        });
+        (dq, dk, dv)
+    }
+}
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "bertlab-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        q_layout: &Layout,
+        k: &CpuStorage,
+        k_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = self.shape(q_layout)?;
+        if k_layout.shape() != q_layout.shape() || v_layout.shape() != q_layout.shape() {
+            bail!("attention: queries, keys and values must have the same shape")
+        }
+        let storage = by_dtype!(q.dtype(), "fused attention", T => T::wrap(self.forward(
+            shape,
+            storage_slice::<T>(q, q_layout)?,
+            storage_slice(k, k_layout)?,
+            storage_slice(v, v_layout)?,
+        )));
+        Ok((storage, q_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _output: &Tensor,
+        d_output: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let shape = self.shape(q.layout())?;
+        fn run<T: KernelFloat>(
+            op: &AttentionOp,
+            shape: AttentionShape,
+            tensors: [&Tensor; 4],
+        ) -> Result<(Tensor, Tensor, Tensor)> {
+            let [q, k, v, d_output] = tensors;
+            let (dq, dk, dv) = with_slice::<T, _>(q, |q_values| {
+                with_slice::<T, _>(k, |k_values| {
+                    with_slice::<T, _>(v, |v_values| {
+                        with_slice::<T, _>(d_output, |d_values| {
+                            Ok(op.backward(shape, q_values, k_values, v_values, d_values))
+                        })
+                    })
+                })
+            })?;
+            Ok((to_tensor(dq, q)?, to_tensor(dk, q)?, to_tensor(dv, q)?))
+        }
+        let (dq, dk, dv) = by_dtype!(q.dtype(), "fused attention", T => run::<T>(self, shape, [q, k, v, d_output])?);
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// Fused multi-head self-attention (CPU, f32/f64). `q`, `k`, `v`: `[batch, length, hidden]`
+/// (the projections, heads side by side); `additive_mask`: `[batch * length]`, 0 where a key is
+/// attended and the dtype's minimum at padding; `keep`: dropout multipliers on the
+/// probabilities, `[batch, heads, length, length]` row-major ([`layers::dropout_keep_scales`]),
+/// or `None`. Returns the context `[batch, length, hidden]`, heads side by side.
+///
+/// [`layers::dropout_keep_scales`]: crate::model::layers::dropout_keep_scales
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    additive_mask: Vec<f64>,
+    keep: Option<Vec<f64>>,
+) -> Result<Tensor> {
+    let head_size = q.dim(2)? / heads.max(1);
+    let op = AttentionOp {
+        heads,
+        scale: 1.0 / (head_size as f64).sqrt(),
+        mask: additive_mask,
+        keep,
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,6 +869,121 @@ mod tests {
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max);
         assert!(worst < tolerance, "{what}: differs by {worst:e}");
+    }
+
+    /// The fused attention against the composed one (heads split and merged with transposes,
+    /// candle's matrix products, composed softmax, dropout as a multiplied mask), with padding in
+    /// one example and dropout on: the context and the gradients of a weighted sum with respect to
+    /// queries, keys and values, in f64 and f32.
+    #[test]
+    fn fused_attention_matches_the_composed_form() {
+        let (batch, length, heads, head_size) = (2usize, 5usize, 3usize, 4usize);
+        let hidden = heads * head_size;
+        for dtype in [DType::F64, DType::F32] {
+            let var = |seed| {
+                Var::from_tensor(
+                    &random_tensor(&[batch, length, hidden], seed, 1.0)
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap()
+            };
+            let (q, k, v) = (var(11), var(12), var(13));
+            let weights = random_tensor(&[batch, length, hidden], 14, 1.0)
+                .to_dtype(dtype)
+                .unwrap();
+            let minimum = if dtype == DType::F64 {
+                f64::MIN
+            } else {
+                f32::MIN as f64
+            };
+            // Example 1 pads its last two positions.
+            let additive: Vec<f64> = (0..batch * length)
+                .map(|index| if index >= length + 3 { minimum } else { 0.0 })
+                .collect();
+            let keep = layers::dropout_keep_scales(
+                batch * heads * length * length,
+                0.3,
+                dtype,
+                &mut SeededRandom::for_dropout(5, 0),
+            );
+            assert!(keep.contains(&0.0) && keep.iter().any(|value| *value > 1.0));
+
+            let fused = attention(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                heads,
+                additive.clone(),
+                Some(keep.clone()),
+            )
+            .unwrap();
+            let split = |t: &Tensor| {
+                t.reshape((batch, length, heads, head_size))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+            };
+            let mask = Tensor::from_vec(additive.clone(), (batch, 1, 1, length), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let keep_tensor =
+                Tensor::from_vec(keep.clone(), (batch, heads, length, length), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+            let scores = (split(q.as_tensor())
+                .matmul(&split(k.as_tensor()).t().unwrap().contiguous().unwrap())
+                .unwrap()
+                * (1.0 / (head_size as f64).sqrt()))
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
+            let probabilities = layers::softmax(&scores, layers::Kernels::Composed).unwrap();
+            let composed = (probabilities * keep_tensor)
+                .unwrap()
+                .matmul(&split(v.as_tensor()))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((batch, length, hidden))
+                .unwrap();
+            let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            assert_close(&fused, &composed, tolerance, "attention context");
+
+            let gradient = |output: &Tensor| {
+                (output * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            };
+            let (fused_gradients, composed_gradients) = (gradient(&fused), gradient(&composed));
+            for (name, input) in [("queries", &q), ("keys", &k), ("values", &v)] {
+                let a = fused_gradients.get(input.as_tensor()).unwrap();
+                let b = composed_gradients.get(input.as_tensor()).unwrap();
+                assert!(values(b).iter().any(|value| *value != 0.0));
+                assert_close(a, b, tolerance * 10.0, name);
+            }
+
+            // Without dropout too.
+            let plain = attention(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                heads,
+                additive,
+                None,
+            )
+            .unwrap();
+            assert_eq!(plain.dims(), &[batch, length, hidden]);
+        }
     }
 
     /// Each fused kernel against its composed twin: outputs and the gradients of a weighted sum

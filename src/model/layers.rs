@@ -72,7 +72,8 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    fn fused_for(self, x: &Tensor) -> bool {
+    /// Whether the fused kernels run for `x`: [`Kernels::Fused`], on the CPU, in f32 or f64.
+    pub(crate) fn fused_for(self, x: &Tensor) -> bool {
         self == Kernels::Fused
             && x.device().is_cpu()
             && matches!(x.dtype(), DType::F32 | DType::F64)
@@ -150,41 +151,54 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     shifted.broadcast_sub(&log_sum)
 }
 
+/// The multipliers of inverted dropout for `count` elements of `dtype`, drawn from `random` in
+/// order: 0 with probability `p`, `1/(1-p)` otherwise (computed in f32 for f32 tensors, and
+/// returned exactly as f64). [`dropout`] and the fused attention draw their masks here, so
+/// both consume the generator identically.
+pub fn dropout_keep_scales(
+    count: usize,
+    p: f64,
+    dtype: DType,
+    random: &mut SeededRandom,
+) -> Vec<f64> {
+    let keep_scale = 1.0 / (1.0 - p);
+    if dtype == DType::F64 {
+        (0..count)
+            .map(|_| {
+                if random.uniform() >= p {
+                    keep_scale
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    } else {
+        let p = p as f32;
+        let scale = keep_scale as f32;
+        (0..count)
+            .map(|_| {
+                if random.uniform_f32() >= p {
+                    scale as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+}
+
 /// Inverted dropout: zeroes each element with probability `p` and scales the rest by `1/(1-p)`,
 /// with the mask drawn from `random` (never from candle's generator).
 pub fn dropout(x: &Tensor, p: f64, random: &mut SeededRandom) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
     }
-    let keep_scale = 1.0 / (1.0 - p);
-    let count = x.elem_count();
-    let mask = match x.dtype() {
-        DType::F64 => {
-            let values: Vec<f64> = (0..count)
-                .map(|_| {
-                    if random.uniform() >= p {
-                        keep_scale
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            Tensor::from_vec(values, x.shape(), x.device())?
-        }
-        dtype => {
-            let p = p as f32;
-            let scale = keep_scale as f32;
-            let values: Vec<f32> = (0..count)
-                .map(|_| {
-                    if random.uniform_f32() >= p {
-                        scale
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            Tensor::from_vec(values, x.shape(), x.device())?.to_dtype(dtype)?
-        }
+    let scales = dropout_keep_scales(x.elem_count(), p, x.dtype(), random);
+    let mask = if x.dtype() == DType::F64 {
+        Tensor::from_vec(scales, x.shape(), x.device())?
+    } else {
+        let values: Vec<f32> = scales.into_iter().map(|value| value as f32).collect();
+        Tensor::from_vec(values, x.shape(), x.device())?.to_dtype(x.dtype())?
     };
     x.mul(&mask)
 }
