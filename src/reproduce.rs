@@ -373,10 +373,68 @@ pub fn reproduce(
             row.error.as_deref().unwrap_or("no reason recorded")
         );
     }
-    compare(
+    let mut verdict = compare(
         &store.run_directory(hash),
         &scratch_store.run_directory(hash),
         tolerance,
-    )
-    .map(Some)
+    )?;
+    if !verdict.reproduced {
+        let original = store.record(hash)?.and_then(|record| record.provenance);
+        if let Some(note) = build_difference(original.as_ref()) {
+            verdict.lines.push(note);
+        }
+    }
+    Ok(Some(verdict))
+}
+
+/// A note when the run was trained by another bertlab build than this one: kernels change
+/// between builds (summation order, approximations), so bit-for-bit equality is only promised by
+/// the same build; `--tolerance` compares across builds.
+fn build_difference(original: Option<&crate::store::Provenance>) -> Option<String> {
+    let original = original?;
+    let this_commit = sweep::bertlab_commit();
+    let same_version = original.bertlab_version == env!("CARGO_PKG_VERSION");
+    let same_commit = original.bertlab_commit == this_commit;
+    if same_version && same_commit {
+        return None;
+    }
+    let describe = |version: &str, commit: Option<&str>| match commit {
+        Some(commit) => format!("bertlab {version} ({})", &commit[..commit.len().min(12)]),
+        None => format!("bertlab {version}"),
+    };
+    Some(format!(
+        "note: the run was trained by {}, this is {}: only the same build promises identical \
+         bits; across builds compare with --tolerance (for example 1e-4)",
+        describe(
+            &original.bertlab_version,
+            original.bertlab_commit.as_deref()
+        ),
+        describe(env!("CARGO_PKG_VERSION"), this_commit.as_deref()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_from_another_build_gets_a_note() {
+        let provenance = |version: &str, commit: Option<String>| crate::store::Provenance {
+            host: "h".into(),
+            device: "cpu".into(),
+            threads: 2,
+            bertlab_version: version.into(),
+            bertlab_commit: commit,
+            experiment_file: "e.toml".into(),
+            experiment_commit: None,
+            experiment_dirty: None,
+        };
+        let this = provenance(env!("CARGO_PKG_VERSION"), sweep::bertlab_commit());
+        assert_eq!(build_difference(Some(&this)), None);
+        assert_eq!(build_difference(None), None);
+        let older = provenance("0.0.1", Some("0123456789abcdef0123".into()));
+        let note = build_difference(Some(&older)).unwrap();
+        assert!(note.contains("bertlab 0.0.1 (0123456789ab)"), "{note}");
+        assert!(note.contains("--tolerance"), "{note}");
+    }
 }
