@@ -30,6 +30,10 @@ mkdir -p "$out"
 cargo build --release --locked --quiet
 ./target/release/bertlab data "$experiment" --export "$out/split" > /dev/null
 ./target/release/bertlab bench "$experiment" --threads "$threads" --steps "$steps" --format json > "$out/bertlab.json"
-"$python" scripts/bench_pytorch.py --like "$out/bertlab.json" --split "$out/split" --threads "$threads" > "$out/pytorch.json"
+# An experiment with several data setups exports one folder per setup; bench measures the
+# first run, whose setup is the first.
+split="$out/split"
+[ -d "$split/setup-1" ] && split="$split/setup-1"
+"$python" scripts/bench_pytorch.py --like "$out/bertlab.json" --split "$split" --threads "$threads" > "$out/pytorch.json"
 python3 scripts/bench_compare.py "$out/bertlab.json" "$out/pytorch.json" "${check[@]}"
 echo "reports: $out/bertlab.json $out/pytorch.json" >&2

@@ -119,7 +119,8 @@ def main():
         logits = model(input_ids=input_ids, attention_mask=mask).logits
         loss = torch.nn.functional.cross_entropy(logits, labels)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), like["max_grad_norm"])
+        if like["max_grad_norm"] > 0:  # bertlab: 0 means no clipping
+            torch.nn.utils.clip_grad_norm_(model.parameters(), like["max_grad_norm"])
         optimizer.step()
         schedule.step()
     train_seconds = time.perf_counter() - start

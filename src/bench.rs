@@ -3,8 +3,9 @@
 //! work (`scripts/bench.sh` runs both and prints them side by side).
 //!
 //! The work is fixed by the experiment's first run and the options, never by timing:
-//! - training: optimizer steps exactly as `bertlab run` takes them ([`train::optimizer_step`]:
-//!   dropout, cross-entropy, backward, clipping, AdamW on the run's schedule), on batches of
+//! - training: optimizer steps as `bertlab run` takes them ([`train::optimizer_step`]: dropout,
+//!   cross-entropy, backward, clipping, AdamW on the run's schedule; one batch per step and no
+//!   class weights, whatever the experiment says, so that PyTorch can do the same), on batches of
 //!   `batch_size` consecutive training examples in file order (what a DataLoader without
 //!   shuffling yields), each padded to its longest row; `warmup_steps` untimed steps first,
 //!   then `steps` timed ones; the training split starts over when it runs out;

@@ -275,6 +275,14 @@ impl AdamW {
         max_norm: f64,
         learning_rate: f64,
     ) -> anyhow::Result<Option<f64>> {
+        if parameters.len() != self.moments.len() || gradients.len() != self.moments.len() {
+            bail!(
+                "the optimizer holds {} parameters, got {} parameters and {} gradients",
+                self.moments.len(),
+                parameters.len(),
+                gradients.len()
+            );
+        }
         let mut sum = 0.0f64;
         for gradient in gradients {
             let Some(part) = with_cpu_f32(gradient, sum_of_squares) else {

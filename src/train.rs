@@ -379,9 +379,6 @@ fn abort_after_step() -> Option<u64> {
         .and_then(|value| value.parse().ok())
 }
 
-/// Trains one run into `directory` (which holds its `spec.json` and lock), resuming from its
-/// checkpoint if there is one. A data error, a diverged loss or an I/O error is an `Err`, which
-/// the caller records as the run's failure.
 /// The run's model as training starts it: f32, a classification head of `classes` outputs
 /// initialised from the run's seed (where the checkpoint has none), the run's dropout rates.
 pub fn load_training_model(
@@ -537,6 +534,9 @@ pub fn optimizer_step(
     Ok(outcome)
 }
 
+/// Trains one run into `directory` (which holds its `spec.json` and lock), resuming from its
+/// checkpoint if there is one. A data error, a diverged loss or an I/O error is an `Err`, which
+/// the caller records as the run's failure.
 pub fn train_run(
     run: &PlannedRun,
     directory: &Path,

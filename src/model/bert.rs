@@ -535,10 +535,15 @@ impl BertClassifier {
         let additive = mask
             .affine(-minimum, minimum)?
             .reshape((batch_size, 1, 1, length))?;
-        let additive_values = additive
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?;
+        // The fused attention takes the mask as values.
+        let additive_values = if kernels.fused_for(&x) {
+            additive
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?
+        } else {
+            Vec::new()
+        };
 
         let heads = self.config.num_attention_heads;
         let head_size = self.config.head_size();
@@ -555,7 +560,7 @@ impl BertClassifier {
             let context = if kernels.fused_for(&x) {
                 let keep = match mode {
                     Mode::Train(random) if self.dropout.attention > 0.0 => {
-                        Some(layers::dropout_keep_scales(
+                        Some(layers::dropout_mask(
                             batch_size * heads * length * length,
                             self.dropout.attention,
                             dtype,

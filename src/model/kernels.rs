@@ -471,8 +471,9 @@ struct AttentionOp {
     scale: f64,
     /// Additive key mask `[batch, length]`: 0 where attended, the dtype's minimum at padding.
     mask: Vec<f64>,
-    /// Dropout multipliers on the probabilities `[batch, heads, length, length]`, if training.
-    keep: Option<Vec<f64>>,
+    /// Dropout on the probabilities, if training: which of `[batch, heads, length, length]` are
+    /// kept, and the factor kept ones are multiplied by.
+    keep: Option<(Vec<bool>, f64)>,
 }
 
 /// The shapes of one attention call.
@@ -577,14 +578,23 @@ fn block_probabilities<T: KernelFloat>(
     p
 }
 
-/// Probabilities after dropout: `p * keep` for the block's slice of `keep`.
-fn block_dropped<T: KernelFloat>(p: &[T], keep: Option<&[f64]>) -> Vec<T> {
+/// `value` times its dropout multiplier: `scale` where kept, 0 elsewhere.
+fn with_dropout<T: KernelFloat>(value: T, kept: bool, scale: f64) -> T {
+    if kept {
+        T::from_f64(value.to_f64() * scale)
+    } else {
+        T::from_f64(0.0)
+    }
+}
+
+/// Probabilities after dropout, for the block's slice of the mask.
+fn block_dropped<T: KernelFloat>(p: &[T], keep: Option<(&[bool], f64)>) -> Vec<T> {
     match keep {
         None => p.to_vec(),
-        Some(keep) => p
+        Some((kept, scale)) => p
             .iter()
-            .zip(keep)
-            .map(|(value, scale)| T::from_f64(value.to_f64() * scale))
+            .zip(kept)
+            .map(|(value, &kept)| with_dropout(*value, kept, scale))
             .collect(),
     }
 }
@@ -604,12 +614,12 @@ impl AttentionOp {
                 self.mask.len()
             )
         }
-        if let Some(keep) = &self.keep
-            && keep.len() != batch * self.heads * length * length
+        if let Some((kept, _)) = &self.keep
+            && kept.len() != batch * self.heads * length * length
         {
             bail!(
-                "attention: {} dropout multipliers for {batch} x {} x {length} x {length}",
-                keep.len(),
+                "attention: {} dropout mask values for {batch} x {} x {length} x {length}",
+                kept.len(),
                 self.heads
             )
         }
@@ -622,11 +632,11 @@ impl AttentionOp {
         })
     }
 
-    fn keep_block(&self, shape: AttentionShape, block: usize) -> Option<&[f64]> {
+    fn keep_block(&self, shape: AttentionShape, block: usize) -> Option<(&[bool], f64)> {
         let size = shape.length * shape.length;
         self.keep
-            .as_deref()
-            .map(|keep| &keep[block * size..(block + 1) * size])
+            .as_ref()
+            .map(|(kept, scale)| (&kept[block * size..(block + 1) * size], *scale))
     }
 
     fn forward<T: KernelFloat>(&self, shape: AttentionShape, q: &[T], k: &[T], v: &[T]) -> Vec<T> {
@@ -711,12 +721,10 @@ impl AttentionOp {
                     .zip(p.chunks(length))
                     .enumerate()
                 {
-                    if let Some(keep) = keep {
-                        for (value, scale) in d_row
-                            .iter_mut()
-                            .zip(&keep[row * length..(row + 1) * length])
-                        {
-                            *value = T::from_f64(value.to_f64() * scale);
+                    if let Some((kept, scale)) = keep {
+                        let kept = &kept[row * length..(row + 1) * length];
+                        for (value, &kept) in d_row.iter_mut().zip(kept) {
+                            *value = with_dropout(*value, kept, scale);
                         }
                     }
                     let dot: f64 = d_row
@@ -813,18 +821,18 @@ impl CustomOp3 for AttentionOp {
 
 /// Fused multi-head self-attention (CPU, f32/f64). `q`, `k`, `v`: `[batch, length, hidden]`
 /// (the projections, heads side by side); `additive_mask`: `[batch * length]`, 0 where a key is
-/// attended and the dtype's minimum at padding; `keep`: dropout multipliers on the
-/// probabilities, `[batch, heads, length, length]` row-major ([`layers::dropout_keep_scales`]),
-/// or `None`. Returns the context `[batch, length, hidden]`, heads side by side.
+/// attended and the dtype's minimum at padding; `keep`: the dropout mask on the probabilities,
+/// `[batch, heads, length, length]` row-major, and the factor of kept ones
+/// ([`layers::dropout_mask`]), or `None`. Returns the context `[batch, length, hidden]`, heads side by side.
 ///
-/// [`layers::dropout_keep_scales`]: crate::model::layers::dropout_keep_scales
+/// [`layers::dropout_mask`]: crate::model::layers::dropout_mask
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     heads: usize,
     additive_mask: Vec<f64>,
-    keep: Option<Vec<f64>>,
+    keep: Option<(Vec<bool>, f64)>,
 ) -> Result<Tensor> {
     let head_size = q.dim(2)? / heads.max(1);
     let op = AttentionOp {
@@ -902,13 +910,17 @@ mod tests {
             let additive: Vec<f64> = (0..batch * length)
                 .map(|index| if index >= length + 3 { minimum } else { 0.0 })
                 .collect();
-            let keep = layers::dropout_keep_scales(
+            let (kept, keep_scale) = layers::dropout_mask(
                 batch * heads * length * length,
                 0.3,
                 dtype,
                 &mut SeededRandom::for_dropout(5, 0),
             );
-            assert!(keep.contains(&0.0) && keep.iter().any(|value| *value > 1.0));
+            assert!(kept.contains(&false) && kept.contains(&true) && keep_scale > 1.0);
+            let keep: Vec<f64> = kept
+                .iter()
+                .map(|&kept| if kept { keep_scale } else { 0.0 })
+                .collect();
 
             let fused = attention(
                 q.as_tensor(),
@@ -916,7 +928,7 @@ mod tests {
                 v.as_tensor(),
                 heads,
                 additive.clone(),
-                Some(keep.clone()),
+                Some((kept.clone(), keep_scale)),
             )
             .unwrap();
             let split = |t: &Tensor| {

@@ -151,39 +151,25 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     shifted.broadcast_sub(&log_sum)
 }
 
-/// The multipliers of inverted dropout for `count` elements of `dtype`, drawn from `random` in
-/// order: 0 with probability `p`, `1/(1-p)` otherwise (computed in f32 for f32 tensors, and
-/// returned exactly as f64). [`dropout`] and the fused attention draw their masks here, so
-/// both consume the generator identically.
-pub fn dropout_keep_scales(
+/// An inverted-dropout mask for `count` elements of `dtype`, drawn from `random` in order: which
+/// elements are kept (each with probability `1 - p`), and the factor kept ones are multiplied
+/// by, `1/(1-p)` (computed in f32 for f32 tensors, returned exactly as f64). [`dropout`] and
+/// the fused attention draw their masks here, so both consume the generator identically.
+pub fn dropout_mask(
     count: usize,
     p: f64,
     dtype: DType,
     random: &mut SeededRandom,
-) -> Vec<f64> {
-    let keep_scale = 1.0 / (1.0 - p);
+) -> (Vec<bool>, f64) {
     if dtype == DType::F64 {
-        (0..count)
-            .map(|_| {
-                if random.uniform() >= p {
-                    keep_scale
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+        let kept = (0..count).map(|_| random.uniform() >= p).collect();
+        (kept, 1.0 / (1.0 - p))
     } else {
-        let p = p as f32;
-        let scale = keep_scale as f32;
-        (0..count)
-            .map(|_| {
-                if random.uniform_f32() >= p {
-                    scale as f64
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+        let threshold = p as f32;
+        let kept = (0..count)
+            .map(|_| random.uniform_f32() >= threshold)
+            .collect();
+        (kept, (1.0 / (1.0 - p)) as f32 as f64)
     }
 }
 
@@ -193,11 +179,19 @@ pub fn dropout(x: &Tensor, p: f64, random: &mut SeededRandom) -> Result<Tensor> 
     if p <= 0.0 {
         return Ok(x.clone());
     }
-    let scales = dropout_keep_scales(x.elem_count(), p, x.dtype(), random);
+    let (kept, scale) = dropout_mask(x.elem_count(), p, x.dtype(), random);
     let mask = if x.dtype() == DType::F64 {
-        Tensor::from_vec(scales, x.shape(), x.device())?
+        let values: Vec<f64> = kept
+            .iter()
+            .map(|&keep| if keep { scale } else { 0.0 })
+            .collect();
+        Tensor::from_vec(values, x.shape(), x.device())?
     } else {
-        let values: Vec<f32> = scales.into_iter().map(|value| value as f32).collect();
+        let scale = scale as f32;
+        let values: Vec<f32> = kept
+            .iter()
+            .map(|&keep| if keep { scale } else { 0.0 })
+            .collect();
         Tensor::from_vec(values, x.shape(), x.device())?.to_dtype(x.dtype())?
     };
     x.mul(&mask)
