@@ -57,6 +57,17 @@ impl AdamW {
 
     /// One update with `gradients` (one flat f32 vector per parameter, in order) at
     /// `learning_rate`. Element by element the arithmetic is torch's single-tensor AdamW.
+    /// One gradient per parameter, one moment pair per parameter.
+    fn check_lengths(&self, parameters: usize, gradients: usize) -> anyhow::Result<()> {
+        if parameters != self.moments.len() || gradients != self.moments.len() {
+            bail!(
+                "the optimizer holds {} parameters, got {parameters} parameters and {gradients} gradients",
+                self.moments.len(),
+            );
+        }
+        Ok(())
+    }
+
     /// torch's step size `learning_rate / (1 - beta1^t)` and `sqrt(1 - beta2^t)` for the step
     /// count `t` already advanced, computed in f64 and rounded to f32 once.
     fn corrections(&self, learning_rate: f64) -> (f32, f32) {
@@ -73,14 +84,7 @@ impl AdamW {
         gradients: &[Vec<f32>],
         learning_rate: f64,
     ) -> anyhow::Result<()> {
-        if parameters.len() != self.moments.len() || gradients.len() != self.moments.len() {
-            bail!(
-                "the optimizer holds {} parameters, got {} parameters and {} gradients",
-                self.moments.len(),
-                parameters.len(),
-                gradients.len()
-            );
-        }
+        self.check_lengths(parameters.len(), gradients.len())?;
         self.steps += 1;
         let (step_size, bias_correction2_sqrt) = self.corrections(learning_rate);
         let (beta2, epsilon) = (BETA2 as f32, EPSILON as f32);
@@ -275,14 +279,7 @@ impl AdamW {
         max_norm: f64,
         learning_rate: f64,
     ) -> anyhow::Result<Option<f64>> {
-        if parameters.len() != self.moments.len() || gradients.len() != self.moments.len() {
-            bail!(
-                "the optimizer holds {} parameters, got {} parameters and {} gradients",
-                self.moments.len(),
-                parameters.len(),
-                gradients.len()
-            );
-        }
+        self.check_lengths(parameters.len(), gradients.len())?;
         let mut sum = 0.0f64;
         for gradient in gradients {
             let Some(part) = with_cpu_f32(gradient, sum_of_squares) else {
