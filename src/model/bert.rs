@@ -535,8 +535,9 @@ impl BertClassifier {
         let additive = mask
             .affine(-minimum, minimum)?
             .reshape((batch_size, 1, 1, length))?;
-        // The fused attention takes the mask as values.
-        let additive_values = if kernels.fused_for(&x) {
+        // The fused attention (CPU, f32/f64) takes the mask as values.
+        let fused_attention = kernels.fused_for(&x);
+        let additive_values = if fused_attention {
             additive
                 .to_dtype(DType::F64)?
                 .flatten_all()?
@@ -557,7 +558,7 @@ impl BertClassifier {
             let query = layer.query.forward_graph(&x, graph)?;
             let key = layer.key.forward_graph(&x, graph)?;
             let value = layer.value.forward_graph(&x, graph)?;
-            let context = if kernels.fused_for(&x) {
+            let context = if fused_attention {
                 let keep = match mode {
                     Mode::Train(random) if self.dropout.attention > 0.0 => {
                         Some(layers::dropout_mask(
