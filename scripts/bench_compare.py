@@ -56,6 +56,8 @@ def main():
           f"inference on {ours['inference']['examples']} validation examples in batches of {ours['inference_batch_size']}")
     print(f"bertlab: {ours['tool']}; PyTorch: {theirs['tool']}")
     print()
+    print(f"precision: bertlab {ours.get('precision', 'fp32')}, PyTorch {theirs.get('precision', 'fp32')}")
+    print()
     print("| | bertlab | PyTorch | ratio | target |")
     print("|---|---|---|---|---|")
     missed = []

@@ -16,6 +16,9 @@ inference batch size and examples. The work is the same as bertlab's:
 - inference: the first N validation examples in batches of consecutive examples, eval mode,
   `torch.inference_mode()`, after one untimed batch;
 - peak RSS: ru_maxrss of this process after training, again after inference.
+Precision: bertlab's (`precision` in its report) unless `--precision` says otherwise; bf16 runs
+the forward passes under `torch.autocast("cpu", dtype=torch.bfloat16)` (bf16 matrix products,
+fp32 weights and optimizer), the loss in fp32.
 Prints one JSON object with the same fields as bertlab's report.
 """
 import argparse
@@ -59,11 +62,14 @@ def main():
     parser.add_argument("--like", required=True, help="`bertlab bench --format json` output")
     parser.add_argument("--split", required=True, help="folder written by `bertlab data --export`")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="default: bertlab's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with open(args.like) as handle:
         like = json.load(handle)
 
+    precision = args.precision or like.get("precision", "fp32")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     classes = like["classes"]
     class_id = {name: index for index, name in enumerate(classes)}
     tokenizer = AutoTokenizer.from_pretrained(like["model"])
@@ -116,8 +122,9 @@ def main():
         input_ids, mask = collate(train_ids, indices)
         labels = torch.tensor([train_labels[index] for index in indices])
         optimizer.zero_grad(set_to_none=True)
-        logits = model(input_ids=input_ids, attention_mask=mask).logits
-        loss = torch.nn.functional.cross_entropy(logits, labels)
+        with autocast:
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         loss.backward()
         if like["max_grad_norm"] > 0:  # bertlab: 0 means no clipping
             torch.nn.utils.clip_grad_norm_(model.parameters(), like["max_grad_norm"])
@@ -134,13 +141,13 @@ def main():
     size = like["inference_batch_size"]
     inference_batches = [list(range(start, min(start + size, examples))) for start in range(0, examples, size)]
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         input_ids, mask = collate(inference_ids, inference_batches[0])
-        model(input_ids=input_ids, attention_mask=mask).logits.numpy()
+        model(input_ids=input_ids, attention_mask=mask).logits.float().numpy()
         start = time.perf_counter()
         for indices in inference_batches:
             input_ids, mask = collate(inference_ids, indices)
-            model(input_ids=input_ids, attention_mask=mask).logits.numpy()
+            model(input_ids=input_ids, attention_mask=mask).logits.float().numpy()
         inference_seconds = time.perf_counter() - start
     inference_figures = throughput(1, inference_batches, [len(ids) for ids in inference_ids], inference_seconds)
 
@@ -148,6 +155,7 @@ def main():
     report.update(
         tool=f"PyTorch {torch.__version__} + transformers {transformers.__version__}",
         threads=torch.get_num_threads(),
+        precision=precision,
         train=train_figures,
         inference=inference_figures,
         peak_rss_train_mib=peak_train,

@@ -57,6 +57,8 @@ pub struct BenchReport {
     pub weight_decay: f64,
     pub warmup_ratio: f64,
     pub max_grad_norm: f64,
+    /// The matrix products' arithmetic (`train.precision`).
+    pub precision: Precision,
     pub hidden_dropout: f64,
     pub attention_dropout: f64,
     pub classifier_dropout: f64,
@@ -156,12 +158,6 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
     }
     if options.inference_batch_size == 0 {
         bail!("--inference-batch-size must be at least 1");
-    }
-    if train_settings.precision != Precision::Fp32 {
-        bail!(
-            "precision = \"{}\" is not available yet in this build: bench an experiment with \"fp32\"",
-            train_settings.precision
-        );
     }
     let device = train::resolve_device(settings.device)?;
     let (data, _) = preprocess::preprocess_cached(run, None)?;
@@ -276,6 +272,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         weight_decay: train_settings.weight_decay,
         warmup_ratio: train_settings.warmup_ratio,
         max_grad_norm: train_settings.max_grad_norm,
+        precision: train_settings.precision,
         hidden_dropout: dropout.hidden,
         attention_dropout: dropout.attention,
         classifier_dropout: dropout.classifier,
@@ -290,8 +287,13 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
 pub fn report_text(report: &BenchReport) -> String {
     let mut text = String::new();
     text.push_str(&format!(
-        "{} · {} threads · {} · batch {} · max_length {}\n",
-        report.tool, report.threads, report.model, report.batch_size, report.max_length
+        "{} · {} threads · {} · batch {} · max_length {} · {}\n",
+        report.tool,
+        report.threads,
+        report.model,
+        report.batch_size,
+        report.max_length,
+        report.precision
     ));
     for (name, figures) in [
         ("training", &report.train),

@@ -139,6 +139,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
+    /// Measure with this matrix-product precision instead of the run's `train.precision`.
+    #[arg(long, value_name = "fp32|bf16", value_parser = parse_precision)]
+    pub precision: Option<crate::spec::Precision>,
+
     /// Output: a text summary, or JSON for scripts (`scripts/bench_compare.py`).
     #[arg(long, value_enum, default_value_t)]
     pub format: BenchFormat,
@@ -422,4 +426,9 @@ impl HiArgs {
             command,
         }
     }
+}
+
+fn parse_precision(text: &str) -> Result<crate::spec::Precision, String> {
+    crate::spec::Precision::parse(text)
+        .ok_or_else(|| format!("unknown precision {text:?}: expected fp32 or bf16"))
 }

@@ -91,12 +91,16 @@ fn bench_command(options: &crate::cli::BenchArgs, color: bool) -> anyhow::Result
         &PlanOptions::default(),
         color,
     )?;
-    let Some(run) = plan.runs.first() else {
+    let Some(mut run) = plan.runs.first().cloned() else {
         anyhow::bail!(
             "{} plans no run: nothing to measure",
             options.experiment.display()
         );
     };
+    // bench writes nothing to the store, so the run's spec may be changed for the measurement.
+    if let Some(precision) = options.precision {
+        run.spec.train.precision = precision;
+    }
     if plan.runs.len() > 1 {
         eprintln!(
             "bench: {} plans {} runs; measuring the first ({})",
@@ -106,7 +110,7 @@ fn bench_command(options: &crate::cli::BenchArgs, color: bool) -> anyhow::Result
         );
     }
     let report = bench::bench_run(
-        run,
+        &run,
         &BenchOptions {
             warmup_steps: options.warmup_steps,
             steps: options.steps,

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::model::bert::BertClassifier;
 use crate::model::checkpoint;
+use crate::model::layers::Precision;
 use crate::run_files::MODEL_DIRECTORY;
 use crate::spec::DataFormat;
 use crate::tokenizer::{self, LoadedTokenizer};
@@ -46,8 +47,22 @@ impl Predictor {
         let max_length = spec["train"]["max_length"]
             .as_u64()
             .context("spec.json has no train.max_length")? as usize;
-        let (model, _) =
+        let (mut model, _) =
             checkpoint::load_classifier(&model_directory, None, 0, DType::F32, &Device::Cpu)?;
+        // The run's matrix-product arithmetic (absent from specs older than it: fp32). A bf16
+        // run predicts in fp32 on a CPU without AVX512-BF16 (its weights are f32 either way).
+        let precision = match spec["train"]["precision"].as_str() {
+            None | Some("fp32") => Precision::Fp32,
+            Some("bf16") if crate::model::bf16::available() => Precision::Bf16,
+            Some("bf16") => {
+                eprintln!(
+                    "note: the run trained with bf16 matrix products; this CPU lacks AVX512-BF16, so it predicts in fp32 (results may differ in the last digits)"
+                );
+                Precision::Fp32
+            }
+            Some(other) => bail!("spec.json has an unknown train.precision {other:?}"),
+        };
+        model.precision = precision;
         let classes = checkpoint::labels_of(model.config())
             .with_context(|| format!("{} has no id2label", model_directory.display()))?;
         let tokenizer = tokenizer::load(&model_directory)?;

@@ -393,6 +393,7 @@ pub fn load_training_model(
         DType::F32,
         device,
     )?;
+    model.precision = model_precision(run.spec.train.precision, device)?;
     let options = &run.spec.model.options;
     model.set_dropout(DropoutRates {
         hidden: options.hidden_dropout,
@@ -400,6 +401,18 @@ pub fn load_training_model(
         classifier: options.classifier_dropout,
     })?;
     Ok((model, report))
+}
+
+/// The model's matrix-product arithmetic for a run's `precision`. bf16 on the CPU runs on
+/// AVX512-BF16 instructions: a CPU without them is an error, not a silent fallback.
+pub fn model_precision(precision: Precision, device: &Device) -> anyhow::Result<layers::Precision> {
+    match precision {
+        Precision::Fp32 => Ok(layers::Precision::Fp32),
+        Precision::Bf16 if device.is_cpu() && !crate::model::bf16::available() => bail!(
+            "precision = \"bf16\" needs a CPU with AVX512-BF16 (bertlab's bf16 matrix products use it) and this one lacks it: use precision = \"fp32\" on this machine"
+        ),
+        Precision::Bf16 => Ok(layers::Precision::Bf16),
+    }
 }
 
 /// What one optimizer step reads besides the optimizer and the batches.
@@ -585,12 +598,6 @@ pub fn train_run(
     }
 
     let device = resolve_device(settings.device)?;
-    if train_settings.precision != Precision::Fp32 {
-        bail!(
-            "precision = \"{}\" is not available yet in this build: use \"fp32\"",
-            train_settings.precision
-        );
-    }
     let (model, load_report) = load_training_model(run, data.classes.len(), &device)?;
     for warning in &load_report.warnings {
         progress.event(&format!("model: {warning}"));

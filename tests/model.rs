@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bertlab::model::checkpoint::{load_classifier, read_weights, save_classifier};
-use bertlab::model::layers::{Kernels, cross_entropy};
+use bertlab::model::layers::{Kernels, Precision, cross_entropy};
 use bertlab::model::{Batch, BertClassifier, BertConfig, Mode};
 use bertlab::random::SeededRandom;
 use bertlab::tokenizer;
@@ -539,4 +539,48 @@ fn training_steps_move_the_lowest_encoder_layer() {
     );
     let moved = max_difference(&lowest(&model), &before);
     assert!(moved > 1e-3, "{name} moved by {moved:e}");
+}
+
+/// `precision = "bf16"`: every trainable tensor still gets a gradient, and logits and gradients
+/// stay close to the fp32 model's (bf16 keeps 8 bits of mantissa in the products only). On a CPU
+/// without AVX512-BF16 a run asking for bf16 is refused with a message that says why.
+#[test]
+fn bf16_products_keep_every_gradient_and_stay_close_to_fp32() {
+    if !bertlab::model::bf16::available() {
+        let error =
+            bertlab::train::model_precision(bertlab::spec::Precision::Bf16, &Device::Cpu)
+                .unwrap_err();
+        assert!(error.to_string().contains("AVX512-BF16"), "{error}");
+        return;
+    }
+    let fp32 = tiny(DType::F32);
+    let mut bf16 = tiny(DType::F32);
+    bf16.precision = Precision::Bf16;
+    assert_eq!(tensors_without_gradient(&bf16), Vec::<String>::new());
+
+    let batch = fixture_batch(&Device::Cpu);
+    let logits = |model: &BertClassifier| to_f64(&model.forward(&batch, &mut Mode::Eval).unwrap());
+    let difference = max_difference(&logits(&bf16), &logits(&fp32));
+    assert!(difference > 0.0, "bf16 products must round");
+    assert!(difference < 0.02, "bf16 logits differ by {difference}");
+
+    let gradients_fp32 = training_loss(&fp32, &batch).backward().unwrap();
+    let gradients_bf16 = training_loss(&bf16, &batch).backward().unwrap();
+    let mut worst = f64::INFINITY;
+    for ((name, var32), (_, var16)) in fp32.parameters().iter().zip(bf16.parameters()) {
+        let a = to_f64(gradients_fp32.get(var32.as_tensor()).unwrap());
+        let b = to_f64(gradients_bf16.get(var16.as_tensor()).unwrap());
+        let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let norms = a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let cosine = dot / norms;
+        if name.ends_with("attention.self.key.bias") {
+            // Softmax ignores what is added to every score of a row, and the key bias adds
+            // q·b to every score of query q's row: its true gradient is zero, so both
+            // gradients are rounding noise (fp32 noise of ~1e-9 against bf16 noise).
+            continue;
+        }
+        assert!(cosine > 0.99, "{name}: gradient cosine {cosine} between bf16 and fp32");
+        worst = worst.min(cosine);
+    }
+    eprintln!("bf16: logits within {difference:.2e} of fp32, gradient cosines >= {worst:.5}");
 }

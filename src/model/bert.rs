@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::config::BertConfig;
-use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, operand};
+use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, Precision, operand};
 use crate::random::{SeededRandom, stream};
 
 /// A tokenized batch, all `[batch, length]` u32 tensors on the model's device.
@@ -136,6 +136,8 @@ pub struct BertClassifier {
     pub dropout: DropoutRates,
     /// Which LayerNorm, softmax and GELU run; [`Kernels::Fused`] unless a test swaps it.
     pub kernels: Kernels,
+    /// The dense layers' matrix products: [`Precision::Fp32`] unless the run asks for bf16.
+    pub precision: Precision,
 }
 
 /// Names of the base model's tensors, as in a `BertModel` checkpoint, pooler last.
@@ -396,6 +398,7 @@ impl BertClassifier {
             classifier,
             parameters: Vec::new(),
             kernels: Kernels::Fused,
+            precision: Precision::Fp32,
         };
         model.parameters = model.collect_parameters();
         Ok((model, report))
@@ -509,6 +512,7 @@ impl BertClassifier {
         let hidden = self.config.hidden_size;
         let dtype = self.dtype();
         let kernels = self.kernels;
+        let precision = self.precision;
         let graph = mode.graph();
 
         let word = operand(&self.embeddings.word, graph)
@@ -555,9 +559,9 @@ impl BertClassifier {
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let query = layer.query.forward_graph(&x, graph)?;
-            let key = layer.key.forward_graph(&x, graph)?;
-            let value = layer.value.forward_graph(&x, graph)?;
+            let query = layer.query.forward_with(&x, graph, precision)?;
+            let key = layer.key.forward_with(&x, graph, precision)?;
+            let value = layer.value.forward_with(&x, graph, precision)?;
             let context = if fused_attention {
                 let keep = match mode {
                     Mode::Train(random) if self.dropout.attention > 0.0 => {
@@ -598,16 +602,16 @@ impl BertClassifier {
                     .reshape((batch_size, length, hidden))?
             };
             let attended = self.dropout_hidden(
-                &layer.attention_output.forward_graph(&context, graph)?,
+                &layer.attention_output.forward_with(&context, graph, precision)?,
                 mode,
             )?;
             x = layer
                 .attention_norm
                 .forward_graph(&(attended + &x)?, kernels, graph)?;
             let intermediate =
-                layers::gelu(&layer.intermediate.forward_graph(&x, graph)?, kernels)?;
+                layers::gelu(&layer.intermediate.forward_with(&x, graph, precision)?, kernels)?;
             let output =
-                self.dropout_hidden(&layer.output.forward_graph(&intermediate, graph)?, mode)?;
+                self.dropout_hidden(&layer.output.forward_with(&intermediate, graph, precision)?, mode)?;
             x = layer
                 .output_norm
                 .forward_graph(&(output + &x)?, kernels, graph)?;
@@ -627,12 +631,17 @@ impl BertClassifier {
         let hidden_states = self.encode(batch, mode)?;
         let first = hidden_states.narrow(1, 0, 1)?.squeeze(1)?;
         let graph = mode.graph();
-        let pooled = self.pooler.forward_graph(&first, graph)?.tanh()?;
+        let pooled = self
+            .pooler
+            .forward_with(&first, graph, self.precision)?
+            .tanh()?;
         let pooled = match mode {
             Mode::Eval => pooled,
             Mode::Train(random) => layers::dropout(&pooled, self.dropout.classifier, random)?,
         };
-        Ok(self.classifier.forward_graph(&pooled, graph)?)
+        Ok(self
+            .classifier
+            .forward_with(&pooled, graph, self.precision)?)
     }
 
     /// Class probabilities `[batch, num_labels]` in evaluation mode.

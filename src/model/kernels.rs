@@ -95,12 +95,12 @@ macro_rules! by_dtype {
 }
 
 /// A pointer to an output buffer that parallel workers write disjoint rows of.
-struct SharedOutput<T>(*mut T);
+pub(crate) struct SharedOutput<T>(pub(crate) *mut T);
 unsafe impl<T> Sync for SharedOutput<T> {}
 
 impl<T> SharedOutput<T> {
     /// The buffer's start (a method, so closures capture the shareable wrapper, not the pointer).
-    fn pointer(&self) -> *mut T {
+    pub(crate) fn pointer(&self) -> *mut T {
         self.0
     }
 
@@ -138,7 +138,7 @@ fn map_rows<T: KernelFloat>(
 }
 
 /// A contiguous CPU tensor's values.
-fn with_slice<T: KernelFloat, R>(tensor: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_slice<T: KernelFloat, R>(tensor: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
     let tensor = tensor.contiguous()?;
     let (storage, layout) = tensor.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
@@ -155,7 +155,7 @@ fn storage_slice<'a, T: KernelFloat>(storage: &'a CpuStorage, layout: &Layout) -
     Ok(&storage.as_slice::<T>()?[start..end])
 }
 
-fn to_tensor<T: KernelFloat>(values: Vec<T>, like: &Tensor) -> Result<Tensor> {
+pub(crate) fn to_tensor<T: KernelFloat>(values: Vec<T>, like: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(values, like.shape(), like.device())
 }
 

@@ -43,17 +43,45 @@ impl Linear {
 
     /// [`Linear::forward`], recording the graph or not.
     pub fn forward_graph(&self, x: &Tensor, graph: Graph) -> Result<Tensor> {
+        self.forward_with(x, graph, Precision::Fp32)
+    }
+
+    /// [`Linear::forward_graph`] with the matrix product in `precision` (the bias add stays in
+    /// the input's dtype).
+    pub fn forward_with(&self, x: &Tensor, graph: Graph, precision: Precision) -> Result<Tensor> {
         let dims = x.dims();
         let features = dims[dims.len() - 1];
         let rows = x.elem_count() / features;
         let flat = x.reshape((rows, features))?;
-        let out = flat.matmul(&operand(&self.weight, graph).t()?)?;
+        let weight = operand(&self.weight, graph);
+        let out = match precision {
+            Precision::Fp32 => flat.matmul(&weight.t()?)?,
+            Precision::Bf16 if flat.device().is_cpu() && flat.dtype() == DType::F32 => {
+                crate::model::bf16::linear_product(&flat, &weight)?
+            }
+            Precision::Bf16 => flat
+                .to_dtype(DType::BF16)?
+                .matmul(&weight.to_dtype(DType::BF16)?.t()?)?
+                .to_dtype(flat.dtype())?,
+        };
         let out = out.broadcast_add(&operand(&self.bias, graph))?;
         let mut shape = dims.to_vec();
         let last = shape.len() - 1;
         shape[last] = self.weight.dims()[0];
         out.reshape(shape)
     }
+}
+
+/// The arithmetic of the dense layers' matrix products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// The parameters' dtype throughout.
+    #[default]
+    Fp32,
+    /// Inputs and weights rounded to bf16, products summed in f32, f32 results: on the CPU
+    /// bertlab's AVX512-BF16 kernels (`bf16`), elsewhere candle's bf16 matrix product. Weights,
+    /// gradients, LayerNorm, softmax and the loss stay in f32.
+    Bf16,
 }
 
 /// Which implementation of LayerNorm, softmax and GELU the model runs.
