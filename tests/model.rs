@@ -547,9 +547,8 @@ fn training_steps_move_the_lowest_encoder_layer() {
 #[test]
 fn bf16_products_keep_every_gradient_and_stay_close_to_fp32() {
     if !bertlab::model::bf16::available() {
-        let error =
-            bertlab::train::model_precision(bertlab::spec::Precision::Bf16, &Device::Cpu)
-                .unwrap_err();
+        let error = bertlab::train::model_precision(bertlab::spec::Precision::Bf16, &Device::Cpu)
+            .unwrap_err();
         assert!(error.to_string().contains("AVX512-BF16"), "{error}");
         return;
     }
@@ -571,7 +570,8 @@ fn bf16_products_keep_every_gradient_and_stay_close_to_fp32() {
         let a = to_f64(gradients_fp32.get(var32.as_tensor()).unwrap());
         let b = to_f64(gradients_bf16.get(var16.as_tensor()).unwrap());
         let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        let norms = a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let norms = a.iter().map(|x| x * x).sum::<f64>().sqrt()
+            * b.iter().map(|x| x * x).sum::<f64>().sqrt();
         let cosine = dot / norms;
         if name.ends_with("attention.self.key.bias") {
             // Softmax ignores what is added to every score of a row, and the key bias adds
@@ -579,7 +579,10 @@ fn bf16_products_keep_every_gradient_and_stay_close_to_fp32() {
             // gradients are rounding noise (fp32 noise of ~1e-9 against bf16 noise).
             continue;
         }
-        assert!(cosine > 0.99, "{name}: gradient cosine {cosine} between bf16 and fp32");
+        assert!(
+            cosine > 0.99,
+            "{name}: gradient cosine {cosine} between bf16 and fp32"
+        );
         worst = worst.min(cosine);
     }
     eprintln!("bf16: logits within {difference:.2e} of fp32, gradient cosines >= {worst:.5}");

@@ -602,16 +602,22 @@ impl BertClassifier {
                     .reshape((batch_size, length, hidden))?
             };
             let attended = self.dropout_hidden(
-                &layer.attention_output.forward_with(&context, graph, precision)?,
+                &layer
+                    .attention_output
+                    .forward_with(&context, graph, precision)?,
                 mode,
             )?;
             x = layer
                 .attention_norm
                 .forward_graph(&(attended + &x)?, kernels, graph)?;
-            let intermediate =
-                layers::gelu(&layer.intermediate.forward_with(&x, graph, precision)?, kernels)?;
-            let output =
-                self.dropout_hidden(&layer.output.forward_with(&intermediate, graph, precision)?, mode)?;
+            let intermediate = layers::gelu(
+                &layer.intermediate.forward_with(&x, graph, precision)?,
+                kernels,
+            )?;
+            let output = self.dropout_hidden(
+                &layer.output.forward_with(&intermediate, graph, precision)?,
+                mode,
+            )?;
             x = layer
                 .output_norm
                 .forward_graph(&(output + &x)?, kernels, graph)?;

@@ -1,21 +1,24 @@
 //! bf16 matrix products with f32 sums on CPUs with AVX512-BF16, and the dense layer built on
 //! them (`precision = "bf16"`).
 //!
-//! `C = A·B` (or `C += A·B`) where A and B are f32 matrices given as strided views: both are
-//! rounded to bf16 (to nearest, ties to even) while they are packed, `vdpbf16ps` multiplies pairs
-//! of bf16 values and sums them in f32, and C is f32. This is the arithmetic of mixed-precision
-//! training: bf16 operands, f32 sums, f32 master weights, f32 everything outside the products.
+//! `C = A·B` (or `C += A·B`, or `C = A·B + row vector`) where A and B are f32 matrices given as
+//! strided views: both are rounded to bf16 (to nearest, ties to even) while they are packed,
+//! `vdpbf16ps` multiplies pairs of bf16 values and sums them in f32, and C is f32. This is the
+//! arithmetic of mixed-precision training: bf16 operands, f32 sums, f32 master weights, f32
+//! everything outside the products.
 //!
 //! Packing: A into rows of pairs (`[row][pair]`, rows padded to a multiple of [`ROWS`]), B into
 //! panels of [`COLUMNS`] columns (`[panel][pair][column]`); a pair holds k in its low half and
 //! k + 1 in its high half, k padded to even with zeros. The microkernel keeps a
 //! `ROWS x COLUMNS` tile of C in 24 registers and runs over blocks of [`PAIRS_PER_BLOCK`] pairs,
 //! so that a block of a B panel (24 KiB) stays in L1 while every row panel of A streams past it.
-//! The column panels are shared out between candle's CPU workers.
+//! Both packings and the products run on candle's CPU workers (A by rows, then each worker packs
+//! and multiplies its own B panels); the packing buffers are kept per thread and reused.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use crate::model::kernels::{SharedOutput, to_tensor, with_slice};
 
@@ -68,111 +71,154 @@ impl View<'_> {
     fn at(&self, row: usize, column: usize) -> f32 {
         self.data[self.offset + row * self.row_stride + column * self.column_stride]
     }
+
+    /// Whether every element of a `rows x columns` matrix lies inside `data`.
+    fn covers(&self, rows: usize, columns: usize) -> bool {
+        rows == 0
+            || columns == 0
+            || self.offset + (rows - 1) * self.row_stride + (columns - 1) * self.column_stride
+                < self.data.len()
+    }
 }
 
-/// Packs A (`m x k`) as rows of pairs, `[row][pair]`, rows padded to a multiple of [`ROWS`].
-fn pack_a(a: View, m: usize, k: usize, pairs: usize) -> Vec<u32> {
-    let rows = m.div_ceil(ROWS) * ROWS;
-    let mut packed = vec![0u32; rows * pairs];
+/// How a product starts C.
+#[derive(Clone, Copy, Debug)]
+pub enum Start<'a> {
+    /// `C = A·B`.
+    Zero,
+    /// `C += A·B`.
+    Accumulate,
+    /// `C = A·B + 1 vᵀ`: every row of C starts as `v` (`n` values), as a bias.
+    Row(&'a [f32]),
+}
+
+/// Packs rows `rows` of A (`m x k`) as pairs into `out`, which holds those rows, `pairs` apart:
+/// rows at or past `m` become zeros.
+fn pack_a_rows(
+    a: View,
+    m: usize,
+    k: usize,
+    pairs: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [u32],
+) {
+    let first = rows.start;
+    let real = rows.start..rows.end.min(m);
+    out[real.len() * pairs..].fill(0);
     if a.column_stride == 1 {
         // Rows contiguous in k: one pass per row.
-        for (row, out) in packed.chunks_exact_mut(pairs).take(m).enumerate() {
+        for (row, target) in real.clone().zip(out.chunks_exact_mut(pairs)) {
             let start = a.offset + row * a.row_stride;
             let source = &a.data[start..start + k];
-            for (slot, values) in out.iter_mut().zip(source.chunks_exact(2)) {
+            for (slot, values) in target.iter_mut().zip(source.chunks_exact(2)) {
                 *slot = pair(values[0], values[1]);
             }
             if k % 2 == 1 {
-                out[pairs - 1] = pair(source[k - 1], 0.0);
+                target[pairs - 1] = pair(source[k - 1], 0.0);
             }
         }
     } else if a.row_stride == 1 {
         // A transposed (columns contiguous in m): read runs along m, write in square tiles.
-        for row_start in (0..m).step_by(PACK_TILE) {
-            let height = PACK_TILE.min(m - row_start);
+        for row_start in real.clone().step_by(PACK_TILE) {
+            let height = PACK_TILE.min(real.end - row_start);
             for pair_start in (0..pairs).step_by(PACK_TILE) {
                 for p in pair_start..pairs.min(pair_start + PACK_TILE) {
                     let low_start = a.offset + 2 * p * a.column_stride + row_start;
                     let low = &a.data[low_start..low_start + height];
-                    for (index, &l) in low.iter().enumerate() {
-                        let high = if 2 * p + 1 < k {
-                            a.data[low_start + a.column_stride + index]
-                        } else {
-                            0.0
-                        };
-                        packed[(row_start + index) * pairs + p] = pair(l, high);
+                    let base = (row_start - first) * pairs + p;
+                    if 2 * p + 1 < k {
+                        let high = &a.data[low_start + a.column_stride..][..height];
+                        for (index, (&l, &h)) in low.iter().zip(high).enumerate() {
+                            out[base + index * pairs] = pair(l, h);
+                        }
+                    } else {
+                        for (index, &l) in low.iter().enumerate() {
+                            out[base + index * pairs] = pair(l, 0.0);
+                        }
                     }
                 }
             }
         }
     } else {
-        for row in 0..m {
+        for row in real {
             for p in 0..pairs {
-                let high = if 2 * p + 1 < k { a.at(row, 2 * p + 1) } else { 0.0 };
-                packed[row * pairs + p] = pair(a.at(row, 2 * p), high);
+                let high = if 2 * p + 1 < k {
+                    a.at(row, 2 * p + 1)
+                } else {
+                    0.0
+                };
+                out[(row - first) * pairs + p] = pair(a.at(row, 2 * p), high);
             }
         }
     }
-    packed
 }
 
-/// Packs B (`k x n`) into panels of [`COLUMNS`] columns, `[panel][pair][column]`.
-fn pack_b(b: View, k: usize, n: usize, pairs: usize) -> Vec<u32> {
-    let panels = n.div_ceil(COLUMNS);
-    let mut packed = vec![0u32; panels * pairs * COLUMNS];
-    for (panel, out) in packed.chunks_exact_mut(pairs * COLUMNS).enumerate() {
-        let width = COLUMNS.min(n - panel * COLUMNS);
-        let first_column = panel * COLUMNS;
-        if b.column_stride == 1 {
-            // Rows contiguous in n: two rows make one line of pairs.
-            for (p, target) in out.chunks_exact_mut(COLUMNS).enumerate() {
-                let low_start = b.offset + 2 * p * b.row_stride + first_column;
-                let low = &b.data[low_start..low_start + width];
-                if 2 * p + 1 < k {
-                    let high_start = low_start + b.row_stride;
-                    let high = &b.data[high_start..high_start + width];
-                    for ((slot, &l), &h) in target.iter_mut().zip(low).zip(high) {
-                        *slot = pair(l, h);
-                    }
-                } else {
-                    for (slot, &l) in target.iter_mut().zip(low) {
-                        *slot = pair(l, 0.0);
-                    }
+/// Packs column panel `panel` of B (`k x n`) into `out` (`[pair][column]`, `pairs` x
+/// [`COLUMNS`]); columns past `n` become zeros.
+fn pack_b_panel(b: View, k: usize, n: usize, pairs: usize, panel: usize, out: &mut [u32]) {
+    let width = COLUMNS.min(n - panel * COLUMNS);
+    let first_column = panel * COLUMNS;
+    if width < COLUMNS {
+        for line in out.chunks_exact_mut(COLUMNS) {
+            line[width..].fill(0);
+        }
+    }
+    if b.column_stride == 1 {
+        // Rows contiguous in n: two rows make one line of pairs.
+        for (p, target) in out.chunks_exact_mut(COLUMNS).enumerate() {
+            let low_start = b.offset + 2 * p * b.row_stride + first_column;
+            let low = &b.data[low_start..low_start + width];
+            if 2 * p + 1 < k {
+                let high = &b.data[low_start + b.row_stride..][..width];
+                for ((slot, &l), &h) in target.iter_mut().zip(low).zip(high) {
+                    *slot = pair(l, h);
+                }
+            } else {
+                for (slot, &l) in target.iter_mut().zip(low) {
+                    *slot = pair(l, 0.0);
                 }
             }
-        } else if b.row_stride == 1 {
-            // B transposed (a weight W read as Wᵀ): read runs along k, write in tiles of pairs.
-            for pair_start in (0..pairs).step_by(PACK_TILE) {
-                let pair_end = pairs.min(pair_start + PACK_TILE);
-                for column in 0..width {
-                    let start = b.offset + (first_column + column) * b.column_stride;
-                    let source = &b.data[start..start + k];
-                    for p in pair_start..pair_end {
-                        let high = if 2 * p + 1 < k { source[2 * p + 1] } else { 0.0 };
-                        out[p * COLUMNS + column] = pair(source[2 * p], high);
-                    }
-                }
-            }
-        } else {
-            for p in 0..pairs {
-                for column in 0..width {
+        }
+    } else if b.row_stride == 1 {
+        // B transposed (a weight W read as Wᵀ): read runs along k, write in tiles of pairs.
+        for pair_start in (0..pairs).step_by(PACK_TILE) {
+            let pair_end = pairs.min(pair_start + PACK_TILE);
+            for column in 0..width {
+                let start = b.offset + (first_column + column) * b.column_stride;
+                let source = &b.data[start..start + k];
+                for p in pair_start..pair_end {
                     let high = if 2 * p + 1 < k {
-                        b.at(2 * p + 1, first_column + column)
+                        source[2 * p + 1]
                     } else {
                         0.0
                     };
-                    out[p * COLUMNS + column] = pair(b.at(2 * p, first_column + column), high);
+                    out[p * COLUMNS + column] = pair(source[2 * p], high);
                 }
             }
         }
+    } else {
+        for p in 0..pairs {
+            for column in 0..width {
+                let high = if 2 * p + 1 < k {
+                    b.at(2 * p + 1, first_column + column)
+                } else {
+                    0.0
+                };
+                out[p * COLUMNS + column] = pair(b.at(2 * p, first_column + column), high);
+            }
+        }
     }
-    packed
 }
 
-/// `C = A·B`, or `C += A·B` when `accumulate`, with A (`m x k`) and B (`k x n`) rounded to bf16
-/// and the sums in f32. C is row-major with row stride `ldc` (`c[r * ldc + j]`).
+thread_local! {
+    /// Packed A and B, reused by the products this thread starts (grown, never shrunk).
+    static PACKING: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `C = A·B` (or as `start` says) with A (`m x k`) and B (`k x n`) rounded to bf16 and the sums
+/// in f32. C is row-major with row stride `ldc` (`c[r * ldc + j]`).
 ///
-/// Bails when the CPU lacks AVX512-BF16 (see [`available`]) or `c` is too short.
+/// Bails when the CPU lacks AVX512-BF16 (see [`available`]), or a view or `c` is too short.
 #[allow(clippy::too_many_arguments)]
 pub fn product(
     a: View,
@@ -182,96 +228,216 @@ pub fn product(
     k: usize,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    start: Start,
+) -> Result<()> {
+    if m > 0 && n > 0 && (ldc < n || c.len() < (m - 1) * ldc + n) {
+        bail!(
+            "bf16 product: output of {} values is too short for {m} x {n}",
+            c.len()
+        )
+    }
+    // SAFETY: `c` covers the output (checked above).
+    unsafe { product_raw(a, b, m, n, k, c.as_mut_ptr(), ldc, start) }
+}
+
+/// [`product`] into memory that may be uninitialised (`Start::Accumulate` aside): every element
+/// of the `m x n` output is written.
+///
+/// # Safety
+/// `c` must be valid for writes (and reads, with `Start::Accumulate`) of `(m - 1) * ldc + n`
+/// values, `ldc >= n`, and nothing else may access them during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_raw(
+    a: View,
+    b: View,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    start: Start,
 ) -> Result<()> {
     if !available() {
         bail!(
             "bf16 matrix products need a CPU with AVX512-BF16, which this one lacks: use precision = \"fp32\""
         )
     }
+    if !a.covers(m, k) || !b.covers(k, n) {
+        bail!("bf16 product: an operand view is too short for {m} x {k} times {k} x {n}")
+    }
+    if let Start::Row(row) = start
+        && row.len() != n
+    {
+        bail!(
+            "bf16 product: a start row of {} values for {n} columns",
+            row.len()
+        )
+    }
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if ldc < n || c.len() < (m - 1) * ldc + n {
-        bail!("bf16 product: output of {} values is too short for {m} x {n}", c.len())
-    }
+    let output = SharedOutput(c);
     if k == 0 {
-        if !accumulate {
-            for row in 0..m {
-                c[row * ldc..row * ldc + n].fill(0.0);
+        for r in 0..m {
+            // SAFETY: row r of the output lies inside `c` (the caller's contract).
+            let line = unsafe { output.pointer().add(r * ldc) };
+            for j in 0..n {
+                match start {
+                    Start::Zero => unsafe { line.add(j).write(0.0) },
+                    Start::Row(row) => unsafe { line.add(j).write(row[j]) },
+                    Start::Accumulate => {}
+                }
             }
         }
         return Ok(());
     }
     let pairs = k.div_ceil(2);
-    let packed_a = pack_a(a, m, k, pairs);
-    let packed_b = pack_b(b, k, n, pairs);
     let row_panels = m.div_ceil(ROWS);
-    let output = SharedOutput(c.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(COLUMNS), |panels| {
+    let column_panels = n.div_ceil(COLUMNS);
+    // The start row, padded to whole panels so that edge tiles read zeros past `n`.
+    let padded_row: Option<Vec<f32>> = match start {
+        Start::Row(row) => {
+            let mut padded = row.to_vec();
+            padded.resize(column_panels * COLUMNS, 0.0);
+            Some(padded)
+        }
+        _ => None,
+    };
+    let (mut packed_a, mut packed_b) =
+        PACKING.with(|buffers| std::mem::take(&mut *buffers.borrow_mut()));
+    if packed_a.len() < row_panels * ROWS * pairs {
+        packed_a.resize(row_panels * ROWS * pairs, 0);
+    }
+    if packed_b.len() < column_panels * pairs * COLUMNS {
+        packed_b.resize(column_panels * pairs * COLUMNS, 0);
+    }
+    let pool = candle_core::utils::barrier_pool();
+    {
+        let a_out = SharedOutput(packed_a.as_mut_ptr());
+        pool.execute_chunked(row_panels, |panels| {
+            let rows = panels.start * ROWS..panels.end * ROWS;
+            // SAFETY: workers get disjoint panel ranges inside the buffer (sized above).
+            let out = unsafe { a_out.slice(rows.start * pairs..rows.end * pairs) };
+            pack_a_rows(a, m, k, pairs, rows, out);
+        });
+    }
+    let b_out = SharedOutput(packed_b.as_mut_ptr());
+    let packed_a_ref = &packed_a;
+    pool.execute_chunked(column_panels, |panels| {
         for column_panel in panels {
-            let b_panel = &packed_b[column_panel * pairs * COLUMNS..][..pairs * COLUMNS];
+            // SAFETY: each column panel belongs to one worker; the buffer holds them all.
+            let b_panel = unsafe {
+                b_out.slice(column_panel * pairs * COLUMNS..(column_panel + 1) * pairs * COLUMNS)
+            };
+            pack_b_panel(b, k, n, pairs, column_panel, b_panel);
             let width = COLUMNS.min(n - column_panel * COLUMNS);
             let mut block_start = 0;
             while block_start < pairs {
                 let block = PAIRS_PER_BLOCK.min(pairs - block_start);
-                let load = accumulate || block_start > 0;
+                let init = if block_start > 0 {
+                    Init::Load
+                } else {
+                    match (&start, &padded_row) {
+                        (Start::Accumulate, _) => Init::Load,
+                        (Start::Row(_), Some(row)) => {
+                            Init::Row(row[column_panel * COLUMNS..].as_ptr())
+                        }
+                        _ => Init::Zero,
+                    }
+                };
                 for row_panel in 0..row_panels {
                     let height = ROWS.min(m - row_panel * ROWS);
-                    // SAFETY: the CPU has the features (checked above); the tile lies inside `c`
-                    // (length checked above), each column panel belongs to one worker, and the
-                    // packed panels hold `ROWS` rows and `COLUMNS` columns of `pairs` pairs.
+                    // SAFETY: the CPU has the features (checked above); the tile lies inside the
+                    // output (the caller's contract) and in this worker's column panel; the
+                    // packed operands hold `ROWS` rows and `COLUMNS` columns of `pairs` pairs.
                     unsafe {
                         let tile = output
                             .pointer()
                             .add(row_panel * ROWS * ldc + column_panel * COLUMNS);
-                        kernel(
-                            block,
-                            packed_a.as_ptr().add(row_panel * ROWS * pairs + block_start),
-                            pairs,
-                            b_panel.as_ptr().add(block_start * COLUMNS),
-                            Tile { pointer: tile, stride: ldc, height, width },
-                            load,
-                        );
+                        let a_rows = packed_a_ref
+                            .as_ptr()
+                            .add(row_panel * ROWS * pairs + block_start);
+                        let b_block = b_panel.as_ptr().add(block_start * COLUMNS);
+                        if height == ROWS && width == COLUMNS {
+                            kernel(block, a_rows, pairs, b_block, tile, ldc, init);
+                        } else {
+                            let mut edge = [0f32; ROWS * COLUMNS];
+                            if matches!(init, Init::Load) {
+                                for row in 0..height {
+                                    for column in 0..width {
+                                        edge[row * COLUMNS + column] =
+                                            *tile.add(row * ldc + column);
+                                    }
+                                }
+                            }
+                            kernel(
+                                block,
+                                a_rows,
+                                pairs,
+                                b_block,
+                                edge.as_mut_ptr(),
+                                COLUMNS,
+                                init,
+                            );
+                            for row in 0..height {
+                                for column in 0..width {
+                                    *tile.add(row * ldc + column) = edge[row * COLUMNS + column];
+                                }
+                            }
+                        }
                     }
                 }
                 block_start += block;
             }
         }
     });
+    PACKING.with(|buffers| *buffers.borrow_mut() = (packed_a, packed_b));
     Ok(())
 }
 
-/// Where a microkernel writes: `height x width` values of C from `pointer`, row stride `stride`.
-struct Tile {
-    pointer: *mut f32,
-    stride: usize,
-    height: usize,
-    width: usize,
+/// How a microkernel call starts its tile.
+#[derive(Clone, Copy)]
+enum Init {
+    Zero,
+    /// Add to what the tile holds.
+    Load,
+    /// Every row starts as the [`COLUMNS`] values there.
+    Row(*const f32),
 }
 
-/// One [`ROWS`] x [`COLUMNS`] tile of C over `pairs` pairs of k: `a` points at the first row's
-/// pairs (rows `a_row_stride` apart), `b` at the block of a packed B panel. `load`: add to
-/// what C holds instead of overwriting it. Edge tiles go through a local buffer.
+/// One [`ROWS`] x [`COLUMNS`] tile of C (from `c`, row stride `ldc`) over `pairs` pairs of k:
+/// `a` points at the first row's pairs (rows `a_row_stride` apart), `b` at the block of a packed
+/// B panel.
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX512-BF16; the pointers must cover the tile and the pairs.
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn kernel(pairs: usize, a: *const u32, a_row_stride: usize, b: *const u32, c: Tile, load: bool) {
-    let full = c.height == ROWS && c.width == COLUMNS;
-    let mut edge = [0f32; ROWS * COLUMNS];
-    let (target, stride) = if full { (c.pointer, c.stride) } else { (edge.as_mut_ptr(), COLUMNS) };
+unsafe fn kernel(
+    pairs: usize,
+    a: *const u32,
+    a_row_stride: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
     // SAFETY (whole body): the caller guarantees the pointers cover the tile and the pairs.
     unsafe {
-        if !full && load {
-            for row in 0..c.height {
-                for column in 0..c.width {
-                    edge[row * COLUMNS + column] = *c.pointer.add(row * c.stride + column);
+        let mut sums = [[_mm512_setzero_ps(); 4]; ROWS];
+        match init {
+            Init::Zero => {}
+            Init::Load => {
+                for (row, row_sums) in sums.iter_mut().enumerate() {
+                    for (vector, sum) in row_sums.iter_mut().enumerate() {
+                        *sum = _mm512_loadu_ps(c.add(row * ldc + vector * 16));
+                    }
                 }
             }
-        }
-        let mut sums = [[_mm512_setzero_ps(); 4]; ROWS];
-        if load {
-            for (row, row_sums) in sums.iter_mut().enumerate() {
-                for (vector, sum) in row_sums.iter_mut().enumerate() {
-                    *sum = _mm512_loadu_ps(target.add(row * stride + vector * 16));
+            Init::Row(values) => {
+                for row_sums in sums.iter_mut() {
+                    for (vector, sum) in row_sums.iter_mut().enumerate() {
+                        *sum = _mm512_loadu_ps(values.add(vector * 16));
+                    }
                 }
             }
         }
@@ -292,22 +458,34 @@ unsafe fn kernel(pairs: usize, a: *const u32, a_row_stride: usize, b: *const u32
         }
         for (row, row_sums) in sums.iter().enumerate() {
             for (vector, sum) in row_sums.iter().enumerate() {
-                _mm512_storeu_ps(target.add(row * stride + vector * 16), *sum);
-            }
-        }
-        if !full {
-            for row in 0..c.height {
-                for column in 0..c.width {
-                    *c.pointer.add(row * c.stride + column) = edge[row * COLUMNS + column];
-                }
+                _mm512_storeu_ps(c.add(row * ldc + vector * 16), *sum);
             }
         }
     }
 }
 
-/// `x Wᵀ` with bf16 products: `x` `[rows, in]`, `W` `[out, in]` (f32, CPU) -> `[rows, out]`.
-/// The backward pass computes `dx = dy W` and `dW = dyᵀ x` with bf16 products too.
-struct LinearProductOp;
+/// Column sums of a row-major `rows x columns` matrix, the columns shared out between workers.
+fn column_sums(values: &[f32], rows: usize, columns: usize) -> Vec<f32> {
+    let mut sums = vec![0f32; columns];
+    let out = SharedOutput(sums.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(columns.div_ceil(COLUMNS), |chunks| {
+        let range = chunks.start * COLUMNS..(chunks.end * COLUMNS).min(columns);
+        // SAFETY: workers get disjoint column ranges of `sums`.
+        let target = unsafe { out.slice(range.clone()) };
+        for row in 0..rows {
+            let line = &values[row * columns + range.start..row * columns + range.end];
+            for (sum, value) in target.iter_mut().zip(line) {
+                *sum += value;
+            }
+        }
+    });
+    sums
+}
+
+/// `x Wᵀ + b` with bf16 products: `x` `[rows, in]`, `W` `[out, in]`, `b` `[out]` (f32, CPU) ->
+/// `[rows, out]`. The backward pass computes `dx = dy W` and `dW = dyᵀ x` with bf16 products
+/// too, and `db` as f32 column sums of `dy`.
+struct LinearOp;
 
 fn matrix_dims(layout: &Layout, what: &str) -> Result<(usize, usize)> {
     match layout.dims() {
@@ -316,14 +494,43 @@ fn matrix_dims(layout: &Layout, what: &str) -> Result<(usize, usize)> {
     }
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, what: &str) -> Result<&'a [f32]> {
-    match storage {
-        CpuStorage::F32(values) => Ok(values),
-        other => bail!("bf16 linear: {what} must be f32, got {:?}", other.dtype()),
-    }
+fn f32_view<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+    transpose: bool,
+) -> Result<View<'a>> {
+    let CpuStorage::F32(values) = storage else {
+        bail!("bf16 linear: {what} must be f32, got {:?}", storage.dtype())
+    };
+    let stride = layout.stride();
+    let (row_stride, column_stride) = if transpose {
+        (stride[1], stride[0])
+    } else {
+        (stride[0], stride[1])
+    };
+    Ok(View {
+        data: values,
+        offset: layout.start_offset(),
+        row_stride,
+        column_stride,
+    })
 }
 
-impl CustomOp2 for LinearProductOp {
+/// A `rows x columns` f32 buffer filled by `fill`, which must write every element.
+fn filled(
+    rows: usize,
+    columns: usize,
+    fill: impl FnOnce(*mut f32) -> Result<()>,
+) -> Result<Vec<f32>> {
+    let mut values: Vec<f32> = Vec::with_capacity(rows * columns);
+    fill(values.as_mut_ptr())?;
+    // SAFETY: `fill` wrote all `rows * columns` elements.
+    unsafe { values.set_len(rows * columns) };
+    Ok(values)
+}
+
+impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
         "bertlab-linear-bf16"
     }
@@ -334,29 +541,44 @@ impl CustomOp2 for LinearProductOp {
         x_layout: &Layout,
         weight: &CpuStorage,
         weight_layout: &Layout,
+        bias: &CpuStorage,
+        bias_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (rows, features) = matrix_dims(x_layout, "the input")?;
         let (outputs, weight_features) = matrix_dims(weight_layout, "the weight")?;
         if features != weight_features {
-            bail!("bf16 linear: input has {features} features, the weight {weight_features}")
+            bail!("bf16 linear: the input has {features} features, the weight {weight_features}")
         }
-        let x_stride = x_layout.stride();
-        let w_stride = weight_layout.stride();
-        let x_view = View {
-            data: f32_slice(x, "the input")?,
-            offset: x_layout.start_offset(),
-            row_stride: x_stride[0],
-            column_stride: x_stride[1],
+        let (CpuStorage::F32(bias_values), Some((bias_start, bias_end))) =
+            (bias, bias_layout.contiguous_offsets())
+        else {
+            bail!("bf16 linear: the bias must be contiguous f32")
         };
+        let bias_values = &bias_values[bias_start..bias_end];
+        if bias_values.len() != outputs {
+            bail!(
+                "bf16 linear: a bias of {} values for {outputs} outputs",
+                bias_values.len()
+            )
+        }
+        let x_view = f32_view(x, x_layout, "the input", false)?;
         // B = Wᵀ: B[k][j] = W[j][k].
-        let w_view = View {
-            data: f32_slice(weight, "the weight")?,
-            offset: weight_layout.start_offset(),
-            row_stride: w_stride[1],
-            column_stride: w_stride[0],
-        };
-        let mut out = vec![0f32; rows * outputs];
-        product(x_view, w_view, rows, outputs, features, &mut out, outputs, false)?;
+        let w_view = f32_view(weight, weight_layout, "the weight", true)?;
+        let out = filled(rows, outputs, |out| {
+            // SAFETY: `out` has room for rows x outputs values; every one is written.
+            unsafe {
+                product_raw(
+                    x_view,
+                    w_view,
+                    rows,
+                    outputs,
+                    features,
+                    out,
+                    outputs,
+                    Start::Row(bias_values),
+                )
+            }
+        })?;
         Ok((CpuStorage::F32(out), Shape::from((rows, outputs))))
     }
 
@@ -364,40 +586,86 @@ impl CustomOp2 for LinearProductOp {
         &self,
         x: &Tensor,
         weight: &Tensor,
+        bias: &Tensor,
         _output: &Tensor,
         d_output: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (rows, features) = x.dims2()?;
         let outputs = weight.dims2()?.0;
-        let (dx, dw) = with_slice::<f32, _>(x, |x_values| {
+        let (dx, dw, db) = with_slice::<f32, _>(x, |x_values| {
             with_slice::<f32, _>(weight, |w_values| {
                 with_slice::<f32, _>(d_output, |dy_values| {
-                    let dy = View { data: dy_values, offset: 0, row_stride: outputs, column_stride: 1 };
+                    let dy = View {
+                        data: dy_values,
+                        offset: 0,
+                        row_stride: outputs,
+                        column_stride: 1,
+                    };
                     // dx [rows, in] = dy [rows, out] · W [out, in]
-                    let mut dx = vec![0f32; rows * features];
-                    let w = View { data: w_values, offset: 0, row_stride: features, column_stride: 1 };
-                    product(dy, w, rows, features, outputs, &mut dx, features, false)?;
+                    let w = View {
+                        data: w_values,
+                        offset: 0,
+                        row_stride: features,
+                        column_stride: 1,
+                    };
+                    let dx = filled(rows, features, |out| {
+                        // SAFETY: `out` has room for the whole output; every value is written.
+                        unsafe {
+                            product_raw(dy, w, rows, features, outputs, out, features, Start::Zero)
+                        }
+                    })?;
                     // dW [out, in] = dyᵀ [out, rows] · x [rows, in]
-                    let mut dw = vec![0f32; outputs * features];
-                    let dy_transposed =
-                        View { data: dy_values, offset: 0, row_stride: 1, column_stride: outputs };
-                    let x_view = View { data: x_values, offset: 0, row_stride: features, column_stride: 1 };
-                    product(dy_transposed, x_view, outputs, features, rows, &mut dw, features, false)?;
-                    Ok((dx, dw))
+                    let dy_transposed = View {
+                        data: dy_values,
+                        offset: 0,
+                        row_stride: 1,
+                        column_stride: outputs,
+                    };
+                    let x_view = View {
+                        data: x_values,
+                        offset: 0,
+                        row_stride: features,
+                        column_stride: 1,
+                    };
+                    let dw = filled(outputs, features, |out| {
+                        // SAFETY: as above.
+                        unsafe {
+                            product_raw(
+                                dy_transposed,
+                                x_view,
+                                outputs,
+                                features,
+                                rows,
+                                out,
+                                features,
+                                Start::Zero,
+                            )
+                        }
+                    })?;
+                    Ok((dx, dw, column_sums(dy_values, rows, outputs)))
                 })
             })
         })?;
-        Ok((Some(to_tensor(dx, x)?), Some(to_tensor(dw, weight)?)))
+        Ok((
+            Some(to_tensor(dx, x)?),
+            Some(to_tensor(dw, weight)?),
+            Some(to_tensor(db, bias)?),
+        ))
     }
 }
 
-/// `x Wᵀ` for `x` `[rows, in]` and `W` `[out, in]`, both f32 on the CPU, with bf16 products and
-/// f32 sums, differentiable in both.
-pub fn linear_product(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
-        bail!("bf16 products take f32 inputs (f32 master weights), got {:?}", x.dtype())
+/// `x Wᵀ + b` for `x` `[rows, in]`, `W` `[out, in]` and `b` `[out]`, all f32 on the CPU, with
+/// bf16 products and f32 sums; differentiable in all three.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    for (tensor, what) in [(x, "input"), (weight, "weight"), (bias, "bias")] {
+        if tensor.dtype() != DType::F32 {
+            bail!(
+                "bf16 products take f32 operands (f32 master weights); the {what} is {:?}",
+                tensor.dtype()
+            )
+        }
     }
-    x.apply_op2(weight, LinearProductOp)
+    x.apply_op3(weight, bias, LinearOp)
 }
 
 #[cfg(test)]
@@ -406,7 +674,9 @@ mod tests {
     use crate::random::SeededRandom;
 
     fn values(count: usize, random: &mut SeededRandom) -> Vec<f32> {
-        (0..count).map(|_| random.uniform_f32() * 2.0 - 1.0).collect()
+        (0..count)
+            .map(|_| random.uniform_f32() * 2.0 - 1.0)
+            .collect()
     }
 
     fn rounded(value: f32) -> f64 {
@@ -422,8 +692,16 @@ mod tests {
         assert_eq!(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3f81);
         assert_eq!(to_bf16(-2.0), 0xc000);
         assert_eq!(to_bf16(f32::INFINITY), 0x7f80);
-        assert_eq!(to_bf16(f32::MAX), 0x7f80, "beyond bf16's largest finite value: infinity");
-        for nan in [f32::NAN, f32::from_bits(0x7f80_0001), f32::from_bits(0xffff_ffff)] {
+        assert_eq!(
+            to_bf16(f32::MAX),
+            0x7f80,
+            "beyond bf16's largest finite value: infinity"
+        );
+        for nan in [
+            f32::NAN,
+            f32::from_bits(0x7f80_0001),
+            f32::from_bits(0xffff_ffff),
+        ] {
             assert!(from_bf16(to_bf16(nan)).is_nan(), "{:#x}", nan.to_bits());
         }
     }
@@ -435,41 +713,86 @@ mod tests {
     fn products_match_the_rounded_f64_reference() {
         if !available() {
             let mut c = [0f32; 1];
-            let one = View { data: &[1.0], offset: 0, row_stride: 1, column_stride: 1 };
-            let error = product(one, one, 1, 1, 1, &mut c, 1, false).unwrap_err();
+            let one = View {
+                data: &[1.0],
+                offset: 0,
+                row_stride: 1,
+                column_stride: 1,
+            };
+            let error = product(one, one, 1, 1, 1, &mut c, 1, Start::Zero).unwrap_err();
             assert!(error.to_string().contains("AVX512-BF16"), "{error}");
             return;
         }
         let mut random = SeededRandom::new(3, 0);
-        for (m, n, k) in [(1, 1, 1), (7, 70, 13), (13, 130, 200), (6, 64, 192), (40, 3, 385)] {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (7, 70, 13),
+            (13, 130, 200),
+            (6, 64, 192),
+            (40, 3, 385),
+        ] {
             let a = values(m * k + 5, &mut random);
             let b = values(k * n * 2 + 3, &mut random);
             // A: row-major, transposed, and every other element of a wider buffer.
             let a_views = [
-                View { data: &a, offset: 5, row_stride: k, column_stride: 1 },
-                View { data: &a, offset: 5, row_stride: 1, column_stride: m },
+                View {
+                    data: &a,
+                    offset: 5,
+                    row_stride: k,
+                    column_stride: 1,
+                },
+                View {
+                    data: &a,
+                    offset: 5,
+                    row_stride: 1,
+                    column_stride: m,
+                },
             ];
             let b_views = [
-                View { data: &b, offset: 3, row_stride: n, column_stride: 1 },
-                View { data: &b, offset: 3, row_stride: 1, column_stride: k },
-                View { data: &b, offset: 3, row_stride: 2 * n, column_stride: 2 },
+                View {
+                    data: &b,
+                    offset: 3,
+                    row_stride: n,
+                    column_stride: 1,
+                },
+                View {
+                    data: &b,
+                    offset: 3,
+                    row_stride: 1,
+                    column_stride: k,
+                },
+                View {
+                    data: &b,
+                    offset: 3,
+                    row_stride: 2 * n,
+                    column_stride: 2,
+                },
             ];
             for a_view in a_views {
                 for b_view in b_views {
-                    for accumulate in [false, true] {
+                    let start_row = values(n, &mut random);
+                    for start in [Start::Zero, Start::Accumulate, Start::Row(&start_row)] {
                         let ldc = n + 2;
                         let mut c = values(m * ldc, &mut random);
                         let before = c.clone();
-                        product(a_view, b_view, m, n, k, &mut c, ldc, accumulate).unwrap();
+                        product(a_view, b_view, m, n, k, &mut c, ldc, start).unwrap();
                         let mut worst = 0f64;
                         for i in 0..m {
                             for j in 0..ldc {
                                 let got = c[i * ldc + j] as f64;
                                 if j >= n {
-                                    assert_eq!(got, before[i * ldc + j] as f64, "outside the product");
+                                    assert_eq!(
+                                        got,
+                                        before[i * ldc + j] as f64,
+                                        "outside the product"
+                                    );
                                     continue;
                                 }
-                                let mut sum = if accumulate { before[i * ldc + j] as f64 } else { 0.0 };
+                                let mut sum = match start {
+                                    Start::Zero => 0.0,
+                                    Start::Accumulate => before[i * ldc + j] as f64,
+                                    Start::Row(row) => row[j] as f64,
+                                };
                                 for l in 0..k {
                                     sum += rounded(a_view.at(i, l)) * rounded(b_view.at(l, j));
                                 }
@@ -478,7 +801,7 @@ mod tests {
                         }
                         assert!(
                             worst < 1e-6 * (k as f64).sqrt() * 4.0,
-                            "{m}x{n}x{k} {a_view:?} {b_view:?} accumulate {accumulate}: off by {worst:e}"
+                            "{m}x{n}x{k} {a_view:?} {b_view:?} {start:?}: off by {worst:e}"
                         );
                     }
                 }
@@ -496,33 +819,76 @@ mod tests {
         let (rows, inputs, outputs) = (9, 21, 70);
         let mut random = SeededRandom::new(5, 0);
         let device = candle_core::Device::Cpu;
-        let x = candle_core::Var::from_vec(values(rows * inputs, &mut random), (rows, inputs), &device).unwrap();
-        let w = candle_core::Var::from_vec(values(outputs * inputs, &mut random), (outputs, inputs), &device).unwrap();
+        let x =
+            candle_core::Var::from_vec(values(rows * inputs, &mut random), (rows, inputs), &device)
+                .unwrap();
+        let w = candle_core::Var::from_vec(
+            values(outputs * inputs, &mut random),
+            (outputs, inputs),
+            &device,
+        )
+        .unwrap();
+        let bias =
+            candle_core::Var::from_vec(values(outputs, &mut random), outputs, &device).unwrap();
         let dy = values(rows * outputs, &mut random);
-        let y = linear_product(x.as_tensor(), w.as_tensor()).unwrap();
+        let y = linear(x.as_tensor(), w.as_tensor(), bias.as_tensor()).unwrap();
         let seed = Tensor::from_vec(dy.clone(), (rows, outputs), &device).unwrap();
-        let gradients = (y.clone() * seed).unwrap().sum_all().unwrap().backward().unwrap();
+        let gradients = (y.clone() * seed)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let x_values = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let w_values = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let y_values = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let dx = gradients.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let dw = gradients.get(w.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let dx = gradients
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let dw = gradients
+            .get(w.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let db = gradients
+            .get(bias.as_tensor())
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let bias_values = bias.to_vec1::<f32>().unwrap();
         let close = |got: f32, want: f64, what: &str| {
-            assert!((got as f64 - want).abs() < 2e-5, "{what}: {got} against {want}");
+            assert!(
+                (got as f64 - want).abs() < 2e-5,
+                "{what}: {got} against {want}"
+            );
         };
         for r in 0..rows {
             for o in 0..outputs {
-                let want: f64 = (0..inputs).map(|i| rounded(x_values[r * inputs + i]) * rounded(w_values[o * inputs + i])).sum();
-                close(y_values[r * outputs + o], want, "y");
+                let want: f64 = (0..inputs)
+                    .map(|i| rounded(x_values[r * inputs + i]) * rounded(w_values[o * inputs + i]))
+                    .sum();
+                close(y_values[r * outputs + o], want + bias_values[o] as f64, "y");
             }
             for i in 0..inputs {
-                let want: f64 = (0..outputs).map(|o| rounded(dy[r * outputs + o]) * rounded(w_values[o * inputs + i])).sum();
+                let want: f64 = (0..outputs)
+                    .map(|o| rounded(dy[r * outputs + o]) * rounded(w_values[o * inputs + i]))
+                    .sum();
                 close(dx[r * inputs + i], want, "dx");
             }
         }
         for o in 0..outputs {
+            let want: f64 = (0..rows).map(|r| dy[r * outputs + o] as f64).sum();
+            close(db[o], want, "db (f32 sums, unrounded)");
             for i in 0..inputs {
-                let want: f64 = (0..rows).map(|r| rounded(dy[r * outputs + o]) * rounded(x_values[r * inputs + i])).sum();
+                let want: f64 = (0..rows)
+                    .map(|r| rounded(dy[r * outputs + o]) * rounded(x_values[r * inputs + i]))
+                    .sum();
                 close(dw[o * inputs + i], want, "dW");
             }
         }

@@ -107,7 +107,7 @@ impl<T> SharedOutput<T> {
     /// # Safety
     /// `range` (in elements) must lie inside the buffer and no other worker may touch it.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, range: Range<usize>) -> &mut [T] {
+    pub(crate) unsafe fn slice(&self, range: Range<usize>) -> &mut [T] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
     }
 }
@@ -138,7 +138,10 @@ fn map_rows<T: KernelFloat>(
 }
 
 /// A contiguous CPU tensor's values.
-pub(crate) fn with_slice<T: KernelFloat, R>(tensor: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_slice<T: KernelFloat, R>(
+    tensor: &Tensor,
+    f: impl FnOnce(&[T]) -> Result<R>,
+) -> Result<R> {
     let tensor = tensor.contiguous()?;
     let (storage, layout) = tensor.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {

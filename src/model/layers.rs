@@ -54,17 +54,19 @@ impl Linear {
         let rows = x.elem_count() / features;
         let flat = x.reshape((rows, features))?;
         let weight = operand(&self.weight, graph);
+        let bias = operand(&self.bias, graph);
         let out = match precision {
-            Precision::Fp32 => flat.matmul(&weight.t()?)?,
+            Precision::Fp32 => flat.matmul(&weight.t()?)?.broadcast_add(&bias)?,
+            // The bias add and its gradient are part of the CPU kernel's op.
             Precision::Bf16 if flat.device().is_cpu() && flat.dtype() == DType::F32 => {
-                crate::model::bf16::linear_product(&flat, &weight)?
+                crate::model::bf16::linear(&flat, &weight, &bias)?
             }
             Precision::Bf16 => flat
                 .to_dtype(DType::BF16)?
                 .matmul(&weight.to_dtype(DType::BF16)?.t()?)?
-                .to_dtype(flat.dtype())?,
+                .to_dtype(flat.dtype())?
+                .broadcast_add(&bias)?,
         };
-        let out = out.broadcast_add(&operand(&self.bias, graph))?;
         let mut shape = dims.to_vec();
         let last = shape.len() - 1;
         shape[last] = self.weight.dims()[0];
