@@ -20,7 +20,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, b
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use crate::model::kernels::{SharedOutput, to_tensor, with_slice};
+use crate::model::kernels::{SharedOutput, column_sums, to_tensor, with_slice};
 
 /// Rows of C one microkernel call computes.
 const ROWS: usize = 6;
@@ -462,24 +462,6 @@ unsafe fn kernel(
             }
         }
     }
-}
-
-/// Column sums of a row-major `rows x columns` matrix, the columns shared out between workers.
-fn column_sums(values: &[f32], rows: usize, columns: usize) -> Vec<f32> {
-    let mut sums = vec![0f32; columns];
-    let out = SharedOutput(sums.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(columns.div_ceil(COLUMNS), |chunks| {
-        let range = chunks.start * COLUMNS..(chunks.end * COLUMNS).min(columns);
-        // SAFETY: workers get disjoint column ranges of `sums`.
-        let target = unsafe { out.slice(range.clone()) };
-        for row in 0..rows {
-            let line = &values[row * columns + range.start..row * columns + range.end];
-            for (sum, value) in target.iter_mut().zip(line) {
-                *sum += value;
-            }
-        }
-    });
-    sums
 }
 
 /// `x Wᵀ + b` with bf16 products: `x` `[rows, in]`, `W` `[out, in]`, `b` `[out]` (f32, CPU) ->

@@ -56,6 +56,9 @@ impl Linear {
         let weight = operand(&self.weight, graph);
         let bias = operand(&self.bias, graph);
         let out = match precision {
+            Precision::Fp32 if Kernels::Fused.fused_for(&flat) => {
+                crate::model::kernels::bias_add(&flat.matmul(&weight.t()?)?, &bias)?
+            }
             Precision::Fp32 => flat.matmul(&weight.t()?)?.broadcast_add(&bias)?,
             // The bias add and its gradient are part of the CPU kernel's op.
             Precision::Bf16 if flat.device().is_cpu() && flat.dtype() == DType::F32 => {
