@@ -601,3 +601,36 @@ fn adamw_matches_torch_to_1e_6() {
     restored.restore(&tensors, adamw.steps).unwrap();
     assert_eq!(restored, adamw);
 }
+
+/// `precision = "bf16"`: the tiny model still learns the separable task, and the same spec
+/// trained twice gives the same bits (the bf16 kernel's sums do not depend on how its work is
+/// shared between threads). Without AVX512-BF16 the run fails with a message that says why.
+#[test]
+fn a_bf16_run_learns_and_repeats_bit_for_bit() {
+    let workspace = workspace();
+    let train = format!("{LEARNING}\nprecision = \"bf16\"");
+    workspace.experiment("bf16.toml", &experiment("bf16", &train, ""));
+    let run = |store: &str| workspace.bertlab(&["--runs", store, "run", "experiments/bf16.toml"]);
+    let first = run("runs-first");
+    if !bertlab::model::bf16::available() {
+        assert_ne!(first.status, Some(0));
+        assert!(first.stderr.contains("AVX512-BF16"), "{}", first.stderr);
+        return;
+    }
+    assert_eq!(first.status, Some(0), "{}", first.stderr);
+    let directory = &run_directories(&workspace.path().join("runs-first"))[0];
+    let results = read_json(&directory.join("results.json"));
+    let accuracy = results["validation"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.9, "validation accuracy {accuracy} in bf16");
+    assert_eq!(
+        read_json(&directory.join("spec.json"))["train"]["precision"],
+        "bf16"
+    );
+    let second = run("runs-second");
+    assert_eq!(second.status, Some(0), "{}", second.stderr);
+    assert_eq!(
+        fingerprint(&run_directories(&workspace.path().join("runs-second"))[0]),
+        fingerprint(directory),
+        "the same bf16 spec trained twice"
+    );
+}
