@@ -31,15 +31,21 @@ const PAIRS_PER_BLOCK: usize = 96;
 /// Side of the square tiles that transposing packs go through, so their writes stay in cache.
 const PACK_TILE: usize = 64;
 
-/// Whether this CPU runs the bf16 products (AVX-512F and AVX512-BF16).
+/// Whether this CPU runs the bf16 products (AVX-512F, AVX-512BW and AVX512-BF16).
 pub fn available() -> bool {
-    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512bf16")
 }
 
-/// Rounds an f32 to bf16 (to nearest, ties to even; NaN stays NaN), as its 16 bits.
+/// Rounds an f32 to bf16 as `vcvtne2ps2bf16` does: to nearest, ties to even; subnormals become
+/// zeros of their sign; NaN stays NaN (made quiet). Returns the 16 bits.
 #[inline]
 pub fn to_bf16(value: f32) -> u16 {
     let bits = value.to_bits();
+    if bits & 0x7f80_0000 == 0 {
+        return ((bits >> 16) & 0x8000) as u16;
+    }
     let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
     let quiet_nan = (bits >> 16) | 0x40;
     (if value.is_nan() { quiet_nan } else { rounded }) as u16
@@ -54,6 +60,54 @@ pub fn from_bf16(bits: u16) -> f32 {
 #[inline]
 fn pair(low: f32, high: f32) -> u32 {
     to_bf16(low) as u32 | ((to_bf16(high) as u32) << 16)
+}
+
+/// `out[i] = pair(source[2i], source[2i + 1])` for `out.len()` pairs.
+///
+/// # Safety
+/// The CPU must have the features of [`available`]; `source` must hold `2 * out.len()` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pairs_from_line(source: &[f32], out: &mut [u32]) {
+    let vectors = out.len() / 16;
+    // SAFETY: chunk `v` reads source[32v..32v + 32] and writes out[16v..16v + 16], inside both.
+    unsafe {
+        for v in 0..vectors {
+            let low = _mm512_loadu_ps(source.as_ptr().add(32 * v));
+            let high = _mm512_loadu_ps(source.as_ptr().add(32 * v + 16));
+            let converted: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_storeu_si512(out.as_mut_ptr().add(16 * v) as *mut _, converted);
+        }
+    }
+    for (index, slot) in out.iter_mut().enumerate().skip(16 * vectors) {
+        *slot = pair(source[2 * index], source[2 * index + 1]);
+    }
+}
+
+/// `out[i] = pair(low[i], high[i])` for `out.len()` pairs.
+///
+/// # Safety
+/// The CPU must have the features of [`available`]; `low` and `high` must hold `out.len()` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pairs_from_two_lines(low: &[f32], high: &[f32], out: &mut [u32]) {
+    let vectors = out.len() / 16;
+    // Interleaves the 16 bf16 of `low` (lanes 0..16) with the 16 of `high` (lanes 16..32).
+    let order = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
+        19, 3, 18, 2, 17, 1, 16, 0,
+    );
+    // SAFETY: chunk `v` reads low/high[16v..16v + 16] and writes out[16v..16v + 16].
+    unsafe {
+        for v in 0..vectors {
+            let l = _mm512_loadu_ps(low.as_ptr().add(16 * v));
+            let h = _mm512_loadu_ps(high.as_ptr().add(16 * v));
+            let converted: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+            let interleaved = _mm512_permutexvar_epi16(order, converted);
+            _mm512_storeu_si512(out.as_mut_ptr().add(16 * v) as *mut _, interleaved);
+        }
+    }
+    for index in 16 * vectors..out.len() {
+        out[index] = pair(low[index], high[index]);
+    }
 }
 
 /// A strided view of an f32 matrix: element (r, c) is
@@ -110,9 +164,8 @@ fn pack_a_rows(
         for (row, target) in real.clone().zip(out.chunks_exact_mut(pairs)) {
             let start = a.offset + row * a.row_stride;
             let source = &a.data[start..start + k];
-            for (slot, values) in target.iter_mut().zip(source.chunks_exact(2)) {
-                *slot = pair(values[0], values[1]);
-            }
+            // SAFETY: `product_raw` checked the features; the line holds 2 * (k / 2) values.
+            unsafe { pairs_from_line(source, &mut target[..k / 2]) };
             if k % 2 == 1 {
                 target[pairs - 1] = pair(source[k - 1], 0.0);
             }
@@ -128,8 +181,11 @@ fn pack_a_rows(
                     let base = (row_start - first) * pairs + p;
                     if 2 * p + 1 < k {
                         let high = &a.data[low_start + a.column_stride..][..height];
-                        for (index, (&l, &h)) in low.iter().zip(high).enumerate() {
-                            out[base + index * pairs] = pair(l, h);
+                        let mut converted = [0u32; PACK_TILE];
+                        // SAFETY: `product_raw` checked the features; both runs hold `height`.
+                        unsafe { pairs_from_two_lines(low, high, &mut converted[..height]) };
+                        for (index, value) in converted[..height].iter().enumerate() {
+                            out[base + index * pairs] = *value;
                         }
                     } else {
                         for (index, &l) in low.iter().enumerate() {
@@ -170,9 +226,8 @@ fn pack_b_panel(b: View, k: usize, n: usize, pairs: usize, panel: usize, out: &m
             let low = &b.data[low_start..low_start + width];
             if 2 * p + 1 < k {
                 let high = &b.data[low_start + b.row_stride..][..width];
-                for ((slot, &l), &h) in target.iter_mut().zip(low).zip(high) {
-                    *slot = pair(l, h);
-                }
+                // SAFETY: `product_raw` checked the features; both lines hold `width` values.
+                unsafe { pairs_from_two_lines(low, high, &mut target[..width]) };
             } else {
                 for (slot, &l) in target.iter_mut().zip(low) {
                     *slot = pair(l, 0.0);
@@ -183,16 +238,23 @@ fn pack_b_panel(b: View, k: usize, n: usize, pairs: usize, panel: usize, out: &m
         // B transposed (a weight W read as Wᵀ): read runs along k, write in tiles of pairs.
         for pair_start in (0..pairs).step_by(PACK_TILE) {
             let pair_end = pairs.min(pair_start + PACK_TILE);
+            // Pairs that lie wholly inside k convert as one run; an odd k's last pair alone.
+            let whole_end = pair_end.min(k / 2);
             for column in 0..width {
                 let start = b.offset + (first_column + column) * b.column_stride;
                 let source = &b.data[start..start + k];
+                let mut converted = [0u32; PACK_TILE];
+                if whole_end > pair_start {
+                    let run = &mut converted[..whole_end - pair_start];
+                    // SAFETY: `product_raw` checked the features; the run holds 2 * run.len().
+                    unsafe { pairs_from_line(&source[2 * pair_start..2 * whole_end], run) };
+                }
                 for p in pair_start..pair_end {
-                    let high = if 2 * p + 1 < k {
-                        source[2 * p + 1]
+                    out[p * COLUMNS + column] = if p < whole_end {
+                        converted[p - pair_start]
                     } else {
-                        0.0
+                        pair(source[2 * p], 0.0)
                     };
-                    out[p * COLUMNS + column] = pair(source[2 * p], high);
                 }
             }
         }
@@ -686,6 +748,55 @@ mod tests {
         ] {
             assert!(from_bf16(to_bf16(nan)).is_nan(), "{:#x}", nan.to_bits());
         }
+    }
+
+    /// The vector conversions give exactly the scalar [`to_bf16`]'s bits, specials included.
+    #[test]
+    fn vector_and_scalar_rounding_agree() {
+        if !available() {
+            return;
+        }
+        let mut random = SeededRandom::new(4, 0);
+        let mut specials = vec![
+            0.0,
+            -0.0,
+            1.0 + 2f32.powi(-8),
+            1.0 + 3.0 * 2f32.powi(-8),
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            -f32::from_bits(0x007f_ffff),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0x7f80_0001),
+        ];
+        specials.extend((0..64 - specials.len() + 7).map(|_| random.uniform_f32() * 1e3 - 5e2));
+        let pairs = specials.len() / 2;
+        let mut line = vec![0u32; pairs];
+        unsafe { pairs_from_line(&specials, &mut line) };
+        let (low, high) = specials.split_at(pairs);
+        let mut two = vec![0u32; pairs];
+        unsafe { pairs_from_two_lines(low, &high[..pairs], &mut two) };
+        for index in 0..pairs {
+            assert_eq!(
+                line[index],
+                pair(specials[2 * index], specials[2 * index + 1]),
+                "pair {index}"
+            );
+            assert_eq!(
+                two[index],
+                pair(low[index], high[index]),
+                "pair {index} of two lines"
+            );
+        }
+        assert_eq!(
+            to_bf16(f32::from_bits(1)),
+            0,
+            "subnormals flush to zero, as the instruction does"
+        );
+        assert_eq!(to_bf16(-f32::from_bits(1)), 0x8000);
     }
 
     /// Every layout the packing distinguishes (rows contiguous, transposed, other strides), odd
