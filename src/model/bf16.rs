@@ -12,8 +12,10 @@
 //! k + 1 in its high half, k padded to even with zeros. The microkernel keeps a
 //! `ROWS x COLUMNS` tile of C in 24 registers and runs over blocks of [`PAIRS_PER_BLOCK`] pairs,
 //! so that a block of a B panel (24 KiB) stays in L1 while every row panel of A streams past it.
-//! Both packings and the products run on candle's CPU workers (A by rows, then each worker packs
-//! and multiplies its own B panels); the packing buffers are kept per thread and reused.
+//! Packing and products run on candle's CPU workers: first A's row groups and B's panels, then
+//! one task per (B panel, group of 16 row panels), so that two workers stay evenly loaded; the
+//! packing buffers are kept per thread and reused. Each tile of C is computed by one task, in
+//! the same order whatever the thread count: results do not depend on it.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
@@ -28,6 +30,8 @@ const ROWS: usize = 6;
 const COLUMNS: usize = 64;
 /// Pairs of k values per block.
 const PAIRS_PER_BLOCK: usize = 96;
+/// Row panels per task (96 rows): the unit of work shared out between the workers.
+const ROW_PANELS_PER_TASK: usize = 16;
 /// Side of the square tiles that transposing packs go through, so their writes stay in cache.
 const PACK_TILE: usize = 64;
 
@@ -374,25 +378,42 @@ unsafe fn product_raw(
         packed_b.resize(column_panels * pairs * COLUMNS, 0);
     }
     let pool = candle_core::utils::barrier_pool();
+    // Packing: groups of A's row panels and B's column panels, one shared list of work.
+    let a_groups = row_panels.div_ceil(ROW_PANELS_PER_TASK);
     {
         let a_out = SharedOutput(packed_a.as_mut_ptr());
-        pool.execute_chunked(row_panels, |panels| {
-            let rows = panels.start * ROWS..panels.end * ROWS;
-            // SAFETY: workers get disjoint panel ranges inside the buffer (sized above).
-            let out = unsafe { a_out.slice(rows.start * pairs..rows.end * pairs) };
-            pack_a_rows(a, m, k, pairs, rows, out);
+        let b_out = SharedOutput(packed_b.as_mut_ptr());
+        pool.execute_chunked(a_groups + column_panels, |items| {
+            for item in items {
+                if item < a_groups {
+                    let panels = item * ROW_PANELS_PER_TASK
+                        ..((item + 1) * ROW_PANELS_PER_TASK).min(row_panels);
+                    let rows = panels.start * ROWS..panels.end * ROWS;
+                    // SAFETY: workers get disjoint row ranges inside the buffer (sized above).
+                    let out = unsafe { a_out.slice(rows.start * pairs..rows.end * pairs) };
+                    pack_a_rows(a, m, k, pairs, rows, out);
+                } else {
+                    let panel = item - a_groups;
+                    // SAFETY: each column panel is packed by one worker; the buffer holds all.
+                    let out = unsafe {
+                        b_out.slice(panel * pairs * COLUMNS..(panel + 1) * pairs * COLUMNS)
+                    };
+                    pack_b_panel(b, k, n, pairs, panel, out);
+                }
+            }
         });
     }
-    let b_out = SharedOutput(packed_b.as_mut_ptr());
-    let packed_a_ref = &packed_a;
-    pool.execute_chunked(column_panels, |panels| {
-        for column_panel in panels {
-            // SAFETY: each column panel belongs to one worker; the buffer holds them all.
-            let b_panel = unsafe {
-                b_out.slice(column_panel * pairs * COLUMNS..(column_panel + 1) * pairs * COLUMNS)
-            };
-            pack_b_panel(b, k, n, pairs, column_panel, b_panel);
+    // Products: one task per (column panel, group of row panels), so that the two workers share
+    // the work evenly even when there are only a few column panels.
+    let (packed_a_ref, packed_b_ref) = (&packed_a, &packed_b);
+    pool.execute_chunked(column_panels * a_groups, |tasks| {
+        for task in tasks {
+            let column_panel = task / a_groups;
+            let row_group = task % a_groups;
+            let b_panel = &packed_b_ref[column_panel * pairs * COLUMNS..][..pairs * COLUMNS];
             let width = COLUMNS.min(n - column_panel * COLUMNS);
+            let row_panel_range = row_group * ROW_PANELS_PER_TASK
+                ..((row_group + 1) * ROW_PANELS_PER_TASK).min(row_panels);
             let mut block_start = 0;
             while block_start < pairs {
                 let block = PAIRS_PER_BLOCK.min(pairs - block_start);
@@ -407,11 +428,11 @@ unsafe fn product_raw(
                         _ => Init::Zero,
                     }
                 };
-                for row_panel in 0..row_panels {
+                for row_panel in row_panel_range.clone() {
                     let height = ROWS.min(m - row_panel * ROWS);
                     // SAFETY: the CPU has the features (checked above); the tile lies inside the
-                    // output (the caller's contract) and in this worker's column panel; the
-                    // packed operands hold `ROWS` rows and `COLUMNS` columns of `pairs` pairs.
+                    // output (the caller's contract) and belongs to this task alone; the packed
+                    // operands hold `ROWS` rows and `COLUMNS` columns of `pairs` pairs.
                     unsafe {
                         let tile = output
                             .pointer()
@@ -821,6 +842,7 @@ mod tests {
             (1, 1, 1),
             (7, 70, 13),
             (13, 130, 200),
+            (200, 70, 33),
             (6, 64, 192),
             (40, 3, 385),
         ] {
