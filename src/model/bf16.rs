@@ -954,28 +954,10 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let x_values = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let w_values = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let y_values = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let dx = gradients
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let dw = gradients
-            .get(w.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let db = gradients
-            .get(bias.as_tensor())
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let flat = |tensor: &Tensor| tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let gradient = |var: &candle_core::Var| flat(gradients.get(var.as_tensor()).unwrap());
+        let (x_values, w_values, y_values) = (flat(&x), flat(&w), flat(&y));
+        let (dx, dw, db) = (gradient(&x), gradient(&w), gradient(&bias));
         let bias_values = bias.to_vec1::<f32>().unwrap();
         let close = |got: f32, want: f64, what: &str| {
             assert!(
