@@ -124,7 +124,26 @@ pub struct View<'a> {
     pub column_stride: usize,
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    /// A contiguous row-major matrix whose rows hold `row_length` values.
+    pub fn row_major(data: &'a [f32], row_length: usize) -> View<'a> {
+        View {
+            data,
+            offset: 0,
+            row_stride: row_length,
+            column_stride: 1,
+        }
+    }
+
+    /// The same values read as the transposed matrix.
+    pub fn transposed(self) -> View<'a> {
+        View {
+            row_stride: self.column_stride,
+            column_stride: self.row_stride,
+            ..self
+        }
+    }
+
     #[inline]
     fn at(&self, row: usize, column: usize) -> f32 {
         self.data[self.offset + row * self.row_stride + column * self.column_stride]
@@ -559,26 +578,16 @@ fn matrix_dims(layout: &Layout, what: &str) -> Result<(usize, usize)> {
     }
 }
 
-fn f32_view<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    what: &str,
-    transpose: bool,
-) -> Result<View<'a>> {
+fn f32_view<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<View<'a>> {
     let CpuStorage::F32(values) = storage else {
         bail!("bf16 linear: {what} must be f32, got {:?}", storage.dtype())
     };
     let stride = layout.stride();
-    let (row_stride, column_stride) = if transpose {
-        (stride[1], stride[0])
-    } else {
-        (stride[0], stride[1])
-    };
     Ok(View {
         data: values,
         offset: layout.start_offset(),
-        row_stride,
-        column_stride,
+        row_stride: stride[0],
+        column_stride: stride[1],
     })
 }
 
@@ -626,9 +635,9 @@ impl CustomOp3 for LinearOp {
                 bias_values.len()
             )
         }
-        let x_view = f32_view(x, x_layout, "the input", false)?;
+        let x_view = f32_view(x, x_layout, "the input")?;
         // B = Wᵀ: B[k][j] = W[j][k].
-        let w_view = f32_view(weight, weight_layout, "the weight", true)?;
+        let w_view = f32_view(weight, weight_layout, "the weight")?.transposed();
         let out = filled(rows, outputs, |out| {
             // SAFETY: `out` has room for rows x outputs values; every one is written.
             unsafe {
@@ -660,19 +669,9 @@ impl CustomOp3 for LinearOp {
         let (dx, dw, db) = with_slice::<f32, _>(x, |x_values| {
             with_slice::<f32, _>(weight, |w_values| {
                 with_slice::<f32, _>(d_output, |dy_values| {
-                    let dy = View {
-                        data: dy_values,
-                        offset: 0,
-                        row_stride: outputs,
-                        column_stride: 1,
-                    };
+                    let dy = View::row_major(dy_values, outputs);
                     // dx [rows, in] = dy [rows, out] · W [out, in]
-                    let w = View {
-                        data: w_values,
-                        offset: 0,
-                        row_stride: features,
-                        column_stride: 1,
-                    };
+                    let w = View::row_major(w_values, features);
                     let dx = filled(rows, features, |out| {
                         // SAFETY: `out` has room for the whole output; every value is written.
                         unsafe {
@@ -680,18 +679,8 @@ impl CustomOp3 for LinearOp {
                         }
                     })?;
                     // dW [out, in] = dyᵀ [out, rows] · x [rows, in]
-                    let dy_transposed = View {
-                        data: dy_values,
-                        offset: 0,
-                        row_stride: 1,
-                        column_stride: outputs,
-                    };
-                    let x_view = View {
-                        data: x_values,
-                        offset: 0,
-                        row_stride: features,
-                        column_stride: 1,
-                    };
+                    let dy_transposed = dy.transposed();
+                    let x_view = View::row_major(x_values, features);
                     let dw = filled(outputs, features, |out| {
                         // SAFETY: as above.
                         unsafe {
