@@ -15,6 +15,10 @@
 //! - peak memory: the process's peak resident set size after training (`VmHWM`), again after
 //!   inference.
 //!
+//! - `sequence_length`: every example (training and inference) becomes exactly that many tokens,
+//!   its own ids repeated (no padding): fixed-shape work such as "batch 32 x 128 tokens", the
+//!   usual GPU benchmark shape.
+//!
 //! The report names the work (steps, examples, real and padded tokens), so two reports can be
 //! checked to describe the same work before their speeds are compared.
 
@@ -41,6 +45,13 @@ pub struct BenchOptions {
     pub inference_batch_size: usize,
     /// `None`: the whole validation split.
     pub inference_examples: Option<usize>,
+    /// Every example made exactly this many tokens long (its ids repeated); `None`: as tokenized.
+    pub sequence_length: Option<usize>,
+}
+
+/// `ids` repeated until `length` tokens (an empty row stays empty).
+pub fn repeated_to(ids: &[u32], length: usize) -> Vec<u32> {
+    ids.iter().copied().cycle().take(length).collect()
 }
 
 /// One benchmark's figures; the same fields as `scripts/bench_pytorch.py` prints.
@@ -51,6 +62,8 @@ pub struct BenchReport {
     pub model: String,
     pub classes: Vec<String>,
     pub max_length: usize,
+    /// Every example this many tokens long (`--sequence-length`), if set.
+    pub sequence_length: Option<usize>,
     pub batch_size: usize,
     pub inference_batch_size: usize,
     pub learning_rate: f64,
@@ -68,6 +81,9 @@ pub struct BenchReport {
     pub peak_rss_train_mib: Option<f64>,
     /// The same after inference too.
     pub peak_rss_mib: Option<f64>,
+    /// On a GPU: its memory in use after training, in MiB (every process's; the peak comes
+    /// from sampling `nvidia-smi`, as `scripts/gpu-check.sh` does).
+    pub gpu_memory_after_training_mib: Option<f64>,
 }
 
 /// Timed work and its speed.
@@ -159,8 +175,26 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
     if options.inference_batch_size == 0 {
         bail!("--inference-batch-size must be at least 1");
     }
-    let device = train::resolve_device(settings.device)?;
-    let (data, _) = preprocess::preprocess_cached(run, None)?;
+    let resolved = crate::device::resolve(settings.device)?;
+    eprintln!("bench: on {}", resolved.label);
+    let device = resolved.device;
+    let (mut data, _) = preprocess::preprocess_cached(run, None)?;
+    if let Some(length) = options.sequence_length {
+        if length == 0 || length > train_settings.max_length {
+            bail!(
+                "--sequence-length must be between 1 and the run's max_length ({})",
+                train_settings.max_length
+            );
+        }
+        for ids in data
+            .train
+            .ids
+            .iter_mut()
+            .chain(data.validation.ids.iter_mut())
+        {
+            *ids = repeated_to(ids, length);
+        }
+    }
     if data.train.ids.is_empty() || data.validation.ids.is_empty() {
         bail!(
             "bench needs training and validation examples; this data setup has {} and {}",
@@ -213,6 +247,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
             eprintln!("bench: training step {}/{}", step + 1, batches.len());
         }
     }
+    device.synchronize()?;
     let train_seconds = timed_start.elapsed().as_secs_f64();
     let train = Throughput::new(
         options.warmup_steps,
@@ -221,6 +256,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         train_seconds,
     );
     let peak_rss_train_mib = peak_rss_mib();
+    let gpu_memory_after_training_mib = crate::device::gpu_memory_in_use_mib(&device);
 
     // Inference.
     let examples = options
@@ -260,12 +296,13 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         tool: format!(
             "bertlab {} (candle 0.11, {})",
             env!("CARGO_PKG_VERSION"),
-            if device.is_cpu() { "cpu" } else { "gpu" }
+            resolved.label
         ),
         threads: candle_core::utils::get_num_threads(),
         model: settings.model_path.display().to_string(),
         classes: data.classes.clone(),
         max_length: train_settings.max_length,
+        sequence_length: options.sequence_length,
         batch_size: train_settings.batch_size,
         inference_batch_size: options.inference_batch_size,
         learning_rate: train_settings.learning_rate,
@@ -280,6 +317,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         inference,
         peak_rss_train_mib,
         peak_rss_mib: peak_rss_mib(),
+        gpu_memory_after_training_mib,
     })
 }
 
@@ -287,12 +325,17 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
 pub fn report_text(report: &BenchReport) -> String {
     let mut text = String::new();
     text.push_str(&format!(
-        "{} · {} threads · {} · batch {} · max_length {} · {}\n",
+        "{} · {} threads · {} · batch {} · max_length {}{} · {}\n",
         report.tool,
         report.threads,
         report.model,
         report.batch_size,
         report.max_length,
+        report
+            .sequence_length
+            .map_or(String::new(), |length| format!(
+                " · every example {length} tokens"
+            )),
         report.precision
     ));
     for (name, figures) in [
@@ -316,12 +359,26 @@ pub fn report_text(report: &BenchReport) -> String {
         mib(report.peak_rss_train_mib),
         mib(report.peak_rss_mib)
     ));
+    if let Some(memory) = report.gpu_memory_after_training_mib {
+        text.push_str(&format!(
+            "GPU memory {memory:.0} MiB in use after training\n"
+        ));
+    }
     text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_repeated_to_the_fixed_length() {
+        assert_eq!(
+            repeated_to(&[101, 7, 102], 7),
+            vec![101, 7, 102, 101, 7, 102, 101]
+        );
+        assert_eq!(repeated_to(&[101, 7, 102], 2), vec![101, 7]);
+    }
 
     #[test]
     fn consecutive_batches_follow_file_order_and_wrap() {

@@ -56,6 +56,7 @@ pub enum LowCommand {
   bertlab run experiments/quickstart.toml
   bertlab run experiments/*.toml --fail-fast
   bertlab --runs /data/runs run experiments/tweets-sentiment.toml   (start it twice to use two machines on one store)
+  bertlab run experiments/tweets-sentiment.toml --devices 0,1,2,3   (one run per GPU at a time)
 
 Ctrl-C (or SIGTERM) writes a checkpoint and stops; a second Ctrl-C stops at once.
 Exit status: 0 every run done, 1 a run failed, 2 an error, 130 interrupted.")]
@@ -111,6 +112,25 @@ Training: optimizer steps as `bertlab run` takes them, on batches of consecutive
 examples in file order, each padded to its longest row. Inference: the validation split in
 batches of consecutive examples. Nothing is written to the run store.")]
     Bench(BenchArgs),
+    /// Check that a device (a GPU) computes what the CPU computes on a small BERT model:
+    /// logits and every gradient in f64, f32 and bf16, AdamW steps, dropout masks.
+    #[command(after_help = "Examples:
+  bertlab device-check tests/fixtures/tiny-bert --device cuda:0
+  bertlab device-check tests/fixtures/tiny-bert   (auto: the first GPU, else the CPU)
+
+Exit status: 0 every check passed, 1 a check failed, 2 an error.")]
+    DeviceCheck(DeviceCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceCheckArgs {
+    /// A small BERT model directory (config.json, model.safetensors).
+    #[arg(value_name = "MODEL_DIR")]
+    pub model: PathBuf,
+
+    /// The device to check against the CPU (`cuda`, `cuda:N`, `cpu`, `auto`).
+    #[arg(long, default_value = "auto", value_name = "DEVICE", value_parser = parse_device)]
+    pub device: crate::spec::DeviceRequest,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +158,16 @@ pub struct BenchArgs {
     /// Worker threads (default: RAYON_NUM_THREADS, else every core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Make every example exactly N tokens long (its own ids repeated, no padding): fixed-shape
+    /// work, as GPU benchmarks usually measure (batch 32 x 128 tokens, say).
+    #[arg(long, value_name = "N")]
+    pub sequence_length: Option<usize>,
+
+    /// Measure on this device instead of the run's `train.device` (`cpu`, `cuda`, `cuda:N`,
+    /// `auto`).
+    #[arg(long, value_name = "DEVICE", value_parser = parse_device)]
+    pub device: Option<crate::spec::DeviceRequest>,
 
     /// Measure with this matrix-product precision instead of the run's `train.precision`.
     #[arg(long, value_name = "fp32|bf16", value_parser = parse_precision)]
@@ -183,6 +213,12 @@ pub struct RunArgs {
     /// Train runs recorded as failed again (by default they are reported and skipped).
     #[arg(long)]
     pub retry_failed: bool,
+
+    /// Train on these GPUs, one run per GPU at a time, instead of each run's `train.device`:
+    /// indices like `0,1,2,3` (or `cuda:0,cuda:1`), or `all`. Needs a build with the `cuda`
+    /// feature.
+    #[arg(long, value_name = "LIST", value_parser = parse_devices)]
+    pub devices: Option<DeviceList>,
 
     /// Refuse grids with more runs than this.
     #[arg(long, default_value_t = 1000, value_name = "N")]
@@ -374,6 +410,7 @@ pub enum HiCommand {
     Compare(CompareArgs),
     Report(ReportArgs),
     Bench(BenchArgs),
+    DeviceCheck(DeviceCheckArgs),
 }
 
 /// Whether to colour what goes to stderr: only for a terminal, and never when `NO_COLOR` is set
@@ -407,6 +444,7 @@ impl HiArgs {
                     fail_fast: args.fail_fast,
                     retry_failed: args.retry_failed,
                     cache_folder: crate::preprocess::default_cache_folder(),
+                    devices: args.devices.map(|list| list.0).unwrap_or_default(),
                 },
                 progress_bars: std::io::stderr().is_terminal(),
             },
@@ -419,6 +457,7 @@ impl HiArgs {
             LowCommand::Compare(args) => HiCommand::Compare(args),
             LowCommand::Report(args) => HiCommand::Report(args),
             LowCommand::Bench(args) => HiCommand::Bench(args),
+            LowCommand::DeviceCheck(args) => HiCommand::DeviceCheck(args),
         };
         HiArgs {
             store: RunStore::new(low.runs),
@@ -426,6 +465,21 @@ impl HiArgs {
             command,
         }
     }
+}
+
+/// The GPUs of `--devices`.
+#[derive(Clone, Debug)]
+pub struct DeviceList(pub Vec<crate::spec::DeviceRequest>);
+
+fn parse_devices(text: &str) -> Result<DeviceList, String> {
+    crate::device::parse_device_list(text)
+        .map(DeviceList)
+        .map_err(|error| format!("{error:#}"))
+}
+
+fn parse_device(text: &str) -> Result<crate::spec::DeviceRequest, String> {
+    crate::spec::DeviceRequest::parse(text)
+        .ok_or_else(|| format!("unknown device {text:?}: expected auto, cpu, cuda or cuda:N"))
 }
 
 fn parse_precision(text: &str) -> Result<crate::spec::Precision, String> {

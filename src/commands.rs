@@ -71,6 +71,7 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
         HiCommand::Report(options) => report_command(&args.store, &options, args.color_stderr),
         HiCommand::Show { hash_prefix } => show_command(&args.store, &hash_prefix),
         HiCommand::Bench(options) => bench_command(&options, args.color_stderr),
+        HiCommand::DeviceCheck(options) => device_check_command(&options),
     }
 }
 
@@ -101,6 +102,9 @@ fn bench_command(options: &crate::cli::BenchArgs, color: bool) -> anyhow::Result
     if let Some(precision) = options.precision {
         run.spec.train.precision = precision;
     }
+    if let Some(device) = options.device {
+        run.settings.device = device;
+    }
     if plan.runs.len() > 1 {
         eprintln!(
             "bench: {} plans {} runs; measuring the first ({})",
@@ -116,6 +120,7 @@ fn bench_command(options: &crate::cli::BenchArgs, color: bool) -> anyhow::Result
             steps: options.steps,
             inference_batch_size: options.inference_batch_size,
             inference_examples: options.inference_examples,
+            sequence_length: options.sequence_length,
         },
     )?;
     let mut stdout = std::io::stdout().lock();
@@ -601,6 +606,20 @@ fn predict_command(store: &RunStore, options: &crate::cli::PredictArgs) -> anyho
         texts.len() as f64 / seconds.max(1e-9)
     );
     Ok(Outcome::Success)
+}
+
+/// `bertlab device-check`: the table on stdout; exit status 1 when a check fails.
+fn device_check_command(options: &crate::cli::DeviceCheckArgs) -> anyhow::Result<Outcome> {
+    let device = crate::device::resolve(options.device)?;
+    eprintln!("checking {} against the CPU", device.label);
+    let lines = crate::device_check::check_device(&options.model, &device)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(crate::device_check::report_text(&device.label, &lines).as_bytes())?;
+    Ok(if lines.iter().all(|line| line.passed()) {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    })
 }
 
 /// `bertlab reproduce`.

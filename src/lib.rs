@@ -14,6 +14,8 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod data;
+pub mod device;
+pub mod device_check;
 pub mod diagnostics;
 pub mod experiment;
 pub mod fingerprint;

@@ -4,7 +4,9 @@
 //! global-norm gradient clipping as `torch.nn.utils.clip_grad_norm_`, and the linear warmup then
 //! linear decay of transformers' `get_linear_schedule_with_warmup`.
 //!
-//! Moments live in host memory as f32, one pair of vectors per parameter.
+//! Moments live in host memory as f32, one pair of vectors per parameter; when the model trains on
+//! a GPU they move to that GPU at the first step ([`AdamW::step_on_device`]) and come back for
+//! checkpoints.
 
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor, Var};
@@ -36,6 +38,23 @@ pub struct AdamW {
     /// Parameter names, in the order of the parameter list it was made for.
     pub names: Vec<String>,
     pub moments: Vec<Moments>,
+    /// The moments on the GPU, once a step ran there; they supersede `moments` until read back.
+    pub device_moments: Option<DeviceMoments>,
+}
+
+/// Each parameter's (first, second) moments as f32 tensors on the parameters' device.
+#[derive(Clone, Debug)]
+pub struct DeviceMoments(pub Vec<(Tensor, Tensor)>);
+
+impl PartialEq for DeviceMoments {
+    /// Equal values (compared through host copies: for tests).
+    fn eq(&self, other: &Self) -> bool {
+        let values = |tensor: &Tensor| tensor.flatten_all().and_then(|t| t.to_vec1::<f32>()).ok();
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|((a, b), (c, d))| {
+                values(a) == values(c) && values(b) == values(d) && values(a).is_some()
+            })
+    }
 }
 
 impl AdamW {
@@ -52,7 +71,91 @@ impl AdamW {
                     second: vec![0.0; var.elem_count()],
                 })
                 .collect(),
+            device_moments: None,
         }
+    }
+
+    /// Clipping and [`AdamW::step`] as tensor operations on the parameters' own device (a GPU:
+    /// nothing crosses to the host but the norm), with the moments kept there. The same formulas
+    /// as the host update, element by element, in the device's f32 arithmetic. Returns the
+    /// gradient norm before clipping; a non-finite norm updates nothing.
+    pub fn step_on_device(
+        &mut self,
+        parameters: &[(String, Var)],
+        gradients: &[Tensor],
+        max_norm: f64,
+        learning_rate: f64,
+    ) -> anyhow::Result<f64> {
+        self.check_lengths(parameters.len(), gradients.len())?;
+        let squares = gradients
+            .iter()
+            .map(|gradient| gradient.sqr()?.sum_all())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let norm = Tensor::stack(&squares, 0)?
+            .to_dtype(DType::F64)?
+            .sum_all()?
+            .to_scalar::<f64>()?
+            .sqrt();
+        if !norm.is_finite() {
+            return Ok(norm);
+        }
+        let clip = (max_norm > 0.0)
+            .then(|| max_norm / (norm + 1e-6))
+            .filter(|coefficient| *coefficient < 1.0)
+            .map(|coefficient| coefficient as f32);
+        if self.device_moments.is_none() {
+            let tensors = self
+                .moments
+                .iter()
+                .zip(parameters)
+                .map(|(moments, (_, var))| {
+                    Ok((
+                        Tensor::from_slice(&moments.first, var.shape(), var.device())?,
+                        Tensor::from_slice(&moments.second, var.shape(), var.device())?,
+                    ))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            self.device_moments = Some(DeviceMoments(tensors));
+        }
+        self.steps += 1;
+        let (step_size, bias_correction2_sqrt) = self.corrections(learning_rate);
+        let one_minus_beta1 = (1.0 - BETA1) as f32 as f64;
+        let one_minus_beta2 = (1.0 - BETA2) as f32 as f64;
+        let beta2 = BETA2 as f32 as f64;
+        let weight_decay = self.weight_decay;
+        let Some(DeviceMoments(moments)) = &mut self.device_moments else {
+            unreachable!("set above");
+        };
+        for (((name, var), gradient), (first, second)) in
+            parameters.iter().zip(gradients).zip(moments.iter_mut())
+        {
+            let gradient = gradient.to_dtype(DType::F32)?;
+            let gradient = match clip {
+                Some(coefficient) => gradient.affine(coefficient as f64, 0.0)?,
+                None => gradient,
+            };
+            let decay = decay_factor(weight_decay, name, learning_rate);
+            let value = var.as_tensor().to_dtype(DType::F32)?;
+            let value = if decay == 1.0 {
+                value
+            } else {
+                value.affine(decay as f64, 0.0)?
+            };
+            // first += (1 - beta1) * (grad - first)
+            let new_first = (&*first + (&gradient - &*first)?.affine(one_minus_beta1, 0.0)?)?;
+            // second = second * beta2 + (1 - beta2) * grad * grad
+            let new_second =
+                (second.affine(beta2, 0.0)? + gradient.sqr()?.affine(one_minus_beta2, 0.0)?)?;
+            let denominator = new_second
+                .sqrt()?
+                .affine(1.0 / bias_correction2_sqrt as f64, EPSILON as f32 as f64)?;
+            let updated = (value - (&new_first / denominator)?.affine(step_size as f64, 0.0)?)?;
+            var.set(&updated.to_dtype(var.dtype())?)
+                .with_context(|| format!("cannot update parameter {name}"))?;
+            *first = new_first;
+            *second = new_second;
+        }
+        Ok(norm)
     }
 
     /// One update with `gradients` (one flat f32 vector per parameter, in order) at
@@ -135,6 +238,19 @@ impl AdamW {
     /// checkpoint.
     pub fn state_tensors(&self) -> anyhow::Result<Vec<(String, Tensor)>> {
         let mut tensors = Vec::with_capacity(2 * self.names.len());
+        if let Some(DeviceMoments(moments)) = &self.device_moments {
+            for (name, (first, second)) in self.names.iter().zip(moments) {
+                tensors.push((
+                    format!("adamw.first.{name}"),
+                    first.flatten_all()?.to_device(&Device::Cpu)?,
+                ));
+                tensors.push((
+                    format!("adamw.second.{name}"),
+                    second.flatten_all()?.to_device(&Device::Cpu)?,
+                ));
+            }
+            return Ok(tensors);
+        }
         for (name, moments) in self.names.iter().zip(&self.moments) {
             tensors.push((
                 format!("adamw.first.{name}"),
@@ -154,6 +270,7 @@ impl AdamW {
         tensors: &std::collections::HashMap<String, Tensor>,
         steps: u64,
     ) -> anyhow::Result<()> {
+        self.device_moments = None;
         for (name, moments) in self.names.iter().zip(self.moments.iter_mut()) {
             for (kind, target) in [
                 ("first", &mut moments.first),
@@ -433,5 +550,72 @@ mod tests {
         let mut off = vec![vec![30.0f32, 40.0]];
         clip_global_norm(&mut off, 0.0);
         assert_eq!(off, vec![vec![30.0f32, 40.0]], "0 turns clipping off");
+    }
+
+    /// The tensor-op update a GPU runs computes what the host update computes (run here on CPU
+    /// tensors), its moments survive a checkpoint, and a restored state goes on identically.
+    #[test]
+    fn the_device_update_matches_the_host_update() {
+        let parameters = |values: [&[f32]; 2]| -> Vec<(String, Var)> {
+            vec![
+                (
+                    "layer.weight".to_string(),
+                    Var::from_slice(values[0], (2, 2), &Device::Cpu).unwrap(),
+                ),
+                (
+                    "layer.bias".to_string(),
+                    Var::from_slice(values[1], 2, &Device::Cpu).unwrap(),
+                ),
+            ]
+        };
+        let start: [&[f32]; 2] = [&[0.5, -1.0, 2.0, 0.25], &[0.1, -0.2]];
+        let host = parameters(start);
+        let device = parameters(start);
+        let mut host_optimizer = AdamW::new(&host, 0.01);
+        let mut device_optimizer = AdamW::new(&device, 0.01);
+        for step in 0..5 {
+            let scale = 1.0 + step as f32;
+            let gradients = [vec![0.3 * scale, -0.7, 1.5, 0.01], vec![-2.0, 0.4 * scale]];
+            let mut clipped = gradients.to_vec();
+            let host_norm = clip_global_norm(&mut clipped, 1.0);
+            host_optimizer.step(&host, &clipped, 1e-2).unwrap();
+            let tensors: Vec<Tensor> = gradients
+                .iter()
+                .zip(&device)
+                .map(|(values, (_, var))| Tensor::from_slice(values, var.shape(), &Device::Cpu))
+                .collect::<candle_core::Result<_>>()
+                .unwrap();
+            let device_norm = device_optimizer
+                .step_on_device(&device, &tensors, 1.0, 1e-2)
+                .unwrap();
+            assert!((host_norm - device_norm).abs() < 1e-6 * host_norm);
+        }
+        for ((name, a), (_, b)) in host.iter().zip(&device) {
+            let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-6, "{name}: host {x}, device {y}");
+            }
+        }
+        let host_state = host_optimizer.state_tensors().unwrap();
+        let device_state = device_optimizer.state_tensors().unwrap();
+        assert_eq!(host_state.len(), device_state.len());
+        for ((name, a), (other, b)) in host_state.iter().zip(&device_state) {
+            assert_eq!(name, other);
+            let a = a.to_vec1::<f32>().unwrap();
+            let b = b.to_vec1::<f32>().unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-6 * x.abs().max(1e-3),
+                    "{name}: {x} vs {y}"
+                );
+            }
+        }
+        // A restored state drops the device copies and takes the checkpoint's moments.
+        let saved: std::collections::HashMap<String, Tensor> = device_state.into_iter().collect();
+        let mut restored = AdamW::new(&device, 0.01);
+        restored.restore(&saved, device_optimizer.steps).unwrap();
+        assert!(restored.device_moments.is_none());
+        assert_eq!(restored.steps, 5);
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::atomic_file;
 
@@ -21,6 +21,8 @@ pub struct Progress {
     prefix: String,
     last_plain: Instant,
     log: Option<RunLog>,
+    /// Shared by the reporters of parallel workers (`bertlab run --devices`): one bar each.
+    multi: Option<MultiProgress>,
 }
 
 /// A run's `train.log`, kept in memory and rewritten whole (atomically) on every flush.
@@ -52,6 +54,23 @@ impl Progress {
             prefix: String::new(),
             last_plain: Instant::now(),
             log: None,
+            multi: None,
+        }
+    }
+
+    /// A reporter for one of several workers that train at the same time: on a terminal their
+    /// bars stack (one per worker); otherwise plain lines, as for one worker.
+    pub fn worker(&mut self) -> Progress {
+        if self.terminal && self.multi.is_none() {
+            self.multi = Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        }
+        Progress {
+            terminal: self.terminal,
+            bar: None,
+            prefix: String::new(),
+            last_plain: Instant::now(),
+            log: None,
+            multi: self.multi.clone(),
         }
     }
 
@@ -81,26 +100,29 @@ impl Progress {
             bar.set_prefix(self.prefix.clone());
             bar.set_position(done);
             bar.reset_eta();
-            self.bar = Some(bar);
+            self.bar = Some(match &self.multi {
+                Some(multi) => multi.add(bar),
+                None => bar,
+            });
         }
     }
 
     /// An event: printed (above the bar) and logged.
     pub fn event(&mut self, line: &str) {
         let text = format!("{} {line}", self.prefix);
-        match &self.bar {
-            Some(bar) => bar.println(&text),
-            None => eprintln!("{text}"),
-        }
+        self.message(&text);
         self.log_line(line);
         self.flush_log();
     }
 
     /// A line for stderr only (not a run's log).
     pub fn message(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+        match (&self.bar, &self.multi) {
+            (Some(bar), _) => bar.println(line),
+            (None, Some(multi)) => {
+                let _ = multi.println(line);
+            }
+            (None, None) => eprintln!("{line}"),
         }
     }
 

@@ -359,6 +359,7 @@ pub fn reproduce(
             fail_fast: true,
             retry_failed: false,
             cache_folder: None,
+            devices: Vec::new(),
         },
         interrupt,
         progress,

@@ -241,11 +241,11 @@ pub static KEYS: &[Key] = &[
     key!(Train, "length_bucketing", ValueKind::Bool, Default::Bool(false), grid: true, hashed: true,
         "Group texts of similar length into batches (still shuffled, seeded) to pad less."),
     key!(Train, "precision", ValueKind::Choice(PRECISIONS), Default::Text("fp32"), grid: true, hashed: true,
-        "`bf16`: the dense layers' matrix products take bf16 operands (rounded to nearest even) and sum in fp32; weights (fp32 master copies), gradients, optimizer, loss, softmax, attention and LayerNorm stay fp32. On the CPU it needs AVX512-BF16 (a run on a CPU without it fails with a message); about 1.5x faster training there (`docs/performance.md`)."),
+        "`bf16`: matrix products take bf16 operands (rounded to nearest even) and sum in fp32; weights (fp32 master copies), gradients, optimizer, loss, softmax and LayerNorm stay fp32. On the CPU: the dense layers' products, on AVX512-BF16 (a run on a CPU without it fails with a message), about 1.5x faster training (`docs/performance.md`). On a GPU: the dense layers' and the attention's products, through cuBLAS."),
     key!(Train, "seed", SEED, Default::Integer(0), grid: true, hashed: true,
         "Seed of head initialisation, dropout masks and shuffling."),
     key!(Train, "device", ValueKind::Device, Default::Text("auto"), grid: false, hashed: false,
-        "`auto` (the first GPU when built with `cuda` and one is present, else the CPU), `cpu`, `cuda` or `cuda:N`. Where a run executes, not what it is: not hashed."),
+        "`auto` (the first GPU when built with `cuda` and one is present, else the CPU), `cpu`, `cuda` or `cuda:N`; `bertlab run --devices` overrides it. Where a run executes, not what it is: not hashed (run.json records the device)."),
 ];
 
 /// The keys of one `[[data.filter]]` table.

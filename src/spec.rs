@@ -102,7 +102,7 @@ impl DataFormat {
 }
 
 /// Where a run asks to execute. Not part of the run's identity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DeviceRequest {
     Auto,
     Cpu,

@@ -3,7 +3,14 @@
 //! `done` runs skipped, interrupted runs resumed from their checkpoint, failures recorded with
 //! their reason while the sweep goes on (unless `fail_fast`), and runs that another process holds
 //! waited for (and taken over if that process dies).
+//!
+//! With several devices (`bertlab run --devices 0,1,2,3`) one worker per GPU carries out the same
+//! loop on its own thread: the run store's claims, which already split a sweep between processes,
+//! split it between the workers, so each GPU trains one run at a time until the sweep is done.
+//! Without `--devices` one worker trains each run on the run's own `train.device` (on the CPU,
+//! one run at a time with every core).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,9 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
+use crate::device::{self, ResolvedDevice};
 use crate::plan::{Plan, PlannedRun};
 use crate::progress::Progress;
 use crate::run_files;
+use crate::spec::DeviceRequest;
 use crate::store::{Claim, Provenance, RunStatus, RunStore, hostname};
 use crate::train::{self, RunResult, TrainEnd, TrainOptions};
 
@@ -29,6 +38,9 @@ pub struct SweepOptions {
     pub retry_failed: bool,
     /// The preprocessing cache (none: no cache).
     pub cache_folder: Option<PathBuf>,
+    /// One worker per device, each training one run at a time (`--devices`); empty: one worker
+    /// that trains every run on its own `train.device`.
+    pub devices: Vec<DeviceRequest>,
 }
 
 /// What happened to one planned run.
@@ -106,12 +118,12 @@ pub fn git_state(file: &Path, store_root: &Path) -> (Option<String>, Option<bool
     (Some(commit.trim().to_string()), dirty)
 }
 
-fn provenance(plan: &Plan, run: &PlannedRun, store: &RunStore) -> Provenance {
+fn provenance(plan: &Plan, run: &PlannedRun, store: &RunStore, device: &str) -> Provenance {
     let file = &plan.experiments[run.experiment].source.path;
     let (experiment_commit, experiment_dirty) = git_state(file, store.root());
     Provenance {
         host: hostname(),
-        device: "cpu".into(),
+        device: device.into(),
         threads: candle_core::utils::get_num_threads(),
         bertlab_version: env!("CARGO_PKG_VERSION").into(),
         bertlab_commit: bertlab_commit(),
@@ -173,8 +185,40 @@ fn unrecorded_failure(
     }
 }
 
+/// What one worker did: the rows of the runs it trained (or could not record), and why it
+/// stopped early, if it did.
+#[derive(Default)]
+struct WorkerReport {
+    own: Vec<Option<SweepRow>>,
+    interrupted: bool,
+    stopped_on_failure: bool,
+}
+
+/// The devices runs train on, opened once per worker and kept for its later runs.
+struct Devices {
+    /// The worker's device (`--devices`); `None`: each run's own `train.device`.
+    slot: Option<ResolvedDevice>,
+    opened: HashMap<DeviceRequest, ResolvedDevice>,
+}
+
+impl Devices {
+    fn for_run(&mut self, run: &PlannedRun) -> anyhow::Result<ResolvedDevice> {
+        if let Some(slot) = &self.slot {
+            return Ok(slot.clone());
+        }
+        let request = run.settings.device;
+        if let Some(device) = self.opened.get(&request) {
+            return Ok(device.clone());
+        }
+        let device = device::resolve(request)?;
+        self.opened.insert(request, device.clone());
+        Ok(device)
+    }
+}
+
 /// Carries out `plan` in order. Returns when every run is done or failed, on a signal, or at the
-/// first failure with `fail_fast`.
+/// first failure with `fail_fast` (with several devices, the runs other devices are training
+/// then finish first).
 pub fn run_sweep(
     plan: &Plan,
     store: &RunStore,
@@ -182,10 +226,115 @@ pub fn run_sweep(
     interrupt: &AtomicBool,
     progress: &mut Progress,
 ) -> anyhow::Result<SweepReport> {
+    let stop = AtomicBool::new(false);
+    let workers: Vec<WorkerReport> = if options.devices.len() <= 1 {
+        let slot = options
+            .devices
+            .first()
+            .map(|&request| device::resolve(request))
+            .transpose()?;
+        let mut devices = Devices {
+            slot,
+            opened: HashMap::new(),
+        };
+        vec![sweep_worker(
+            plan,
+            store,
+            options,
+            &mut devices,
+            interrupt,
+            &stop,
+            progress,
+            "",
+        )?]
+    } else {
+        // Every device must open before any run starts: a typo fails the command, not a run.
+        let slots = options
+            .devices
+            .iter()
+            .map(|&request| device::resolve(request))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        progress.message(&format!(
+            "{} workers, one run at a time on each of {}",
+            slots.len(),
+            slots
+                .iter()
+                .map(|slot| slot.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let outcomes = std::thread::scope(|scope| {
+            let handles: Vec<_> = slots
+                .into_iter()
+                .map(|slot| {
+                    let mut worker_progress = progress.worker();
+                    let stop = &stop;
+                    scope.spawn(move || {
+                        let tag = format!(" {}", slot.label);
+                        let mut devices = Devices {
+                            slot: Some(slot),
+                            opened: HashMap::new(),
+                        };
+                        sweep_worker(
+                            plan,
+                            store,
+                            options,
+                            &mut devices,
+                            interrupt,
+                            stop,
+                            &mut worker_progress,
+                            &tag,
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("a sweep worker panicked"))
+                .collect::<Vec<_>>()
+        });
+        outcomes.into_iter().collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let mut report = SweepReport {
+        rows: Vec::with_capacity(plan.runs.len()),
+        interrupted: workers.iter().any(|worker| worker.interrupted),
+        stopped_on_failure: workers.iter().any(|worker| worker.stopped_on_failure),
+    };
+    for (index, run) in plan.runs.iter().enumerate() {
+        let own = workers
+            .iter()
+            .find_map(|worker| worker.own.get(index).cloned().flatten());
+        report.rows.push(match own {
+            Some(row) => row,
+            None => observed_row(store, index, run, store.status(&run.hash)?),
+        });
+    }
+    Ok(report)
+}
+
+/// One worker's loop over the plan: claims the next run nobody holds, trains it on its device,
+/// and repeats until every run is decided (done, failed, or trained elsewhere). `tag` follows
+/// the run prefix in messages (the device, when there are several workers).
+#[allow(clippy::too_many_arguments)]
+fn sweep_worker(
+    plan: &Plan,
+    store: &RunStore,
+    options: &SweepOptions,
+    devices: &mut Devices,
+    interrupt: &AtomicBool,
+    stop: &AtomicBool,
+    progress: &mut Progress,
+    tag: &str,
+) -> anyhow::Result<WorkerReport> {
     let total = plan.runs.len();
     let mut rows: Vec<Option<SweepRow>> = vec![None; total];
-    let mut report = SweepReport::default();
+    let mut report = WorkerReport {
+        own: vec![None; total],
+        ..WorkerReport::default()
+    };
     let mut announced_wait = false;
+    // Runs seen held by another worker or process: their end is not news to this worker.
+    let mut waited = vec![false; total];
     let sweep_started = Utc::now();
     loop {
         let mut trained_one = false;
@@ -198,17 +347,25 @@ pub fn run_sweep(
                 report.interrupted = true;
                 break;
             }
-            let prefix = format!("[{}/{}] {}", index + 1, total, run.hash.short());
+            if stop.load(Ordering::SeqCst) {
+                report.stopped_on_failure = true;
+                break;
+            }
+            let prefix = format!("[{}/{}] {}{tag}", index + 1, total, run.hash.short());
             let status = match store.status(&run.hash) {
                 Ok(status) => status,
                 Err(error) => {
-                    rows[index] = Some(unrecorded_failure(index, &prefix, error, progress));
+                    let row = unrecorded_failure(index, &prefix, error, progress);
+                    report.own[index] = Some(row.clone());
+                    rows[index] = Some(row);
                     continue;
                 }
             };
             match status {
                 RunStatus::Done => {
-                    progress.message(&format!("{prefix} done already, skipped"));
+                    if !waited[index] {
+                        progress.message(&format!("{prefix} done already, skipped"));
+                    }
                     rows[index] = Some(observed_row(store, index, run, status));
                     continue;
                 }
@@ -216,15 +373,18 @@ pub fn run_sweep(
                     if !(options.retry_failed && failed_before(store, run, sweep_started)) =>
                 {
                     let row = observed_row(store, index, run, status);
-                    progress.message(&format!(
-                        "{prefix} failed earlier ({}), skipped: --retry-failed trains it again",
-                        row.error.as_deref().unwrap_or("no reason recorded")
-                    ));
+                    if !waited[index] {
+                        progress.message(&format!(
+                            "{prefix} failed earlier ({}), skipped: --retry-failed trains it again",
+                            row.error.as_deref().unwrap_or("no reason recorded")
+                        ));
+                    }
                     rows[index] = Some(row);
                     continue;
                 }
                 RunStatus::Running => {
                     waiting.push(index);
+                    waited[index] = true;
                     continue;
                 }
                 RunStatus::New | RunStatus::Interrupted | RunStatus::Failed => {}
@@ -234,13 +394,16 @@ pub fn run_sweep(
                 Ok(Claim::Claimed(lease)) => lease,
                 Ok(Claim::Busy { .. }) => {
                     waiting.push(index);
+                    waited[index] = true;
                     continue;
                 }
                 Err(error) => {
                     let row = unrecorded_failure(index, &prefix, error, progress);
+                    report.own[index] = Some(row.clone());
                     rows[index] = Some(row);
                     if options.fail_fast {
                         report.stopped_on_failure = true;
+                        stop.store(true, Ordering::SeqCst);
                         break;
                     }
                     continue;
@@ -262,7 +425,7 @@ pub fn run_sweep(
                 train::remove_checkpoint(lease.directory())?;
             }
             let row = match train_claimed(
-                plan, run, index, store, &lease, options, interrupt, progress, &prefix,
+                plan, run, index, store, &lease, options, devices, interrupt, progress, &prefix,
             ) {
                 Ok(row) => row,
                 Err(error) => {
@@ -276,6 +439,7 @@ pub fn run_sweep(
             trained_one = true;
             let failed = row.status == RunStatus::Failed;
             let stopped = row.status == RunStatus::Interrupted;
+            report.own[index] = Some(row.clone());
             rows[index] = Some(row);
             if stopped {
                 report.interrupted = true;
@@ -283,6 +447,7 @@ pub fn run_sweep(
             }
             if failed && options.fail_fast {
                 report.stopped_on_failure = true;
+                stop.store(true, Ordering::SeqCst);
                 break;
             }
         }
@@ -295,7 +460,7 @@ pub fn run_sweep(
         if !trained_one {
             if !announced_wait {
                 progress.message(&format!(
-                    "waiting for {} run{} that another process is training",
+                    "waiting for {} run{} being trained elsewhere (another device or process){tag}",
                     waiting.len(),
                     if waiting.len() == 1 { "" } else { "s" }
                 ));
@@ -303,15 +468,6 @@ pub fn run_sweep(
             }
             std::thread::sleep(POLL_INTERVAL);
         }
-    }
-    for (index, row) in rows.into_iter().enumerate() {
-        report.rows.push(match row {
-            Some(row) => row,
-            None => {
-                let run = &plan.runs[index];
-                observed_row(store, index, run, store.status(&run.hash)?)
-            }
-        });
     }
     Ok(report)
 }
@@ -324,13 +480,19 @@ fn train_claimed(
     store: &RunStore,
     lease: &crate::store::RunLease,
     options: &SweepOptions,
+    devices: &mut Devices,
     interrupt: &AtomicBool,
     progress: &mut Progress,
     prefix: &str,
 ) -> anyhow::Result<SweepRow> {
     let directory = lease.directory().to_path_buf();
     let experiment = &plan.experiments[run.experiment];
-    let provenance = provenance(plan, run, store);
+    let device = devices.for_run(run);
+    let device_label = match &device {
+        Ok(device) => device.label.clone(),
+        Err(_) => run.settings.device.to_string(),
+    };
+    let provenance = provenance(plan, run, store, &device_label);
     let started = Utc::now();
     let mut attempt = 0;
     lease.update(|record| {
@@ -363,16 +525,19 @@ fn train_claimed(
         provenance.commit_suffix()
     ));
     let clock = Instant::now();
-    let outcome = train::train_run(
-        run,
-        &directory,
-        &TrainOptions {
-            cache_folder: options.cache_folder.clone(),
-            interrupt,
-            experiment_text: &experiment.source.text,
-        },
-        progress,
-    );
+    let outcome = device.and_then(|device| {
+        train::train_run(
+            run,
+            &directory,
+            &TrainOptions {
+                cache_folder: options.cache_folder.clone(),
+                interrupt,
+                experiment_text: &experiment.source.text,
+                device: &device.device,
+            },
+            progress,
+        )
+    });
     let seconds = clock.elapsed().as_secs_f64();
     let finished = Utc::now();
     // Every attempt ends the same way in run.json: status, reason, end time, time spent.

@@ -30,7 +30,7 @@ use crate::preprocess::{self, TokenizedData, TokenizedSplit};
 use crate::progress::{Progress, StepStatus};
 use crate::random::SeededRandom;
 use crate::run_files::{self, EpochRow, Prediction};
-use crate::spec::{ClassWeights, DeviceRequest, Precision, SelectionMetric};
+use crate::spec::{ClassWeights, Precision, SelectionMetric};
 use crate::tokenizer;
 
 /// Texts per forward pass when evaluating.
@@ -53,6 +53,8 @@ pub struct TrainOptions<'a> {
     pub interrupt: &'a AtomicBool,
     /// The experiment file's text, copied into the run directory.
     pub experiment_text: &'a str,
+    /// Where to train (the sweep resolves `train.device` or its `--devices` slot).
+    pub device: &'a Device,
 }
 
 /// How a run's figures ended up (`results.json` in its directory).
@@ -339,16 +341,6 @@ pub fn evaluate(
     }))
 }
 
-/// The device a run asks for, in this build (CPU only: `auto` means the CPU).
-pub fn resolve_device(request: DeviceRequest) -> anyhow::Result<Device> {
-    match request {
-        DeviceRequest::Auto | DeviceRequest::Cpu => Ok(Device::Cpu),
-        DeviceRequest::Cuda(_) => bail!(
-            "device = \"{request}\" needs a GPU build of bertlab (the `cuda` Cargo feature), which this binary is not; use device = \"cpu\" or \"auto\""
-        ),
-    }
-}
-
 /// The index of the largest value (the first of equals).
 fn argmax<T: PartialOrd + Copy>(values: &[T]) -> usize {
     let mut best = 0;
@@ -456,6 +448,8 @@ pub fn optimizer_step(
         gradient_norm: 0.0,
         divergence: None,
     };
+    let on_device = !device.is_cpu();
+    layers::seed_device_generator(device, random)?;
     let mut gradients: Vec<Vec<f32>> = Vec::new();
     // One batch per step: the backward pass's tensors go straight to the in-place update.
     let mut gradient_tensors: Option<Vec<Tensor>> = None;
@@ -485,7 +479,8 @@ pub fn optimizer_step(
             (loss * share)?
         };
         let grads = scaled.backward()?;
-        if group.len() == 1 {
+        // On a GPU the gradients stay there (summed over the group's batches as tensors).
+        if group.len() == 1 || on_device {
             let tensors = model
                 .parameters()
                 .iter()
@@ -494,7 +489,14 @@ pub fn optimizer_step(
                     None => var.as_tensor().zeros_like(),
                 })
                 .collect::<candle_core::Result<Vec<Tensor>>>()?;
-            gradient_tensors = Some(tensors);
+            gradient_tensors = Some(match gradient_tensors.take() {
+                None => tensors,
+                Some(sums) => sums
+                    .iter()
+                    .zip(&tensors)
+                    .map(|(sum, tensor)| sum + tensor)
+                    .collect::<candle_core::Result<Vec<Tensor>>>()?,
+            });
             continue;
         }
         let first = gradients.is_empty();
@@ -516,6 +518,12 @@ pub fn optimizer_step(
         }
     }
     let in_place = match &gradient_tensors {
+        Some(tensors) if on_device => Some(optimizer.step_on_device(
+            model.parameters(),
+            tensors,
+            inputs.max_grad_norm,
+            inputs.learning_rate,
+        )?),
         Some(tensors) => optimizer.step_tensors(
             model.parameters(),
             tensors,
@@ -597,7 +605,7 @@ pub fn train_run(
         );
     }
 
-    let device = resolve_device(settings.device)?;
+    let device = options.device.clone();
     let (model, load_report) = load_training_model(run, data.classes.len(), &device)?;
     for warning in &load_report.warnings {
         progress.event(&format!("model: {warning}"));

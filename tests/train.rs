@@ -634,3 +634,89 @@ fn a_bf16_run_learns_and_repeats_bit_for_bit() {
         "the same bf16 spec trained twice"
     );
 }
+
+/// `bertlab run --devices 0,1` on a build without GPUs, with the test hook standing in for two
+/// GPUs (they compute on the CPU): the real scheduler gives each device one run at a time, both
+/// devices work, every run is trained once and records the device it ran on.
+#[test]
+fn devices_train_one_run_each_at_a_time_until_the_sweep_is_done() {
+    let workspace = workspace();
+    workspace.experiment(
+        "sweep.toml",
+        &experiment(
+            "sweep",
+            "learning_rate = 1e-3\nepochs = 3",
+            "[grid]\nseed = [0, 1, 2, 3, 4]\n",
+        ),
+    );
+    let output = bertlab_command(
+        &workspace,
+        &["run", "experiments/sweep.toml", "--devices", "0,1"],
+    )
+    .env(bertlab::device::FAKE_GPUS_VARIABLE, "2")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 workers, one run at a time on each of cuda:0 (fake), cuda:1 (fake)"),
+        "{stderr}"
+    );
+    let directories = run_directories(&workspace.path().join("runs"));
+    assert_eq!(directories.len(), 5);
+    let mut spans: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for directory in &directories {
+        let record = read_json(&directory.join("run.json"));
+        assert_eq!(record["status"], "done", "{}", directory.display());
+        assert_eq!(
+            record["attempts"],
+            1,
+            "trained once: {}",
+            directory.display()
+        );
+        let device = record["provenance"]["device"].as_str().unwrap().to_string();
+        assert!(
+            device == "cuda:0 (fake)" || device == "cuda:1 (fake)",
+            "recorded device {device}"
+        );
+        let log = std::fs::read_to_string(directory.join("train.log")).unwrap();
+        assert!(log.contains(&format!("on {device}")), "{log}");
+        spans.entry(device).or_default().push((
+            record["started_at"].as_str().unwrap().to_string(),
+            record["finished_at"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(spans.len(), 2, "both devices trained: {spans:?}");
+    for (device, mut runs) in spans {
+        runs.sort();
+        for pair in runs.windows(2) {
+            // RFC 3339 times in UTC with the same format sort as text.
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "{device} trained two runs at once: {pair:?}"
+            );
+        }
+    }
+    // Every run is reported once, in plan order, in the results table.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.matches("done").count(), 5, "{stdout}");
+}
+
+/// Without the `cuda` feature, `--devices` is an error that names the feature, before any run.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn devices_need_a_gpu_build() {
+    let workspace = workspace();
+    workspace.experiment("one.toml", &experiment("one", LEARNING, ""));
+    let output = bertlab_command(
+        &workspace,
+        &["run", "experiments/one.toml", "--devices", "0"],
+    )
+    .env_remove(bertlab::device::FAKE_GPUS_VARIABLE)
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`cuda` Cargo feature"), "{stderr}");
+    assert!(!workspace.store_exists(), "nothing written");
+}

@@ -583,11 +583,22 @@ impl BertClassifier {
                     keep,
                 )?
             } else {
+                // Off the CPU, bf16 covers the attention's two products too (softmax stays f32).
+                let low = precision == layers::Precision::Bf16 && !x.device().is_cpu();
+                let product = |a: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
+                    if low {
+                        a.to_dtype(DType::BF16)?
+                            .matmul(&b.to_dtype(DType::BF16)?)?
+                            .to_dtype(a.dtype())
+                    } else {
+                        a.matmul(b)
+                    }
+                };
                 let query = split(query)?;
                 let key = split(key)?;
                 let value = split(value)?;
-                let scores =
-                    (query.matmul(&key.t()?.contiguous()?)? * scale)?.broadcast_add(&additive)?;
+                let scores = (product(&query, &key.t()?.contiguous()?)? * scale)?
+                    .broadcast_add(&additive)?;
                 let probabilities = layers::softmax(&scores, kernels)?;
                 let probabilities = match mode {
                     Mode::Eval => probabilities,
@@ -595,8 +606,7 @@ impl BertClassifier {
                         layers::dropout(&probabilities, self.dropout.attention, random)?
                     }
                 };
-                probabilities
-                    .matmul(&value)?
+                product(&probabilities, &value)?
                     .transpose(1, 2)?
                     .contiguous()?
                     .reshape((batch_size, length, hidden))?

@@ -206,11 +206,35 @@ pub fn dropout_mask(
     }
 }
 
+/// Seeds a GPU's random generator from `random` (one draw), so that the dropout masks of a
+/// training step depend only on the run's seed and the step: a resumed run draws the same masks.
+/// Nothing to do on the CPU, where every mask comes from `random` itself.
+pub fn seed_device_generator(
+    device: &candle_core::Device,
+    random: &mut SeededRandom,
+) -> Result<()> {
+    if device.is_cpu() {
+        return Ok(());
+    }
+    device.set_seed(random.next_u64())
+}
+
 /// Inverted dropout: zeroes each element with probability `p` and scales the rest by `1/(1-p)`,
-/// with the mask drawn from `random` (never from candle's generator).
+/// with the mask drawn from `random` on the CPU (never from candle's unseedable CPU generator).
+/// On a GPU the mask comes from the device's own generator (cuRAND), which the training step
+/// seeds from its `random` before the forward pass ([`seed_device_generator`]): drawing masks
+/// on the CPU and copying them over would cost more than the step itself.
 pub fn dropout(x: &Tensor, p: f64, random: &mut SeededRandom) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
+    }
+    if !x.device().is_cpu() {
+        let scale = 1.0 / (1.0 - p);
+        let mask = Tensor::rand(0f32, 1f32, x.shape(), x.device())?
+            .ge(p)?
+            .to_dtype(x.dtype())?
+            .affine(scale, 0.0)?;
+        return x.mul(&mask);
     }
     let (kept, scale) = dropout_mask(x.elem_count(), p, x.dtype(), random);
     let mask = if x.dtype() == DType::F64 {
