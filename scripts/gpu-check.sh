@@ -24,7 +24,9 @@
 #  4. PyTorch eager (scripts/gpu_bench_pytorch.py) on the same fixed-shape work;
 #  5. `bertlab run --devices 0` of a small experiment (the example model, 2 epochs of 2,000
 #     tweets): run.json must record cuda:0.
-# GPU_CHECK_STEPS sets the timed steps (default 300).
+# GPU_CHECK_STEPS sets the timed steps (default 300), GPU_CHECK_WARMUP the untimed ones before
+# them (10), GPU_CHECK_INFERENCE the examples of the inference measurement (1024),
+# GPU_CHECK_RUN_EXAMPLES the training examples of the run (2000).
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +35,9 @@ binary="$(realpath "${1:-.gpu/bertlab}")"
 out="$(mkdir -p "${2:-gpu-check-out}" && realpath "${2:-gpu-check-out}")"
 python="${PYTHON:-python3}"
 steps="${GPU_CHECK_STEPS:-300}"
+warmup="${GPU_CHECK_WARMUP:-10}"
+inference="${GPU_CHECK_INFERENCE:-1024}"
+run_examples="${GPU_CHECK_RUN_EXAMPLES:-2000}"
 work="$(mktemp -d /tmp/bertlab-gpu-check.XXXXXX)"
 summary="$out/summary.md"
 : > "$summary"
@@ -45,6 +50,15 @@ site="$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
 if [ -n "$site" ] && [ -d "$site/nvidia" ]; then
     libraries="$(find "$site/nvidia" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd:)"
     export LD_LIBRARY_PATH="$libraries${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+# The driver's libcuda.so.1: on the loader's path, or in one of the places drivers are mounted.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda.so.1 '; then
+    for folder in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/cuda/compat; do
+        if [ -e "$folder/libcuda.so.1" ]; then
+            export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$folder"
+            break
+        fi
+    done
 fi
 export RUST_BACKTRACE=1
 
@@ -130,7 +144,7 @@ encoding = "utf8-lossy"
 drop_duplicates = true
 validation_fraction = 0.05
 test_fraction = 0.05
-max_train_examples = 2000
+max_train_examples = $run_examples
 [labels]
 negative = 0
 neutral = 1
@@ -154,18 +168,18 @@ experiment example-32 "$work/minilm" 128 32 1
 experiment bert-base "$work/bert-base" 128 32 1
 
 note ""
-note "## 3-4. Throughput ($steps timed training steps after 10 untimed ones), bf16 first"
+note "## 3-4. Throughput ($steps timed training steps after $warmup untimed ones), bf16 first"
 for precision in bf16 fp32; do
     measure "bench-bert-base-32x128-$precision" 200 "$binary" bench "$work/bert-base.toml" --device cuda:0 \
-        --precision "$precision" --steps "$steps" --warmup-steps 10 --sequence-length 128 --inference-examples 1024 --format json
+        --precision "$precision" --steps "$steps" --warmup-steps "$warmup" --sequence-length 128 --inference-examples "$inference" --format json
     measure "pytorch-bert-base-32x128-$precision" 150 "$python" scripts/gpu_bench_pytorch.py --model "$work/bert-base" \
-        --batch-size 32 --sequence-length 128 --steps "$steps" --warmup-steps 10 --precision "$precision"
+        --batch-size 32 --sequence-length 128 --steps "$steps" --warmup-steps "$warmup" --precision "$precision"
     measure "bench-example-32x128-$precision" 120 "$binary" bench "$work/example-32.toml" --device cuda:0 \
-        --precision "$precision" --steps "$steps" --warmup-steps 10 --sequence-length 128 --inference-examples 1024 --format json
+        --precision "$precision" --steps "$steps" --warmup-steps "$warmup" --sequence-length 128 --inference-examples "$inference" --format json
     measure "pytorch-minilm-32x128-$precision" 120 "$python" scripts/gpu_bench_pytorch.py --model "$work/minilm" \
-        --batch-size 32 --sequence-length 128 --steps "$steps" --warmup-steps 10 --precision "$precision"
+        --batch-size 32 --sequence-length 128 --steps "$steps" --warmup-steps "$warmup" --precision "$precision"
     measure "bench-example-$precision" 120 "$binary" bench "$work/example.toml" --device cuda:0 \
-        --precision "$precision" --steps "$steps" --warmup-steps 10 --inference-examples 1024 --format json
+        --precision "$precision" --steps "$steps" --warmup-steps "$warmup" --inference-examples "$inference" --format json
 done
 
 "$python" - "$out" <<'PY' | tee -a "$summary"
