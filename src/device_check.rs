@@ -245,8 +245,11 @@ fn optimizer_checks(
             losses.push(outcome.batch_losses[0].0);
         }
         let mut parameters = Vec::new();
-        for (_, var) in model.parameters() {
-            parameters.extend(values(var.as_tensor())?);
+        for (name, var) in model.parameters() {
+            // Its gradient is rounding noise on both devices, which AdamW scales up to full steps.
+            if !name.ends_with("attention.self.key.bias") {
+                parameters.extend(values(var.as_tensor())?);
+            }
         }
         Ok((losses, parameters))
     };
@@ -269,7 +272,7 @@ fn optimizer_checks(
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
     lines.push(CheckLine {
-        name: "3 AdamW steps (f32): largest parameter difference".into(),
+        name: "3 AdamW steps (f32): largest parameter difference (key biases aside)".into(),
         measured: parameter_error,
         bound: 1e-4,
         at_least: false,
