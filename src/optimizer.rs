@@ -129,12 +129,33 @@ impl AdamW {
         for (((name, var), gradient), (first, second)) in
             parameters.iter().zip(gradients).zip(moments.iter_mut())
         {
+            let decay = decay_factor(weight_decay, name, learning_rate);
+            #[cfg(feature = "cuda")]
+            if crate::model::cuda_kernels::available_for(var.as_tensor()) {
+                crate::model::cuda_kernels::adamw_in_place(
+                    var.as_tensor(),
+                    &gradient.to_dtype(DType::F32)?,
+                    first,
+                    second,
+                    &crate::model::cuda_kernels::AdamWConstants {
+                        clip: clip.unwrap_or(1.0),
+                        decay,
+                        one_minus_beta1: one_minus_beta1 as f32,
+                        beta2: beta2 as f32,
+                        one_minus_beta2: one_minus_beta2 as f32,
+                        step_size,
+                        correction2: bias_correction2_sqrt,
+                        epsilon: EPSILON as f32,
+                    },
+                )
+                .with_context(|| format!("cannot update parameter {name}"))?;
+                continue;
+            }
             let gradient = gradient.to_dtype(DType::F32)?;
             let gradient = match clip {
                 Some(coefficient) => gradient.affine(coefficient as f64, 0.0)?,
                 None => gradient,
             };
-            let decay = decay_factor(weight_decay, name, learning_rate);
             let value = var.as_tensor().to_dtype(DType::F32)?;
             let value = if decay == 1.0 {
                 value

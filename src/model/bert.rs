@@ -597,9 +597,17 @@ impl BertClassifier {
                 let query = split(query)?;
                 let key = split(key)?;
                 let value = split(value)?;
-                let scores = (product(&query, &key.t()?.contiguous()?)? * scale)?
-                    .broadcast_add(&additive)?;
-                let probabilities = layers::softmax(&scores, kernels)?;
+                let raw = product(&query, &key.t()?.contiguous()?)?;
+                let probabilities = if layers::gpu_fused(&raw, kernels) {
+                    #[cfg(feature = "cuda")]
+                    {
+                        crate::model::cuda_kernels::masked_softmax(&raw, &additive, scale)?
+                    }
+                    #[cfg(not(feature = "cuda"))]
+                    unreachable!("no GPU kernels in this build")
+                } else {
+                    layers::softmax(&(raw * scale)?.broadcast_add(&additive)?, kernels)?
+                };
                 let probabilities = match mode {
                     Mode::Eval => probabilities,
                     Mode::Train(random) => {

@@ -104,6 +104,20 @@ pub enum Kernels {
     CandleLayerNorm,
 }
 
+/// Whether bertlab's fused GPU kernels run for `x` ([`Kernels::Fused`], a CUDA tensor in f32;
+/// never in a build without the `cuda` feature).
+pub(crate) fn gpu_fused(x: &Tensor, kernels: Kernels) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        kernels == Kernels::Fused && crate::model::cuda_kernels::available_for(x)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (x, kernels);
+        false
+    }
+}
+
 impl Kernels {
     /// Whether the fused kernels run for `x`: [`Kernels::Fused`], on the CPU, in f32 or f64.
     pub(crate) fn fused_for(self, x: &Tensor) -> bool {
@@ -134,6 +148,10 @@ impl LayerNorm {
             Kernels::Fused if kernels.fused_for(x) => {
                 crate::model::kernels::layer_norm(x, &weight, &bias, self.epsilon)
             }
+            #[cfg(feature = "cuda")]
+            Kernels::Fused if gpu_fused(x, kernels) => {
+                crate::model::cuda_kernels::layer_norm(x, &weight, &bias, self.epsilon)
+            }
             Kernels::Fused | Kernels::Composed => {
                 let mean = x.mean_keepdim(D::Minus1)?;
                 let centered = x.broadcast_sub(&mean)?;
@@ -162,6 +180,11 @@ pub fn softmax(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
 pub fn gelu(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     if kernels.fused_for(x) {
         crate::model::kernels::gelu_erf(x)
+    } else if gpu_fused(x, kernels) {
+        #[cfg(feature = "cuda")]
+        return crate::model::cuda_kernels::gelu_erf(x);
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("no GPU kernels in this build")
     } else {
         let cumulative = ((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?;
         (x * 0.5)?.mul(&cumulative)
@@ -221,12 +244,17 @@ pub fn seed_device_generator(
 
 /// Inverted dropout: zeroes each element with probability `p` and scales the rest by `1/(1-p)`,
 /// with the mask drawn from `random` on the CPU (never from candle's unseedable CPU generator).
-/// On a GPU the mask comes from the device's own generator (cuRAND), which the training step
-/// seeds from its `random` before the forward pass ([`seed_device_generator`]): drawing masks
-/// on the CPU and copying them over would cost more than the step itself.
+/// On a GPU the mask is drawn there (drawing it on the CPU and copying it over would cost more
+/// than the step): by bertlab's kernel, a hash of a seed drawn from `random` and the element's
+/// index; with the kernels turned off, by the device's generator (cuRAND), which the training
+/// step seeds from its `random` before the forward pass ([`seed_device_generator`]).
 pub fn dropout(x: &Tensor, p: f64, random: &mut SeededRandom) -> Result<Tensor> {
     if p <= 0.0 {
         return Ok(x.clone());
+    }
+    #[cfg(feature = "cuda")]
+    if gpu_fused(x, Kernels::Fused) {
+        return crate::model::cuda_kernels::dropout(x, p, random.next_u64());
     }
     if !x.device().is_cpu() {
         let scale = 1.0 / (1.0 - p);

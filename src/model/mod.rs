@@ -1,12 +1,14 @@
 //! The model stage: a BERT sequence classifier in candle whose every operation is
 //! differentiable (`layers`, `bert`), its `config.json` (`config`), and Hugging Face directories
-//! in and out (`checkpoint`); fused CPU kernels (`kernels`) and bf16 matrix products
-//! (`bf16`).
+//! in and out (`checkpoint`); fused CPU kernels (`kernels`), bf16 matrix products
+//! (`bf16`), and, in the `cuda` build, fused GPU kernels (`cuda_kernels`).
 
 pub mod bert;
 pub mod bf16;
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda_kernels;
 pub mod kernels;
 pub mod layers;
 
