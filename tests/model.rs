@@ -1,6 +1,7 @@
 //! The model is proven, not assumed: every trainable tensor receives a gradient, gradients match
 //! finite differences, outputs match transformers on fixtures it made (scripts/make_fixtures.py),
-//! and checkpoints go in and out without loss.
+//! and checkpoints go in and out without loss; `bertlab device-check` (the GPU's proof against
+//! the CPU) runs every check.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -586,4 +587,44 @@ fn bf16_products_keep_every_gradient_and_stay_close_to_fp32() {
         worst = worst.min(cosine);
     }
     eprintln!("bf16: logits within {difference:.2e} of fp32, gradient cosines >= {worst:.5}");
+}
+
+/// `bertlab device-check` on the CPU (and on a fake GPU that computes on the CPU): every check
+/// runs and passes, since the device is the reference itself; a GPU machine runs the same command
+/// with `--device cuda:0` (`scripts/gpu-check.sh`).
+#[test]
+fn device_check_runs_every_check() {
+    for (device, fake) in [("cpu", None), ("cuda:0", Some("1"))] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bertlab"));
+        command
+            .args(["device-check"])
+            .arg(fixtures().join("tiny-bert"))
+            .args(["--device", device])
+            .env("NO_COLOR", "1");
+        match fake {
+            Some(count) => command.env(bertlab::device::FAKE_GPUS_VARIABLE, count),
+            None => command.env_remove(bertlab::device::FAKE_GPUS_VARIABLE),
+        };
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let checks = stdout
+            .lines()
+            .filter(|line| line.starts_with("ok "))
+            .count();
+        let expected = if bertlab::model::bf16::available() {
+            15
+        } else {
+            12
+        };
+        assert_eq!(checks, expected, "{stdout}");
+        assert!(
+            stdout.contains(&format!("all {expected} checks passed")),
+            "{stdout}"
+        );
+    }
 }
