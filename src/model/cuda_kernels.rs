@@ -22,14 +22,17 @@ const MODULE: &str = "bertlab_kernels";
 /// Set to `composed` to run candle's composed ops on the GPU instead of these kernels.
 pub const KERNELS_VARIABLE: &str = "BERTLAB_GPU_KERNELS";
 
+/// Whether the fused GPU kernels are on (not turned off by [`KERNELS_VARIABLE`]).
+pub fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var(KERNELS_VARIABLE).map_or(true, |value| value.trim() != "composed")
+    })
+}
+
 /// Whether the fused GPU kernels run for `x`: on a CUDA device, in f32, unless turned off.
 pub fn available_for(x: &Tensor) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    x.device().is_cuda()
-        && x.dtype() == DType::F32
-        && *ENABLED.get_or_init(|| {
-            std::env::var(KERNELS_VARIABLE).map_or(true, |value| value.trim() != "composed")
-        })
+    x.device().is_cuda() && x.dtype() == DType::F32 && enabled()
 }
 
 /// The f32 values of a contiguous CUDA tensor's storage, from its layout's offset.

@@ -231,12 +231,18 @@ pub fn dropout_mask(
 
 /// Seeds a GPU's random generator from `random` (one draw), so that the dropout masks of a
 /// training step depend only on the run's seed and the step: a resumed run draws the same masks.
-/// Nothing to do on the CPU, where every mask comes from `random` itself.
+/// Only the composed fallback draws from that generator: nothing to do on the CPU, where every
+/// mask comes from `random` itself, nor under bertlab's GPU dropout kernel.
 pub fn seed_device_generator(
     device: &candle_core::Device,
     random: &mut SeededRandom,
 ) -> Result<()> {
     if device.is_cpu() {
+        return Ok(());
+    }
+    // bertlab's dropout kernel takes its seeds from `random` call by call: nothing to seed.
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() && crate::model::cuda_kernels::enabled() {
         return Ok(());
     }
     device.set_seed(random.next_u64())
