@@ -5,7 +5,8 @@
 //! - `cuda` / `cuda:N`: GPU 0 / GPU N; only in a build with the `cuda` Cargo feature (elsewhere a
 //!   clear error naming the feature).
 //! - `auto`: the first GPU when this build has the `cuda` feature and a GPU is present, else the
-//!   CPU; the label says which was taken.
+//!   CPU; the label says which was taken. (A `cuda` build links the driver's libcuda at start-up:
+//!   it runs only where an NVIDIA driver is installed, with or without a usable GPU.)
 //!
 //! The test hook [`FAKE_GPUS_VARIABLE`] (`BERTLAB_FAKE_GPUS=N`) makes a CPU build pretend to have
 //! N GPUs that compute on the CPU, so that the multi-GPU scheduler of `bertlab run --devices` is
