@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use bertlab::data;
-use bertlab::fingerprint::Fingerprinter;
+use bertlab::plan::fingerprint::Fingerprinter;
 use bertlab::plan::{PlanOptions, plan};
-use bertlab::tokenizer;
+use bertlab::tokenize::tokenizer;
 
 const RUNS: usize = 7;
 

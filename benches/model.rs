@@ -14,7 +14,7 @@ use std::time::Instant;
 use bertlab::model::checkpoint::load_classifier;
 use bertlab::model::layers::cross_entropy;
 use bertlab::model::{Batch, Mode};
-use bertlab::random::SeededRandom;
+use bertlab::support::random::SeededRandom;
 use candle_core::{DType, Device, Tensor};
 
 const BATCH: usize = 16;
@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
 
     // The step as `train` does it, part by part: forward + backward, gradients to host vectors,
     // clipping, AdamW.
-    let mut optimizer = bertlab::optimizer::AdamW::new(model.parameters(), 0.01);
+    let mut optimizer = bertlab::train::optimizer::AdamW::new(model.parameters(), 0.01);
     let mut parts: [Vec<f64>; 4] = Default::default();
     for iteration in 0..WARMUP + ITERATIONS {
         let start = Instant::now();
@@ -120,7 +120,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         let copied = Instant::now();
-        bertlab::optimizer::clip_global_norm(&mut gradients, 1.0);
+        bertlab::train::optimizer::clip_global_norm(&mut gradients, 1.0);
         let clipped = Instant::now();
         optimizer.step(model.parameters(), &gradients, 1e-5)?;
         let stepped = Instant::now();

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use bertlab::metrics::Evaluation;
-use bertlab::spec::{canonical_json, hash_canonical};
+use bertlab::plan::spec::{canonical_json, hash_canonical};
 use bertlab::store::{Claim, RunStatus, RunStore};
 use bertlab::train::RunResult;
 
@@ -56,10 +56,12 @@ fn main() -> anyhow::Result<()> {
         "through the index",
     ] {
         let start = Instant::now();
-        let rows = bertlab::results::store_rows(&store)?;
+        let rows = bertlab::report::results_table::store_rows(&store)?;
         let read = start.elapsed().as_secs_f64();
-        let frame = bertlab::results::only_changed(bertlab::results::frame(&rows)?)?;
-        let table = bertlab::results::table_text(&frame)?;
+        let frame = bertlab::report::results_table::only_changed(
+            bertlab::report::results_table::frame(&rows)?,
+        )?;
+        let table = bertlab::report::results_table::table_text(&frame)?;
         let total = start.elapsed().as_secs_f64();
         println!(
             "{label}: {} rows read in {:.3} s, table of {} lines in {:.3} s total",

@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use bertlab::cli::{HiArgs, LowArgs};
+use bertlab::commands::cli::{HiArgs, LowArgs};
 use bertlab::commands::{self, Outcome};
-use bertlab::diagnostics::{InputError, InputErrors};
+use bertlab::experiment::diagnostics::{InputError, InputErrors};
 use clap::Parser;
 
 /// Exit statuses, documented in the README.
@@ -14,7 +14,7 @@ const EXIT_ERROR: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
-    bertlab::memory::keep_freed_memory();
+    bertlab::support::memory::keep_freed_memory();
     let args = HiArgs::from_low(LowArgs::parse());
     let color = args.color_stderr;
     match commands::run(args) {

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::SelectionMetric;
+use crate::plan::spec::SelectionMetric;
 
 /// One class's figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use bertlab::data::{self, DataError, PreparedData};
-use bertlab::fingerprint::Fingerprinter;
+use bertlab::plan::fingerprint::Fingerprinter;
 use bertlab::plan::{PlanOptions, plan};
 use polars::prelude::*;
 
@@ -377,7 +377,7 @@ fn the_example_corpus() {
 
 #[test]
 fn the_preprocessing_cache_is_shared_by_runs_that_differ_only_in_training() {
-    use bertlab::preprocess::{CacheUse, cache_key, preprocess_cached};
+    use bertlab::tokenize::preprocess::{CacheUse, cache_key, preprocess_cached};
     let folder = Folder::new();
     folder.write("messy.csv", MESSY);
     let experiment = folder.experiment(
@@ -462,7 +462,8 @@ fn the_fast_tokenizer_path_matches_on_the_whole_corpus() {
         eprintln!("skipped: no example assets (run scripts/fetch-assets.sh)");
         return;
     }
-    let loaded = bertlab::tokenizer::load(&root.join("assets/models/all-MiniLM-L6-v2")).unwrap();
+    let loaded =
+        bertlab::tokenize::tokenizer::load(&root.join("assets/models/all-MiniLM-L6-v2")).unwrap();
     let fast = loaded
         .fast
         .as_ref()

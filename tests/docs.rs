@@ -8,7 +8,7 @@ fn experiment_file_reference_matches_the_schema() {
         "/docs/experiment-file.md"
     ))
     .unwrap();
-    let generated = bertlab::schema::markdown_reference();
+    let generated = bertlab::experiment::schema::markdown_reference();
     assert!(
         documented.contains(&generated),
         "docs/experiment-file.md must contain this table, generated from src/schema.rs:\n\n{generated}"

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use bertlab::model::checkpoint::{load_classifier, read_weights, save_classifier};
 use bertlab::model::layers::{Kernels, Precision, cross_entropy};
 use bertlab::model::{Batch, BertClassifier, BertConfig, Mode};
-use bertlab::random::SeededRandom;
-use bertlab::tokenizer;
+use bertlab::support::random::SeededRandom;
+use bertlab::tokenize::tokenizer;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
@@ -548,8 +548,9 @@ fn training_steps_move_the_lowest_encoder_layer() {
 #[test]
 fn bf16_products_keep_every_gradient_and_stay_close_to_fp32() {
     if !bertlab::model::bf16::available() {
-        let error = bertlab::train::model_precision(bertlab::spec::Precision::Bf16, &Device::Cpu)
-            .unwrap_err();
+        let error =
+            bertlab::train::model_precision(bertlab::plan::spec::Precision::Bf16, &Device::Cpu)
+                .unwrap_err();
         assert!(error.to_string().contains("AVX512-BF16"), "{error}");
         return;
     }
@@ -602,8 +603,8 @@ fn device_check_runs_every_check() {
             .args(["--device", device])
             .env("NO_COLOR", "1");
         match fake {
-            Some(count) => command.env(bertlab::device::FAKE_GPUS_VARIABLE, count),
-            None => command.env_remove(bertlab::device::FAKE_GPUS_VARIABLE),
+            Some(count) => command.env(bertlab::train::device::FAKE_GPUS_VARIABLE, count),
+            None => command.env_remove(bertlab::train::device::FAKE_GPUS_VARIABLE),
         };
         let output = command.output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);

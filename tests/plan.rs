@@ -2,7 +2,7 @@
 
 mod common;
 
-use bertlab::fingerprint::Fingerprinter;
+use bertlab::plan::fingerprint::Fingerprinter;
 use bertlab::plan::{PlanOptions, plan};
 use bertlab::store::{Claim, RunStatus, RunStore};
 use common::{SWEEP, Workspace};
@@ -275,7 +275,7 @@ fn statuses_come_from_the_store_and_prefixes_resolve() {
             .join("spec.json"),
     )
     .unwrap();
-    assert_eq!(&bertlab::spec::hash_canonical(&bytes), hash);
+    assert_eq!(&bertlab::plan::spec::hash_canonical(&bytes), hash);
 
     let shown = workspace.bertlab(&["show", &hash.as_str()[..6]]);
     assert_eq!(shown.status, Some(0), "{}", shown.stderr);

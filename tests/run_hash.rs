@@ -2,7 +2,7 @@
 //! change by accident, since every stored run is named by its hash. If this test fails, a change
 //! altered what existing runs are called; that needs a new spec version, not a new literal.
 
-use bertlab::fingerprint::Fingerprinter;
+use bertlab::plan::fingerprint::Fingerprinter;
 use bertlab::plan::{PlanOptions, plan};
 
 const EXPERIMENT: &str = r#"name = "pinned"

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bertlab::optimizer::{self, AdamW};
-use bertlab::run_files::TIME_COLUMNS;
+use bertlab::store::run_files::TIME_COLUMNS;
+use bertlab::train::optimizer::{self, AdamW};
 use candle_core::{DType, Device, Tensor, Var};
 use common::{Workspace, run_directories, separable_csv};
 use serde_json::Value;
@@ -154,12 +154,12 @@ fn the_tiny_model_learns_a_separable_task_and_the_run_directory_is_complete() {
         &Device::Cpu,
     )
     .unwrap();
-    let loaded = bertlab::tokenizer::load(&directory.join("model")).unwrap();
+    let loaded = bertlab::tokenize::tokenizer::load(&directory.join("model")).unwrap();
     let mut reader = csv::Reader::from_path(directory.join("predictions.csv")).unwrap();
     let mut checked = 0;
     for record in reader.records() {
         let record = record.unwrap();
-        let ids = bertlab::tokenizer::encode(&loaded, &record[2], 24).unwrap();
+        let ids = bertlab::tokenize::tokenizer::encode(&loaded, &record[2], 24).unwrap();
         let batch = bertlab::model::Batch::from_rows(&[ids], loaded.pad_id, &Device::Cpu).unwrap();
         let probabilities = model
             .predict_probabilities(&batch)
@@ -653,7 +653,7 @@ fn devices_train_one_run_each_at_a_time_until_the_sweep_is_done() {
         &workspace,
         &["run", "experiments/sweep.toml", "--devices", "0,1"],
     )
-    .env(bertlab::device::FAKE_GPUS_VARIABLE, "2")
+    .env(bertlab::train::device::FAKE_GPUS_VARIABLE, "2")
     .output()
     .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -712,7 +712,7 @@ fn devices_need_a_gpu_build() {
         &workspace,
         &["run", "experiments/one.toml", "--devices", "0"],
     )
-    .env_remove(bertlab::device::FAKE_GPUS_VARIABLE)
+    .env_remove(bertlab::train::device::FAKE_GPUS_VARIABLE)
     .output()
     .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

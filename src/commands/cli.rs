@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::plan::PlanOptions;
-use crate::report::TableFormat;
+use crate::report::tables::TableFormat;
 use crate::store::RunStore;
 
 const AFTER_HELP: &str = "\
@@ -130,7 +130,7 @@ pub struct DeviceCheckArgs {
 
     /// The device to check against the CPU (`cuda`, `cuda:N`, `cpu`, `auto`).
     #[arg(long, default_value = "auto", value_name = "DEVICE", value_parser = parse_device)]
-    pub device: crate::spec::DeviceRequest,
+    pub device: crate::plan::spec::DeviceRequest,
 }
 
 #[derive(Debug, Args)]
@@ -167,11 +167,11 @@ pub struct BenchArgs {
     /// Measure on this device instead of the run's `train.device` (`cpu`, `cuda`, `cuda:N`,
     /// `auto`).
     #[arg(long, value_name = "DEVICE", value_parser = parse_device)]
-    pub device: Option<crate::spec::DeviceRequest>,
+    pub device: Option<crate::plan::spec::DeviceRequest>,
 
     /// Measure with this matrix-product precision instead of the run's `train.precision`.
     #[arg(long, value_name = "fp32|bf16", value_parser = parse_precision)]
-    pub precision: Option<crate::spec::Precision>,
+    pub precision: Option<crate::plan::spec::Precision>,
 
     /// Output: a text summary, or JSON for scripts (`scripts/bench_compare.py`).
     #[arg(long, value_enum, default_value_t)]
@@ -443,7 +443,7 @@ impl HiArgs {
                 options: crate::sweep::SweepOptions {
                     fail_fast: args.fail_fast,
                     retry_failed: args.retry_failed,
-                    cache_folder: crate::preprocess::default_cache_folder(),
+                    cache_folder: crate::tokenize::preprocess::default_cache_folder(),
                     devices: args.devices.map(|list| list.0).unwrap_or_default(),
                 },
                 progress_bars: std::io::stderr().is_terminal(),
@@ -469,20 +469,20 @@ impl HiArgs {
 
 /// The GPUs of `--devices`.
 #[derive(Clone, Debug)]
-pub struct DeviceList(pub Vec<crate::spec::DeviceRequest>);
+pub struct DeviceList(pub Vec<crate::plan::spec::DeviceRequest>);
 
 fn parse_devices(text: &str) -> Result<DeviceList, String> {
-    crate::device::parse_device_list(text)
+    crate::train::device::parse_device_list(text)
         .map(DeviceList)
         .map_err(|error| format!("{error:#}"))
 }
 
-fn parse_device(text: &str) -> Result<crate::spec::DeviceRequest, String> {
-    crate::spec::DeviceRequest::parse(text)
+fn parse_device(text: &str) -> Result<crate::plan::spec::DeviceRequest, String> {
+    crate::plan::spec::DeviceRequest::parse(text)
         .ok_or_else(|| format!("unknown device {text:?}: expected auto, cpu, cuda or cuda:N"))
 }
 
-fn parse_precision(text: &str) -> Result<crate::spec::Precision, String> {
-    crate::spec::Precision::parse(text)
+fn parse_precision(text: &str) -> Result<crate::plan::spec::Precision, String> {
+    crate::plan::spec::Precision::parse(text)
         .ok_or_else(|| format!("unknown precision {text:?}: expected fp32 or bf16"))
 }

@@ -1,17 +1,19 @@
 //! What each command does with resolved arguments: calls into the pipeline and writes data to
 //! stdout, progress and warnings to stderr. Errors are returned, and printed once by `main`.
 
+pub mod cli;
+
 use std::io::Write;
 
 use anyhow::Context;
 
-use crate::cli::{HiArgs, HiCommand, ReportFormat};
-use crate::diagnostics::{Severity, render_problems};
-use crate::fingerprint::{Fingerprinter, default_cache_path};
+use crate::commands::cli::{HiArgs, HiCommand, ReportFormat};
+use crate::experiment::diagnostics::{Severity, render_problems};
+use crate::plan::fingerprint::{Fingerprinter, default_cache_path};
 use crate::plan::{self, Plan, PlanOptions};
-use crate::preprocess;
-use crate::report::{self, PlanRow, TableFormat};
+use crate::report::tables::{self, PlanRow, TableFormat};
 use crate::store::RunStore;
+use crate::tokenize::preprocess;
 
 /// How a command ended, for the exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +66,7 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
                 .iter()
                 .map(|prefix| args.store.resolve(prefix))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let text = crate::html_report::compare_text(&args.store, &hashes)?;
+            let text = crate::report::html::compare_text(&args.store, &hashes)?;
             std::io::stdout().lock().write_all(text.as_bytes())?;
             Ok(Outcome::Success)
         }
@@ -76,8 +78,11 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
 }
 
 /// `bertlab bench`.
-fn bench_command(options: &crate::cli::BenchArgs, color: bool) -> anyhow::Result<Outcome> {
-    use crate::bench::{self, BenchOptions};
+fn bench_command(
+    options: &crate::commands::cli::BenchArgs,
+    color: bool,
+) -> anyhow::Result<Outcome> {
+    use crate::train::bench::{self, BenchOptions};
     if let Some(threads) = options.threads {
         if threads == 0 {
             anyhow::bail!("--threads must be at least 1");
@@ -125,10 +130,10 @@ fn bench_command(options: &crate::cli::BenchArgs, color: bool) -> anyhow::Result
     )?;
     let mut stdout = std::io::stdout().lock();
     match options.format {
-        crate::cli::BenchFormat::Text => {
+        crate::commands::cli::BenchFormat::Text => {
             stdout.write_all(bench::report_text(&report).as_bytes())?
         }
-        crate::cli::BenchFormat::Json => {
+        crate::commands::cli::BenchFormat::Json => {
             serde_json::to_writer_pretty(&mut stdout, &report)?;
             stdout.write_all(b"\n")?;
         }
@@ -192,19 +197,19 @@ fn plan_command(
         });
     }
     let show_experiment = plan.experiments.len() > 1;
-    let summary = report::plan_summary(&rows);
+    let summary = tables::plan_summary(&rows);
     let mut stdout = std::io::stdout().lock();
     match format {
         TableFormat::Table => {
-            stdout.write_all(report::plan_table(&columns, &rows, show_experiment).as_bytes())?;
+            stdout.write_all(tables::plan_table(&columns, &rows, show_experiment).as_bytes())?;
             writeln!(stdout, "{summary}")?;
         }
         TableFormat::Json => {
-            stdout.write_all(report::plan_json(&columns, &rows).as_bytes())?;
+            stdout.write_all(tables::plan_json(&columns, &rows).as_bytes())?;
             eprintln!("{summary}");
         }
         TableFormat::Csv => {
-            stdout.write_all(&report::plan_csv(&columns, &rows))?;
+            stdout.write_all(&tables::plan_csv(&columns, &rows))?;
             eprintln!("{summary}");
         }
     }
@@ -249,9 +254,9 @@ fn data_command(
                 ("test.csv", &prepared.test),
             ] {
                 let path = folder.join(name);
-                crate::atomic_file::write(
+                crate::support::atomic_file::write(
                     &path,
-                    &report::examples_csv(examples, &prepared.classes),
+                    &tables::examples_csv(examples, &prepared.classes),
                 )?;
             }
             eprintln!(
@@ -277,7 +282,7 @@ fn data_command(
                 if number > 0 {
                     writeln!(stdout)?;
                 }
-                stdout.write_all(report::data_report_text(&title, &prepared.report, Some(&lengths)).as_bytes())?;
+                stdout.write_all(tables::data_report_text(&title, &prepared.report, Some(&lengths)).as_bytes())?;
             }
             ReportFormat::Json => reports.push(serde_json::json!({
                 "runs": runs.iter().map(|&index| plan.runs[index].hash.as_str()).collect::<Vec<_>>(),
@@ -386,24 +391,24 @@ fn show_command(store: &RunStore, hash_prefix: &str) -> anyhow::Result<Outcome> 
                     })
                     .collect();
                 writeln!(stdout, "\n{title}")?;
-                stdout.write_all(report::text_table(&headers, &rows).as_bytes())?;
+                stdout.write_all(tables::text_table(&headers, &rows).as_bytes())?;
             }
             Ok(())
         };
     section(
         &mut stdout,
         "epochs (metrics.csv)",
-        crate::run_files::METRICS_FILE,
+        crate::store::run_files::METRICS_FILE,
     )?;
     section(
         &mut stdout,
         "per class, kept epoch",
-        crate::run_files::PER_CLASS_FILE,
+        crate::store::run_files::PER_CLASS_FILE,
     )?;
     section(
         &mut stdout,
         "confusion (rows: gold)",
-        crate::run_files::CONFUSION_FILE,
+        crate::store::run_files::CONFUSION_FILE,
     )?;
     writeln!(stdout, "\nspec")?;
     writeln!(stdout, "{}", serde_json::to_string_pretty(&spec)?)?;
@@ -425,11 +430,11 @@ fn interrupt_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBo
 /// `bertlab results`.
 fn results_command(
     store: &RunStore,
-    options: &crate::cli::ResultsArgs,
+    options: &crate::commands::cli::ResultsArgs,
     color: bool,
 ) -> anyhow::Result<Outcome> {
-    use crate::cli::ResultsFormat;
-    use crate::results;
+    use crate::commands::cli::ResultsFormat;
+    use crate::report::results_table;
     use std::io::IsTerminal;
 
     let rows = select_rows(
@@ -438,36 +443,36 @@ fn results_command(
         options.experiment.as_deref(),
         color,
     )?;
-    let mut frame = results::frame(&rows)?;
+    let mut frame = results_table::frame(&rows)?;
     if let Some(expression) = &options.where_ {
-        frame = results::filter(frame, &results::parse_where(expression)?)?;
+        frame = results_table::filter(frame, &results_table::parse_where(expression)?)?;
     }
     if options.group_seeds {
-        frame = results::group_seeds(frame)?;
+        frame = results_table::group_seeds(frame)?;
     }
     let for_people = matches!(options.format, ResultsFormat::Table | ResultsFormat::Md);
     if options.only_changed || (for_people && !options.all_columns) {
-        frame = results::only_changed(frame)?;
+        frame = results_table::only_changed(frame)?;
     }
     if let Some(column) = &options.sort {
-        frame = results::sort(frame, column)?;
+        frame = results_table::sort(frame, column)?;
     }
     let bytes = match options.format {
-        ResultsFormat::Table => results::table_text(&frame)?.into_bytes(),
-        ResultsFormat::Md => results::table_markdown(&frame)?.into_bytes(),
-        ResultsFormat::Csv => results::table_csv(&mut frame)?,
-        ResultsFormat::Json => results::table_json(&mut frame)?,
+        ResultsFormat::Table => results_table::table_text(&frame)?.into_bytes(),
+        ResultsFormat::Md => results_table::table_markdown(&frame)?.into_bytes(),
+        ResultsFormat::Csv => results_table::table_csv(&mut frame)?,
+        ResultsFormat::Json => results_table::table_json(&mut frame)?,
         ResultsFormat::Parquet => {
             if options.output.is_none() && std::io::stdout().is_terminal() {
                 anyhow::bail!(
                     "parquet is binary: give --output FILE, or redirect stdout to a file"
                 );
             }
-            results::table_parquet(&mut frame)?
+            results_table::table_parquet(&mut frame)?
         }
     };
     match &options.output {
-        Some(path) => crate::atomic_file::write(path, &bytes)?,
+        Some(path) => crate::support::atomic_file::write(path, &bytes)?,
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&bytes)?;
@@ -489,12 +494,12 @@ fn select_rows(
     experiments: &[std::path::PathBuf],
     experiment: Option<&str>,
     color: bool,
-) -> anyhow::Result<Vec<crate::results::RunRow>> {
-    use crate::results;
-    let mut rows = results::store_rows(store)?;
+) -> anyhow::Result<Vec<crate::report::results_table::RunRow>> {
+    use crate::report::results_table;
+    let mut rows = results_table::store_rows(store)?;
     if !experiments.is_empty() {
         let plan = make_plan(experiments, &PlanOptions::default(), color)?;
-        rows = results::planned_rows(rows, &plan)?;
+        rows = results_table::planned_rows(rows, &plan)?;
     }
     if let Some(name) = experiment {
         rows.retain(|row| row.experiment.as_deref() == Some(name));
@@ -511,10 +516,10 @@ fn select_rows(
 /// `bertlab report`: the HTML page, and `curves.svg` in every finished run's directory.
 fn report_command(
     store: &RunStore,
-    options: &crate::cli::ReportArgs,
+    options: &crate::commands::cli::ReportArgs,
     color: bool,
 ) -> anyhow::Result<Outcome> {
-    use crate::html_report;
+    use crate::report::html;
     let rows = select_rows(
         store,
         &options.experiments,
@@ -524,17 +529,18 @@ fn report_command(
     for row in &rows {
         if row.result.is_some() {
             let directory = store.run_directory(&row.hash);
-            let metrics = html_report::read_metrics(&directory)?;
-            crate::atomic_file::write(
+            let metrics = html::read_metrics(&directory)?;
+            crate::support::atomic_file::write(
                 &directory.join("curves.svg"),
-                html_report::run_curves_svg(&metrics)?.as_bytes(),
+                html::run_curves_svg(&metrics)?.as_bytes(),
             )?;
         }
     }
-    let frame = crate::results::only_changed(crate::results::frame(&rows)?)?;
-    let (headers, cells) = crate::results::text_cells(&frame)?;
-    let html = html_report::report_html(store, &rows, &headers, &cells)?;
-    crate::atomic_file::write(&options.output, html.as_bytes())?;
+    let frame =
+        crate::report::results_table::only_changed(crate::report::results_table::frame(&rows)?)?;
+    let (headers, cells) = crate::report::results_table::text_cells(&frame)?;
+    let html = html::report_html(store, &rows, &headers, &cells)?;
+    crate::support::atomic_file::write(&options.output, html.as_bytes())?;
     eprintln!(
         "wrote {} ({} runs); curves.svg in each finished run's directory",
         options.output.display(),
@@ -544,8 +550,11 @@ fn report_command(
 }
 
 /// `bertlab predict`.
-fn predict_command(store: &RunStore, options: &crate::cli::PredictArgs) -> anyhow::Result<Outcome> {
-    use crate::predict::{self, Predictor};
+fn predict_command(
+    store: &RunStore,
+    options: &crate::commands::cli::PredictArgs,
+) -> anyhow::Result<Outcome> {
+    use crate::train::predict::{self, Predictor};
 
     let hash = store.resolve(&options.hash)?;
     let predictor = Predictor::load(&store.run_directory(&hash))?;
@@ -577,7 +586,7 @@ fn predict_command(store: &RunStore, options: &crate::cli::PredictArgs) -> anyho
                     path.display()
                 ),
             };
-            crate::atomic_file::write(path, &bytes)?;
+            crate::support::atomic_file::write(path, &bytes)?;
         }
         None => {
             let mut headers = vec!["predicted".to_string()];
@@ -594,7 +603,7 @@ fn predict_command(store: &RunStore, options: &crate::cli::PredictArgs) -> anyho
                 })
                 .collect();
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(report::text_table(&headers, &rows).as_bytes())?;
+            stdout.write_all(tables::text_table(&headers, &rows).as_bytes())?;
         }
     }
     eprintln!(
@@ -609,12 +618,14 @@ fn predict_command(store: &RunStore, options: &crate::cli::PredictArgs) -> anyho
 }
 
 /// `bertlab device-check`: the table on stdout; exit status 1 when a check fails.
-fn device_check_command(options: &crate::cli::DeviceCheckArgs) -> anyhow::Result<Outcome> {
-    let device = crate::device::resolve(options.device)?;
+fn device_check_command(
+    options: &crate::commands::cli::DeviceCheckArgs,
+) -> anyhow::Result<Outcome> {
+    let device = crate::train::device::resolve(options.device)?;
     eprintln!("checking {} against the CPU", device.label);
-    let lines = crate::device_check::check_device(&options.model, &device)?;
+    let lines = crate::train::device_check::check_device(&options.model, &device)?;
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(crate::device_check::report_text(&device.label, &lines).as_bytes())?;
+    stdout.write_all(crate::train::device_check::report_text(&device.label, &lines).as_bytes())?;
     Ok(if lines.iter().all(|line| line.passed()) {
         Outcome::Success
     } else {
@@ -625,7 +636,7 @@ fn device_check_command(options: &crate::cli::DeviceCheckArgs) -> anyhow::Result
 /// `bertlab reproduce`.
 fn reproduce_command(
     store: &RunStore,
-    options: &crate::cli::ReproduceArgs,
+    options: &crate::commands::cli::ReproduceArgs,
 ) -> anyhow::Result<Outcome> {
     use std::io::IsTerminal;
     let hash = store.resolve(&options.hash)?;
@@ -642,8 +653,8 @@ fn reproduce_command(
         }
     };
     eprintln!("reproducing run {} in {}", hash.short(), scratch.display());
-    let mut progress = crate::progress::Progress::new(std::io::stderr().is_terminal());
-    let verdict = crate::reproduce::reproduce(
+    let mut progress = crate::support::progress::Progress::new(std::io::stderr().is_terminal());
+    let verdict = crate::sweep::reproduce::reproduce(
         store,
         &hash,
         &scratch,
@@ -694,14 +705,18 @@ fn run_command(
         if plan.runs.len() == 1 { "" } else { "s" },
         store.root().display()
     );
-    let mut progress = crate::progress::Progress::new(progress_bars);
+    let mut progress = crate::support::progress::Progress::new(progress_bars);
     let report = crate::sweep::run_sweep(&plan, store, options, &interrupt, &mut progress)?;
     drop(progress);
     let mut stdout = std::io::stdout().lock();
     // The same table as `bertlab results EXP.toml...`: the plan's runs, what differs, figures.
-    let rows = crate::results::planned_rows(crate::results::store_rows(store)?, &plan)?;
-    let frame = crate::results::only_changed(crate::results::frame(&rows)?)?;
-    stdout.write_all(crate::results::table_text(&frame)?.as_bytes())?;
+    let rows = crate::report::results_table::planned_rows(
+        crate::report::results_table::store_rows(store)?,
+        &plan,
+    )?;
+    let frame =
+        crate::report::results_table::only_changed(crate::report::results_table::frame(&rows)?)?;
+    stdout.write_all(crate::report::results_table::table_text(&frame)?.as_bytes())?;
     stdout.flush()?;
     let count =
         |status: crate::store::RunStatus| rows.iter().filter(|row| row.status == status).count();

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::spec::DataFormat;
+use crate::plan::spec::DataFormat;
 
 /// Where the invalid bytes were: a data row (1-based, header excluded) and a byte offset.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::experiment::LabelEntry;
 use crate::plan::PlannedRun;
-use crate::spec::{
+use crate::plan::spec::{
     ConflictingLabels, DataFileSpec, DataFormat, DataOptions, Encoding, UnknownLabels,
 };
 

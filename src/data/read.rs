@@ -13,7 +13,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::experiment::{RowFilter, Setting};
-use crate::spec::DataFormat;
+use crate::plan::spec::DataFormat;
 
 /// The rows of one file after filtering: text, raw label and source row, in file order.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -2,7 +2,7 @@
 //! stratified: each class is shuffled on its own and cut in the same proportions, so every split
 //! keeps the class balance of the data.
 
-use crate::random::{SeededRandom, stream};
+use crate::support::random::{SeededRandom, stream};
 
 /// Indices into the examples, per split.
 #[derive(Clone, Debug, Default, PartialEq)]

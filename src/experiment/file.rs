@@ -12,8 +12,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use toml_edit::{Document, Item, Table, Value};
 
-use crate::diagnostics::{InputError, Located, Problem, Source};
-use crate::schema::{self, Bound, Key, Section, ValueKind};
+use crate::experiment::diagnostics::{InputError, Located, Problem, Source};
+use crate::experiment::schema::{self, Bound, Key, Section, ValueKind};
 
 /// A scalar setting, typed by its key's [`ValueKind`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::config::BertConfig;
 use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, Precision, operand};
-use crate::random::{SeededRandom, stream};
+use crate::support::random::{SeededRandom, stream};
 
 /// A tokenized batch, all `[batch, length]` u32 tensors on the model's device.
 #[derive(Clone, Debug)]

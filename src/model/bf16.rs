@@ -725,7 +725,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::random::SeededRandom;
+    use crate::support::random::SeededRandom;
 
     fn values(count: usize, random: &mut SeededRandom) -> Vec<f32> {
         (0..count)

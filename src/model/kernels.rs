@@ -936,7 +936,7 @@ pub fn attention(
 mod tests {
     use super::*;
     use crate::model::layers;
-    use crate::random::SeededRandom;
+    use crate::support::random::SeededRandom;
     use candle_core::{Device, Var};
 
     fn random_tensor(shape: &[usize], seed: u64, scale: f64) -> Tensor {

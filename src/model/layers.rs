@@ -8,7 +8,7 @@
 
 use candle_core::{D, DType, Result, Tensor, Var};
 
-use crate::random::SeededRandom;
+use crate::support::random::SeededRandom;
 
 /// Whether a forward pass records candle's graph for a backward pass. Recording keeps every
 /// intermediate tensor alive until the output is dropped; evaluation skips it, so each

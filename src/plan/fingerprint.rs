@@ -14,7 +14,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic_file;
+use crate::support::atomic_file;
 
 /// A file's identity: its bytes' sha256 and its length.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

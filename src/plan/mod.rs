@@ -6,17 +6,21 @@
 //! Everything is checked before anything is written: a plan either comes back whole, or as an
 //! error listing every problem of every file.
 
+pub mod fingerprint;
+pub mod model_directory;
+pub mod spec;
+
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::diagnostics::{InputError, InputErrors, Located, Problem};
+use crate::experiment::diagnostics::{InputError, InputErrors, Located, Problem};
+use crate::experiment::grid;
+use crate::experiment::schema::{self, Key, Section};
 use crate::experiment::{ExperimentFile, LabelEntry, Setting};
-use crate::fingerprint::Fingerprinter;
-use crate::grid;
-use crate::model_directory::{ModelDirectory, ModelDirectoryProblem};
-use crate::schema::{self, Key, Section};
-use crate::spec::{
+use crate::plan::fingerprint::Fingerprinter;
+use crate::plan::model_directory::{ModelDirectory, ModelDirectoryProblem};
+use crate::plan::spec::{
     ClassWeights, ConflictingLabels, DataFileSpec, DataFormat, DataOptions, DataPaths, DataSpec,
     DeviceRequest, Encoding, ModelOptions, ModelSpec, Precision, RunHash, RunSettings, RunSpec,
     SPEC_VERSION, SelectionMetric, TrainSettings, UnknownLabels,

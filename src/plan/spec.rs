@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::experiment::{LabelEntry, RowFilter, Setting};
-pub use crate::fingerprint::FileFingerprint;
-use crate::fingerprint::hex;
+pub use crate::plan::fingerprint::FileFingerprint;
+use crate::plan::fingerprint::hex;
 
 /// The version of the canonical spec layout, stored in every spec.
 pub const SPEC_VERSION: u32 = 1;

@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::Context;
 use plotters::prelude::*;
 
-use crate::results::{RunRow, parameters_of};
-use crate::run_files::{self, EpochRow};
-use crate::spec::RunHash;
+use crate::plan::spec::RunHash;
+use crate::report::results_table::{RunRow, parameters_of};
 use crate::store::RunStore;
+use crate::store::run_files::{self, EpochRow};
 
 /// Reads a run's `metrics.csv` back into rows.
 pub fn read_metrics(directory: &Path) -> anyhow::Result<Vec<EpochRow>> {
@@ -69,7 +69,7 @@ pub fn compare_text(store: &RunStore, hashes: &[RunHash]) -> anyhow::Result<Stri
     if differing.is_empty() {
         out.push_str("(none: the specs differ only in their files' content)\n");
     } else {
-        out.push_str(&crate::report::text_table(&headers, &differing));
+        out.push_str(&crate::report::tables::text_table(&headers, &differing));
     }
 
     let mut figures: Vec<Vec<String>> = [
@@ -116,7 +116,7 @@ pub fn compare_text(store: &RunStore, hashes: &[RunHash]) -> anyhow::Result<Stri
         curves.push(read_metrics(&directory).unwrap_or_default());
     }
     out.push_str("\nfigures (kept epoch)\n");
-    out.push_str(&crate::report::text_table(&headers, &figures));
+    out.push_str(&crate::report::tables::text_table(&headers, &figures));
     let epochs = curves.iter().map(Vec::len).max().unwrap_or(0);
     if epochs > 0 {
         let rows: Vec<Vec<String>> = (0..epochs)
@@ -131,7 +131,7 @@ pub fn compare_text(store: &RunStore, hashes: &[RunHash]) -> anyhow::Result<Stri
             })
             .collect();
         out.push_str("\nvalidation macro-F1 per epoch\n");
-        out.push_str(&crate::report::text_table(&headers, &rows));
+        out.push_str(&crate::report::tables::text_table(&headers, &rows));
     }
     Ok(out)
 }

@@ -17,9 +17,9 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::atomic_file;
-use crate::spec::RunHash;
+use crate::plan::spec::RunHash;
 use crate::store::{RECORD_FILE, RunStatus, RunStore, SPEC_FILE};
+use crate::support::atomic_file;
 use crate::sweep::read_result;
 use crate::train::RunResult;
 
@@ -567,7 +567,7 @@ pub fn text_cells(frame: &DataFrame) -> anyhow::Result<(Vec<String>, Vec<Vec<Str
 /// An aligned text table (hashes shortened to 12 digits).
 pub fn table_text(frame: &DataFrame) -> anyhow::Result<String> {
     let (headers, rows) = text_cells(frame)?;
-    Ok(crate::report::text_table(&headers, &rows))
+    Ok(crate::report::tables::text_table(&headers, &rows))
 }
 
 /// A GitHub-flavoured markdown table.

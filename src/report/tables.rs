@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::data::{DataReport, TokenLengths};
 use crate::experiment::Setting;
-use crate::spec::RunHash;
+use crate::plan::spec::RunHash;
 use crate::store::RunStatus;
 
 /// One row of `bertlab plan`.

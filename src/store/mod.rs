@@ -5,6 +5,8 @@
 //!
 //! Hashes given by users may be any unique prefix of at least 4 hex digits, as in git.
 
+pub mod run_files;
+
 use std::fmt;
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -14,8 +16,8 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file;
-use crate::spec::{RunHash, SHORT_HASH_LENGTH, hash_canonical};
+use crate::plan::spec::{RunHash, SHORT_HASH_LENGTH, hash_canonical};
+use crate::support::atomic_file;
 
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

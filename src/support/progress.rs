@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::atomic_file;
+use crate::support::atomic_file;
 
 /// How often a plain progress line is printed when stderr is not a terminal.
 pub const PLAIN_INTERVAL: Duration = Duration::from_secs(30);

@@ -10,6 +10,8 @@
 //! Without `--devices` one worker trains each run on the run's own `train.device` (on the CPU,
 //! one run at a time with every core).
 
+pub mod reproduce;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use crate::device::{self, ResolvedDevice};
+use crate::plan::spec::DeviceRequest;
 use crate::plan::{Plan, PlannedRun};
-use crate::progress::Progress;
-use crate::run_files;
-use crate::spec::DeviceRequest;
+use crate::store::run_files;
 use crate::store::{Claim, Provenance, RunStatus, RunStore, hostname};
+use crate::support::progress::Progress;
+use crate::train::device::{self, ResolvedDevice};
 use crate::train::{self, RunResult, TrainEnd, TrainOptions};
 
 /// How long to wait before looking again at runs other processes hold.
@@ -556,7 +558,7 @@ fn train_claimed(
         Ok(TrainEnd::Done(result)) => {
             let mut bytes = serde_json::to_vec_pretty(&result)?;
             bytes.push(b'\n');
-            crate::atomic_file::write(&directory.join(RESULT_FILE), &bytes)?;
+            crate::support::atomic_file::write(&directory.join(RESULT_FILE), &bytes)?;
             end_attempt(RunStatus::Done, None, Some(result.best_epoch))?;
             if let Err(error) = train::remove_checkpoint(&directory) {
                 progress.message(&format!("{prefix} warning: {error:#}"));

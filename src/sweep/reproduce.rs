@@ -11,11 +11,11 @@ use anyhow::{Context, bail};
 use candle_core::Device;
 use serde_json::Value;
 
+use crate::plan::spec::RunHash;
 use crate::plan::{Plan, PlanOptions, PlannedRun};
-use crate::progress::Progress;
-use crate::run_files::{self, EXPERIMENT_COPY_FILE, TIME_COLUMNS};
-use crate::spec::RunHash;
+use crate::store::run_files::{self, EXPERIMENT_COPY_FILE, TIME_COLUMNS};
 use crate::store::{RunStatus, RunStore};
+use crate::support::progress::Progress;
 use crate::sweep::{self, SweepOptions};
 
 /// What the comparison found.
@@ -101,8 +101,9 @@ fn plan_original(store: &RunStore, hash: &RunHash) -> anyhow::Result<Plan> {
         .map(|provenance| PathBuf::from(&provenance.experiment_file))
         .context("run.json records no experiment file")?;
     let options = PlanOptions::default();
-    let mut fingerprinter =
-        crate::fingerprint::Fingerprinter::new(crate::fingerprint::default_cache_path());
+    let mut fingerprinter = crate::plan::fingerprint::Fingerprinter::new(
+        crate::plan::fingerprint::default_cache_path(),
+    );
     if std::fs::read(&original).is_ok_and(|bytes| bytes == copy) {
         return crate::plan::plan(&[original], &options, &mut fingerprinter);
     }

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file;
 use crate::data::{self, DataReport, Example, TokenLengths};
 use crate::plan::PlannedRun;
-use crate::spec::{canonical_json, hash_canonical};
-use crate::tokenizer;
+use crate::plan::spec::{canonical_json, hash_canonical};
+use crate::support::atomic_file;
+use crate::tokenize::tokenizer;
 
 /// Bumped when the cached layout or any step's behaviour changes.
 const CACHE_VERSION: u32 = 1;
@@ -53,8 +53,8 @@ pub fn cache_key(run: &PlannedRun) -> String {
         .files
         .iter()
         .filter(|(name, _)| {
-            crate::model_directory::TOKENIZER_FILES.contains(&name.as_str())
-                || crate::model_directory::TOKENIZER_SETTINGS_FILES.contains(&name.as_str())
+            crate::plan::model_directory::TOKENIZER_FILES.contains(&name.as_str())
+                || crate::plan::model_directory::TOKENIZER_SETTINGS_FILES.contains(&name.as_str())
         })
         .collect();
     let key = serde_json::json!({
@@ -69,7 +69,7 @@ pub fn cache_key(run: &PlannedRun) -> String {
 
 /// The cache folder used when none is given: `data/` beside the fingerprint cache.
 pub fn default_cache_folder() -> Option<PathBuf> {
-    crate::fingerprint::default_cache_path()
+    crate::plan::fingerprint::default_cache_path()
         .and_then(|path| path.parent().map(|folder| folder.join("data")))
 }
 

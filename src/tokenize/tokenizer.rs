@@ -15,7 +15,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::wordpiece::FastWordPiece;
+use crate::tokenize::wordpiece::FastWordPiece;
 
 /// A tokenizer, the id of its padding token, and the fast path for plain BERT tokenizers.
 pub struct LoadedTokenizer {
@@ -215,7 +215,10 @@ pub fn epoch_batches(
     bucketing: bool,
 ) -> Vec<Vec<usize>> {
     assert!(batch_size > 0, "batch_size must be positive");
-    let mut random = crate::random::SeededRandom::new(seed, crate::random::stream::SHUFFLE + epoch);
+    let mut random = crate::support::random::SeededRandom::new(
+        seed,
+        crate::support::random::stream::SHUFFLE + epoch,
+    );
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     shuffle(&mut order, &mut random);
     if !bucketing {
@@ -231,7 +234,7 @@ pub fn epoch_batches(
     batches
 }
 
-fn shuffle<T>(items: &mut [T], random: &mut crate::random::SeededRandom) {
+fn shuffle<T>(items: &mut [T], random: &mut crate::support::random::SeededRandom) {
     for i in (1..items.len()).rev() {
         let j = random.below(i as u64 + 1) as usize;
         items.swap(i, j);

@@ -29,12 +29,12 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::model::bert::{Batch, Mode};
-use crate::optimizer::{self, AdamW};
 use crate::plan::PlannedRun;
-use crate::preprocess;
-use crate::random::SeededRandom;
-use crate::spec::Precision;
-use crate::tokenizer;
+use crate::plan::spec::Precision;
+use crate::support::random::SeededRandom;
+use crate::tokenize::preprocess;
+use crate::tokenize::tokenizer;
+use crate::train::optimizer::{self, AdamW};
 use crate::train::{self, StepInputs};
 
 /// What to measure, besides the run.
@@ -175,7 +175,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
     if options.inference_batch_size == 0 {
         bail!("--inference-batch-size must be at least 1");
     }
-    let resolved = crate::device::resolve(settings.device)?;
+    let resolved = crate::train::device::resolve(settings.device)?;
     eprintln!("bench: on {}", resolved.label);
     let device = resolved.device;
     let (mut data, _) = preprocess::preprocess_cached(run, None)?;
@@ -256,7 +256,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         train_seconds,
     );
     let peak_rss_train_mib = peak_rss_mib();
-    let gpu_memory_after_training_mib = crate::device::gpu_memory_in_use_mib(&device);
+    let gpu_memory_after_training_mib = crate::train::device::gpu_memory_in_use_mib(&device);
 
     // Inference.
     let examples = options

@@ -15,7 +15,7 @@
 use anyhow::{Context, bail};
 use candle_core::Device;
 
-use crate::spec::DeviceRequest;
+use crate::plan::spec::DeviceRequest;
 
 /// The test hook: `BERTLAB_FAKE_GPUS=N` gives a build without GPUs N fake ones (computing on the
 /// CPU), labelled `cuda:i (fake)`.

@@ -22,12 +22,12 @@ use std::path::Path;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 
-use crate::device::ResolvedDevice;
 use crate::model::bert::{Batch, BertClassifier, DropoutRates, Mode};
 use crate::model::{checkpoint, layers};
-use crate::optimizer::AdamW;
-use crate::preprocess::TokenizedSplit;
-use crate::random::SeededRandom;
+use crate::support::random::SeededRandom;
+use crate::tokenize::preprocess::TokenizedSplit;
+use crate::train::device::ResolvedDevice;
+use crate::train::optimizer::AdamW;
 use crate::train::{self, StepInputs};
 
 /// One measured figure and its bound.

@@ -10,6 +10,12 @@
 //! pure function of the seed and the position (shuffling: the epoch; dropout: the optimizer
 //! step), so a resumed run draws what an uninterrupted run would have drawn.
 
+pub mod bench;
+pub mod device;
+pub mod device_check;
+pub mod optimizer;
+pub mod predict;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,19 +25,19 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file;
 use crate::metrics::{self, Evaluation};
 use crate::model::bert::{Batch, BertClassifier, DropoutRates, LoadReport, Mode};
 use crate::model::checkpoint;
 use crate::model::layers;
-use crate::optimizer::{self, AdamW};
 use crate::plan::PlannedRun;
-use crate::preprocess::{self, TokenizedData, TokenizedSplit};
-use crate::progress::{Progress, StepStatus};
-use crate::random::SeededRandom;
-use crate::run_files::{self, EpochRow, Prediction};
-use crate::spec::{ClassWeights, Precision, SelectionMetric};
-use crate::tokenizer;
+use crate::plan::spec::{ClassWeights, Precision, SelectionMetric};
+use crate::store::run_files::{self, EpochRow, Prediction};
+use crate::support::atomic_file;
+use crate::support::progress::{Progress, StepStatus};
+use crate::support::random::SeededRandom;
+use crate::tokenize::preprocess::{self, TokenizedData, TokenizedSplit};
+use crate::tokenize::tokenizer;
+use optimizer::AdamW;
 
 /// Texts per forward pass when evaluating.
 pub const EVALUATION_BATCH: usize = 64;

@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 use crate::model::bert::BertClassifier;
 use crate::model::checkpoint;
 use crate::model::layers::Precision;
-use crate::run_files::MODEL_DIRECTORY;
-use crate::spec::DataFormat;
-use crate::tokenizer::{self, LoadedTokenizer};
+use crate::plan::spec::DataFormat;
+use crate::store::run_files::MODEL_DIRECTORY;
+use crate::tokenize::tokenizer::{self, LoadedTokenizer};
 
 /// A run's model, ready to predict.
 pub struct Predictor {

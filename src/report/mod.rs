@@ -1,0 +1,4 @@
+//! The report stage.
+pub mod html;
+pub mod results_table;
+pub mod tables;

@@ -1,0 +1,4 @@
+//! The tokenize stage.
+pub mod preprocess;
+pub mod tokenizer;
+pub mod wordpiece;
