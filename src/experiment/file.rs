@@ -4,7 +4,6 @@
 //! Nothing here reads data or model files and nothing touches the run store; defaults, grid points
 //! and the checks that need the model live in `plan`.
 
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -13,70 +12,8 @@ use serde::{Deserialize, Serialize};
 use toml_edit::{Document, Item, Table, Value};
 
 use crate::experiment::diagnostics::{InputError, Located, Problem, Source};
-use crate::experiment::schema::{self, Bound, Key, Section, ValueKind};
-
-/// A scalar setting, typed by its key's [`ValueKind`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Setting {
-    Bool(bool),
-    Integer(i64),
-    Float(f64),
-    Text(String),
-}
-
-impl Setting {
-    pub fn as_bool(&self) -> bool {
-        match self {
-            Setting::Bool(value) => *value,
-            other => panic!("expected a boolean setting, found {other:?}"),
-        }
-    }
-
-    pub fn as_integer(&self) -> i64 {
-        match self {
-            Setting::Integer(value) => *value,
-            other => panic!("expected an integer setting, found {other:?}"),
-        }
-    }
-
-    pub fn as_float(&self) -> f64 {
-        match self {
-            Setting::Float(value) => *value,
-            Setting::Integer(value) => *value as f64,
-            other => panic!("expected a float setting, found {other:?}"),
-        }
-    }
-
-    pub fn as_text(&self) -> &str {
-        match self {
-            Setting::Text(value) => value,
-            other => panic!("expected a string setting, found {other:?}"),
-        }
-    }
-}
-
-impl fmt::Display for Setting {
-    /// Numbers in their shortest form (`2e-5`, `0.1`, `16`), strings as they are.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Setting::Bool(value) => write!(f, "{value}"),
-            Setting::Integer(value) => write!(f, "{value}"),
-            Setting::Float(value) => f.write_str(&format_float(*value)),
-            Setting::Text(value) => f.write_str(value),
-        }
-    }
-}
-
-/// The shortest form of a float that reads back to the same value: `2e-5`, `0.1`, `3`.
-pub fn format_float(value: f64) -> String {
-    let magnitude = value.abs();
-    if magnitude != 0.0 && !(1e-3..1e7).contains(&magnitude) {
-        format!("{value:e}")
-    } else {
-        format!("{value}")
-    }
-}
+use crate::experiment::schema::{self, Bound, Key, Section, ValueKind, describe_range};
+use crate::experiment::setting::{Setting, format_float};
 
 /// One `[grid]` entry: a key and the values it sweeps, in the order written.
 #[derive(Clone, Debug)]
@@ -347,34 +284,6 @@ fn quoted_list(items: &[&str]) -> String {
         .map(|item| format!("\"{item}\""))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `[0, 1)`, `greater than 0`, `at least 0`.
-pub fn describe_range(min: Bound, max: Bound) -> String {
-    match (min, max) {
-        (Bound::Inclusive(low), Bound::Unbounded) => format!("at least {}", format_float(low)),
-        (Bound::Exclusive(low), Bound::Unbounded) => format!("greater than {}", format_float(low)),
-        (Bound::Unbounded, Bound::Inclusive(high)) => format!("at most {}", format_float(high)),
-        (Bound::Unbounded, Bound::Exclusive(high)) => format!("less than {}", format_float(high)),
-        (Bound::Unbounded, Bound::Unbounded) => "any finite number".into(),
-        (low, high) => {
-            let (open, low) = match low {
-                Bound::Inclusive(low) => ('[', low),
-                Bound::Exclusive(low) => ('(', low),
-                Bound::Unbounded => unreachable!(),
-            };
-            let (close, high) = match high {
-                Bound::Inclusive(high) => (']', high),
-                Bound::Exclusive(high) => (')', high),
-                Bound::Unbounded => unreachable!(),
-            };
-            format!(
-                "in {open}{}, {}{close}",
-                format_float(low),
-                format_float(high)
-            )
-        }
-    }
 }
 
 fn within(value: f64, min: Bound, max: Bound) -> bool {

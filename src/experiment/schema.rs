@@ -4,8 +4,9 @@
 //! This table is the single source of truth: the parser checks types and ranges against it, the
 //! resolver fills defaults from it, and a test checks that `docs/experiment-file.md` documents every
 //! key it lists. Cross-key rules (fractions that must add up to less than 1, `max_length` against the
-//! model) live in `experiment::resolve`.
+//! model) live in `plan`.
 
+use crate::experiment::setting::format_float;
 use std::fmt;
 
 /// The tables of an experiment file. `Top` holds the keys outside any table.
@@ -315,7 +316,7 @@ pub fn markdown_reference() -> String {
             }
             ValueKind::Integer { min, max } => format!("integer {min}..={max}"),
             ValueKind::Float { min, max } => {
-                format!("float {}", crate::experiment::describe_range(min, max))
+                format!("float {}", describe_range(min, max))
             }
         };
         let default = match key.default {
@@ -323,7 +324,7 @@ pub fn markdown_reference() -> String {
             Default::Absent => "unset".to_string(),
             Default::Bool(value) => format!("`{value}`"),
             Default::Integer(value) => format!("`{value}`"),
-            Default::Float(value) => format!("`{}`", crate::experiment::format_float(value)),
+            Default::Float(value) => format!("`{}`", format_float(value)),
             Default::Text(value) => format!("`\"{value}\"`"),
             Default::FromModel(field) => format!("config.json `{field}`"),
         };
@@ -337,6 +338,34 @@ pub fn markdown_reference() -> String {
         ));
     }
     out
+}
+
+/// `[0, 1)`, `greater than 0`, `at least 0`.
+pub fn describe_range(min: Bound, max: Bound) -> String {
+    match (min, max) {
+        (Bound::Inclusive(low), Bound::Unbounded) => format!("at least {}", format_float(low)),
+        (Bound::Exclusive(low), Bound::Unbounded) => format!("greater than {}", format_float(low)),
+        (Bound::Unbounded, Bound::Inclusive(high)) => format!("at most {}", format_float(high)),
+        (Bound::Unbounded, Bound::Exclusive(high)) => format!("less than {}", format_float(high)),
+        (Bound::Unbounded, Bound::Unbounded) => "any finite number".into(),
+        (low, high) => {
+            let (open, low) = match low {
+                Bound::Inclusive(low) => ('[', low),
+                Bound::Exclusive(low) => ('(', low),
+                Bound::Unbounded => unreachable!(),
+            };
+            let (close, high) = match high {
+                Bound::Inclusive(high) => (']', high),
+                Bound::Exclusive(high) => (')', high),
+                Bound::Unbounded => unreachable!(),
+            };
+            format!(
+                "in {open}{}, {}{close}",
+                format_float(low),
+                format_float(high)
+            )
+        }
+    }
 }
 
 #[cfg(test)]
