@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use bertlab::metrics::Evaluation;
 use bertlab::plan::spec::{canonical_json, hash_canonical};
+use bertlab::store::run_files::RunResult;
 use bertlab::store::{Claim, RunStatus, RunStore};
-use bertlab::train::RunResult;
 
 const RUNS: usize = 1000;
 

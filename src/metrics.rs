@@ -1,6 +1,9 @@
-//! Classification metrics and the policies that read their history, all pure functions:
-//! accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix of a set of
-//! predictions; which epoch is the best by the selection metric, and when early stopping stops.
+//! The metrics stage: classification figures of a set of predictions, pure functions: accuracy,
+//! macro-F1, per-class precision/recall/F1/support and the confusion matrix; and `improves`, the
+//! comparison every policy that reads a metric history is built on (`train::policy`).
+//!
+//! Uses: `plan` (the selection metric's name). Used by `store` (the run files), `train` and
+//! `report`; never uses any of them, nor the model.
 //!
 //! Conventions (scikit-learn's): a class's precision is 0 when it is never predicted, its recall
 //! 0 when it never occurs, F1 0 when both are 0; macro-F1 averages the classes that occur in the
@@ -116,47 +119,6 @@ pub fn improves(candidate: f64, incumbent: f64, higher_is_better: bool) -> bool 
     }
 }
 
-/// The index of the best value in a history (the first of equals), if any.
-pub fn best_index(history: &[f64], higher_is_better: bool) -> Option<usize> {
-    let mut best: Option<usize> = None;
-    for (index, &value) in history.iter().enumerate() {
-        match best {
-            None if !value.is_nan() => best = Some(index),
-            Some(current) if improves(value, history[current], higher_is_better) => {
-                best = Some(index)
-            }
-            _ => {}
-        }
-    }
-    best
-}
-
-/// What the loop does after an epoch's validation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EpochDecision {
-    /// The epoch just validated is the best so far: keep its weights.
-    pub keep: bool,
-    /// Stop training now (early stopping).
-    pub stop: bool,
-}
-
-/// The decision after the last epoch of `history` (selection metric values, one per epoch):
-/// keep its weights if it is the best so far; stop when `patience > 0` epochs have passed
-/// without improvement.
-pub fn after_epoch(history: &[f64], higher_is_better: bool, patience: usize) -> EpochDecision {
-    let last = history.len().saturating_sub(1);
-    let best = best_index(history, higher_is_better);
-    let keep = !history.is_empty() && best == Some(last);
-    let since_best = match best {
-        Some(best) => last - best,
-        None => history.len(),
-    };
-    EpochDecision {
-        keep,
-        stop: patience > 0 && since_best >= patience,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,49 +158,5 @@ mod tests {
         let never_predicted = Evaluation::new(&[0, 1], &[0, 0], 2, 0.0);
         assert_eq!(never_predicted.per_class[1].precision, 0.0);
         assert!((never_predicted.macro_f1 - (2.0 / 3.0) / 2.0).abs() < 1e-15);
-    }
-
-    #[test]
-    fn the_best_epoch_is_the_first_of_equals() {
-        assert_eq!(best_index(&[0.5, 0.7, 0.7, 0.6], true), Some(1));
-        assert_eq!(best_index(&[0.5, 0.3, 0.3, 0.6], false), Some(1));
-        assert_eq!(best_index(&[f64::NAN, 0.2], true), Some(1));
-        assert_eq!(best_index(&[], true), None);
-    }
-
-    #[test]
-    fn early_stopping_counts_epochs_without_improvement() {
-        let higher = true;
-        assert_eq!(
-            after_epoch(&[0.5], higher, 2),
-            EpochDecision {
-                keep: true,
-                stop: false
-            }
-        );
-        assert_eq!(
-            after_epoch(&[0.5, 0.4], higher, 2),
-            EpochDecision {
-                keep: false,
-                stop: false
-            }
-        );
-        assert_eq!(
-            after_epoch(&[0.5, 0.4, 0.5], higher, 2),
-            EpochDecision {
-                keep: false,
-                stop: true
-            },
-            "a tie is no improvement"
-        );
-        assert!(
-            !after_epoch(&[0.5, 0.4, 0.3, 0.2], higher, 0).stop,
-            "0: off"
-        );
-        assert!(
-            after_epoch(&[0.5, 0.9], false, 1).stop,
-            "loss: lower is better"
-        );
-        assert!(!after_epoch(&[0.9, 0.5], false, 1).stop);
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bertlab::store::run_files::TIME_COLUMNS;
 use bertlab::train::optimizer::{self, AdamW};
+use bertlab::train::schedule;
 use candle_core::{DType, Device, Tensor, Var};
 use common::{Workspace, run_directories, separable_csv};
 use serde_json::Value;
@@ -77,7 +78,7 @@ fn bertlab_command(workspace: &Workspace, args: &[&str]) -> Command {
         .env("BERTLAB_CACHE_DIR", workspace.path().join("cache"))
         .env("NO_COLOR", "1")
         .env_remove("BERTLAB_RUNS")
-        .env_remove(bertlab::train::ABORT_AFTER_STEP_VARIABLE);
+        .env_remove(bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE);
     command
 }
 
@@ -199,7 +200,10 @@ fn the_same_spec_killed_and_resumed_gives_bit_identical_results() {
             &["--runs", store, "run", "experiments/resume.toml"],
         );
         if let Some(step) = abort_after {
-            command.env(bertlab::train::ABORT_AFTER_STEP_VARIABLE, step.to_string());
+            command.env(
+                bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE,
+                step.to_string(),
+            );
         }
         command.output().unwrap()
     };
@@ -480,7 +484,7 @@ fn adamw_matches_torch_to_1e_6() {
     ];
     let total = fixture["total_steps"].as_u64().unwrap();
     let warmup = fixture["warmup_steps"].as_u64().unwrap();
-    assert_eq!(optimizer::warmup_steps(total, 0.1), warmup);
+    assert_eq!(schedule::warmup_steps(total, 0.1), warmup);
     let peak = fixture["peak_learning_rate"].as_f64().unwrap();
     let max_norm = fixture["max_grad_norm"].as_f64().unwrap();
     let mut adamw = AdamW::new(&parameters, fixture["weight_decay"].as_f64().unwrap());
@@ -539,7 +543,7 @@ fn adamw_matches_torch_to_1e_6() {
             (norm - expected_norm).abs() < 1e-5,
             "step {step}: norm {norm} vs {expected_norm}"
         );
-        let rate = optimizer::learning_rate_at(step, total, warmup, peak);
+        let rate = schedule::learning_rate_at(step, total, warmup, peak);
         let expected_rate = fixture["learning_rates"][step as usize].as_f64().unwrap();
         assert!(
             (rate - expected_rate).abs() < 1e-12,

@@ -363,7 +363,7 @@ fn show_command(store: &RunStore, hash_prefix: &str) -> anyhow::Result<Outcome> 
             );
         }
     }
-    if let Ok(result) = crate::sweep::read_result(&directory) {
+    if let Ok(result) = crate::store::run_files::read_result(&directory) {
         line(
             "kept epoch",
             format!("{} of {}", result.best_epoch, result.epochs_run),

@@ -90,7 +90,7 @@ pub fn compare_text(store: &RunStore, hashes: &[RunHash]) -> anyhow::Result<Stri
     for hash in hashes {
         let directory = store.run_directory(hash);
         figures[0].push(store.status(hash)?.to_string());
-        let result = crate::sweep::read_result(&directory).ok();
+        let result = crate::store::run_files::read_result(&directory).ok();
         let cells: Vec<String> = match &result {
             Some(result) => vec![
                 format!("{}/{}", result.best_epoch, result.epochs_run),

@@ -18,10 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::plan::spec::RunHash;
+use crate::store::run_files::{RunResult, read_result};
 use crate::store::{RECORD_FILE, RunStatus, RunStore, SPEC_FILE};
 use crate::support::atomic_file;
-use crate::sweep::read_result;
-use crate::train::RunResult;
 
 const INDEX_FILE: &str = ".results-index.json";
 const INDEX_VERSION: u32 = 1;

@@ -1,7 +1,11 @@
 //! The result files of a run directory as pure functions from results to bytes: `metrics.csv`
-//! (one row per epoch), `per_class.csv`, `confusion.csv` and `predictions.csv`. Numbers are
-//! written in their shortest round-trip form, so the same results give the same bytes.
+//! (one row per epoch), `per_class.csv`, `confusion.csv`, `predictions.csv` and `results.json`
+//! (the run's [`RunResult`], read back by [`read_result`]). Numbers are written in their shortest
+//! round-trip form, so the same results give the same bytes.
 
+use std::path::Path;
+
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Evaluation;
@@ -15,6 +19,36 @@ pub const EXPERIMENT_COPY_FILE: &str = "experiment.toml";
 pub const LOG_FILE: &str = "train.log";
 pub const MODEL_DIRECTORY: &str = "model";
 pub const CHECKPOINT_DIRECTORY: &str = "checkpoint";
+/// A finished run's [`RunResult`], as JSON in its directory.
+pub const RESULT_FILE: &str = "results.json";
+
+/// How a run's figures ended up (`results.json` in its directory).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// 1-based epoch whose weights the run keeps.
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub validation: Evaluation,
+    pub test: Option<Evaluation>,
+    pub train_seconds: f64,
+    pub train_samples_per_second: f64,
+}
+
+/// `results.json`: the result as pretty JSON, one newline at the end.
+pub fn result_json(result: &RunResult) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(result).expect("a run result serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Reads a done run's `results.json`.
+pub fn read_result(directory: &Path) -> anyhow::Result<RunResult> {
+    let path = directory.join(RESULT_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a valid results file", path.display()))
+}
 
 /// One epoch of training and validation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use crate::plan::spec::DeviceRequest;
@@ -26,7 +25,7 @@ use crate::store::run_files;
 use crate::store::{Claim, Provenance, RunStatus, RunStore, hostname};
 use crate::support::progress::Progress;
 use crate::train::device::{self, ResolvedDevice};
-use crate::train::{self, RunResult, TrainEnd, TrainOptions};
+use crate::train::{self, TrainEnd, TrainOptions};
 
 /// How long to wait before looking again at runs other processes hold.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -62,17 +61,6 @@ pub struct SweepReport {
     pub interrupted: bool,
     /// Stopped by `fail_fast`.
     pub stopped_on_failure: bool,
-}
-
-/// A finished run's [`RunResult`], as JSON in its directory.
-pub const RESULT_FILE: &str = "results.json";
-
-/// Reads a done run's `results.json`.
-pub fn read_result(directory: &Path) -> anyhow::Result<RunResult> {
-    let path = directory.join(RESULT_FILE);
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a valid results file", path.display()))
 }
 
 /// The commit bertlab was built from (see build.rs).
@@ -424,7 +412,7 @@ fn sweep_worker(
             }
             if retry {
                 // A retry starts over: the failed attempt's checkpoint would replay its failure.
-                train::remove_checkpoint(lease.directory())?;
+                train::checkpoint::remove_checkpoint(lease.directory())?;
             }
             let row = match train_claimed(
                 plan, run, index, store, &lease, options, devices, interrupt, progress, &prefix,
@@ -556,11 +544,12 @@ fn train_claimed(
     };
     let row = match outcome {
         Ok(TrainEnd::Done(result)) => {
-            let mut bytes = serde_json::to_vec_pretty(&result)?;
-            bytes.push(b'\n');
-            crate::support::atomic_file::write(&directory.join(RESULT_FILE), &bytes)?;
+            crate::support::atomic_file::write(
+                &directory.join(run_files::RESULT_FILE),
+                &run_files::result_json(&result),
+            )?;
             end_attempt(RunStatus::Done, None, Some(result.best_epoch))?;
-            if let Err(error) = train::remove_checkpoint(&directory) {
+            if let Err(error) = train::checkpoint::remove_checkpoint(&directory) {
                 progress.message(&format!("{prefix} warning: {error:#}"));
             }
             let mut line = format!(

@@ -3,7 +3,7 @@
 //! work (`scripts/bench.sh` runs both and prints them side by side).
 //!
 //! The work is fixed by the experiment's first run and the options, never by timing:
-//! - training: optimizer steps as `bertlab run` takes them ([`train::optimizer_step`]: dropout,
+//! - training: optimizer steps as `bertlab run` takes them ([`step::optimizer_step`](crate::train::step::optimizer_step): dropout,
 //!   cross-entropy, backward, clipping, AdamW on the run's schedule; one batch per step and no
 //!   class weights, whatever the experiment says, so that PyTorch can do the same), on batches of
 //!   `batch_size` consecutive training examples in file order (what a DataLoader without
@@ -34,8 +34,9 @@ use crate::plan::spec::Precision;
 use crate::support::random::SeededRandom;
 use crate::tokenize::preprocess;
 use crate::tokenize::tokenizer;
-use crate::train::optimizer::{self, AdamW};
-use crate::train::{self, StepInputs};
+use crate::train::optimizer::AdamW;
+use crate::train::step::{self, StepInputs};
+use crate::train::{self, schedule};
 
 /// What to measure, besides the run.
 #[derive(Clone, Debug)]
@@ -213,7 +214,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         train_settings.batch_size,
         options.warmup_steps + options.steps,
     );
-    let schedule_warmup = optimizer::warmup_steps(total_steps, train_settings.warmup_ratio);
+    let schedule_warmup = schedule::warmup_steps(total_steps, train_settings.warmup_ratio);
     let mut adamw = AdamW::new(model.parameters(), train_settings.weight_decay);
     let mut timed_start = Instant::now();
     for (step, batch) in batches.iter().enumerate() {
@@ -226,7 +227,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
             split: &data.train,
             pad_id,
             class_weights: None,
-            learning_rate: optimizer::learning_rate_at(
+            learning_rate: schedule::learning_rate_at(
                 step as u64,
                 total_steps,
                 schedule_warmup,
@@ -234,7 +235,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
             ),
             max_grad_norm: train_settings.max_grad_norm,
         };
-        let outcome = train::optimizer_step(
+        let outcome = step::optimizer_step(
             &inputs,
             &mut adamw,
             std::slice::from_ref(batch),

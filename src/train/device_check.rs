@@ -28,7 +28,7 @@ use crate::support::random::SeededRandom;
 use crate::tokenize::preprocess::TokenizedSplit;
 use crate::train::device::ResolvedDevice;
 use crate::train::optimizer::AdamW;
-use crate::train::{self, StepInputs};
+use crate::train::step::{self, StepInputs};
 
 /// One measured figure and its bound.
 #[derive(Clone, Debug)]
@@ -236,7 +236,7 @@ fn optimizer_checks(
                 max_grad_norm: 1.0,
             };
             let mut random = SeededRandom::for_dropout(SEED, step);
-            let outcome = train::optimizer_step(
+            let outcome = step::optimizer_step(
                 &inputs,
                 &mut optimizer,
                 &[(0..split.ids.len()).collect()],

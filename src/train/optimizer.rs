@@ -1,8 +1,8 @@
-//! The optimizer and its schedule, with state bertlab owns (so a checkpoint holds it exactly):
-//! AdamW as `torch.optim.AdamW` computes it (decoupled weight decay, bias correction), weight
-//! decay only on tensors that standard fine-tuning decays (not biases, not LayerNorm weights),
-//! global-norm gradient clipping as `torch.nn.utils.clip_grad_norm_`, and the linear warmup then
-//! linear decay of transformers' `get_linear_schedule_with_warmup`.
+//! The optimizer, with state bertlab owns (so a checkpoint holds it exactly): AdamW as
+//! `torch.optim.AdamW` computes it (decoupled weight decay, bias correction), weight decay only on
+//! tensors that standard fine-tuning decays (not biases, not LayerNorm weights), and global-norm
+//! gradient clipping as `torch.nn.utils.clip_grad_norm_`. The learning rate of each step comes
+//! from `train::schedule`.
 //!
 //! Moments live in host memory as f32, one pair of vectors per parameter; when the model trains on
 //! a GPU they move to that GPU at the first step ([`AdamW::step_on_device`]) and come back for
@@ -503,24 +503,6 @@ pub fn clip_global_norm(gradients: &mut [Vec<f32>], max_norm: f64) -> f64 {
     norm
 }
 
-/// The warmup length of transformers' `TrainingArguments.get_warmup_steps`: `ceil(ratio * total)`.
-pub fn warmup_steps(total_steps: u64, warmup_ratio: f64) -> u64 {
-    (warmup_ratio * total_steps as f64).ceil() as u64
-}
-
-/// The learning rate of optimizer step `step` (0-based): linear warmup from 0 over
-/// `warmup_steps`, then linear decay to 0 at `total_steps` (transformers'
-/// `get_linear_schedule_with_warmup`).
-pub fn learning_rate_at(step: u64, total_steps: u64, warmup_steps: u64, peak: f64) -> f64 {
-    let factor = if step < warmup_steps {
-        step as f64 / warmup_steps.max(1) as f64
-    } else {
-        (total_steps.saturating_sub(step)) as f64
-            / total_steps.saturating_sub(warmup_steps).max(1) as f64
-    };
-    peak * factor.max(0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,20 +521,6 @@ mod tests {
         assert!(!applies_weight_decay(
             "bert.encoder.layer.3.output.LayerNorm.bias"
         ));
-    }
-
-    #[test]
-    fn the_schedule_warms_up_then_decays_to_zero() {
-        let total = 100;
-        let warmup = warmup_steps(total, 0.1);
-        assert_eq!(warmup, 10);
-        assert_eq!(warmup_steps(95, 0.1), 10, "rounded up");
-        assert_eq!(learning_rate_at(0, total, warmup, 1.0), 0.0);
-        assert!((learning_rate_at(5, total, warmup, 1.0) - 0.5).abs() < 1e-15);
-        assert_eq!(learning_rate_at(10, total, warmup, 1.0), 1.0);
-        assert!((learning_rate_at(55, total, warmup, 1.0) - 0.5).abs() < 1e-15);
-        assert_eq!(learning_rate_at(100, total, warmup, 1.0), 0.0);
-        assert_eq!(learning_rate_at(0, total, 0, 2.0), 2.0, "no warmup");
     }
 
     #[test]

@@ -78,9 +78,14 @@ impl Predictor {
     /// training evaluates); results in the order of `texts`.
     pub fn predict(&self, texts: &[&str], batch_size: usize) -> anyhow::Result<Vec<Prediction>> {
         let ids = tokenizer::encode_all(&self.tokenizer, texts, self.max_length)?;
-        let scored =
-            crate::train::score(&self.model, &ids, self.tokenizer.pad_id, batch_size, None)?
-                .expect("no interrupt flag");
+        let scored = crate::train::evaluation::score(
+            &self.model,
+            &ids,
+            self.tokenizer.pad_id,
+            batch_size,
+            None,
+        )?
+        .expect("no interrupt flag");
         Ok(scored
             .iter()
             .map(|scored| Prediction {

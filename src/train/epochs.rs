@@ -1,0 +1,319 @@
+//! The epoch loop of one run: each epoch's batches (shuffled from the run's seed, optionally
+//! bucketed by length), one optimizer step per group of `gradient_accumulation` batches at the
+//! schedule's learning rate, then validation, the epoch's row in `metrics.csv`, the kept-epoch and
+//! early-stopping decisions of `policy`, and a checkpoint.
+//!
+//! A checkpoint is written after every epoch, after every [`CHECKPOINT_INTERVAL`] of training, and
+//! when the run is interrupted (the interrupt flag is read after every step and during
+//! validation).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use candle_core::Tensor;
+
+use crate::model::bert::BertClassifier;
+use crate::plan::PlannedRun;
+use crate::store::run_files::{self, EpochRow};
+use crate::support::atomic_file;
+use crate::support::progress::{Progress, StepStatus};
+use crate::support::random::SeededRandom;
+use crate::tokenize::batches;
+use crate::tokenize::preprocess::TokenizedData;
+use crate::train::TrainOptions;
+use crate::train::checkpoint::{self, TrainingState};
+use crate::train::evaluation::{self, SplitOutcome};
+use crate::train::optimizer::AdamW;
+use crate::train::step::{self, StepInputs};
+use crate::train::{policy, schedule};
+
+/// The longest stretch of training between two checkpoints.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Test hook: abort the process (as SIGKILL would stop it, with no cleanup) right after this
+/// optimizer step.
+pub const ABORT_AFTER_STEP_VARIABLE: &str = "BERTLAB_TEST_ABORT_AFTER_STEP";
+
+/// Reads the abort-after-step test hook once.
+fn abort_after_step() -> Option<u64> {
+    std::env::var(ABORT_AFTER_STEP_VARIABLE)
+        .ok()
+        .and_then(|value| value.parse().ok())
+}
+
+/// What the loop reads: the run, its data and model, where it writes, and the caller's options.
+pub struct EpochLoop<'a> {
+    pub run: &'a PlannedRun,
+    /// The run directory (checkpoints, `metrics.csv`).
+    pub directory: &'a Path,
+    pub options: &'a TrainOptions<'a>,
+    pub model: &'a BertClassifier,
+    pub data: &'a TokenizedData,
+    pub pad_id: u32,
+    pub class_weights: Option<&'a Tensor>,
+}
+
+/// How the loop ended without an error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoopEnd {
+    /// Every epoch trained (or early stopping fired). `last_validation` is the last epoch's
+    /// validation (1-based epoch, outcome), if this process ran it.
+    Finished {
+        last_validation: Option<(usize, SplitOutcome)>,
+    },
+    /// Stopped by a signal after writing a checkpoint; `position` says where.
+    Interrupted { position: String },
+}
+
+/// The step counts of a run, fixed by its settings and the training split's size.
+struct StepPlan {
+    epochs: usize,
+    accumulation: usize,
+    total_steps: u64,
+    warmup_steps: u64,
+}
+
+/// Trains from where `state` stands to the last epoch, updating `state` as it goes.
+pub fn run_epochs(
+    context: &EpochLoop,
+    optimizer: &mut AdamW,
+    state: &mut TrainingState,
+    progress: &mut Progress,
+) -> anyhow::Result<LoopEnd> {
+    let train_settings = &context.run.spec.train;
+    let lengths: Vec<usize> = context.data.train.ids.iter().map(Vec::len).collect();
+    let batch_size = train_settings.batch_size;
+    let accumulation = train_settings.gradient_accumulation;
+    let batches_per_epoch = lengths.len().div_ceil(batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(accumulation) as u64;
+    let epochs = train_settings.epochs;
+    let total_steps = steps_per_epoch * epochs as u64;
+    let steps = StepPlan {
+        epochs,
+        accumulation,
+        total_steps,
+        warmup_steps: schedule::warmup_steps(total_steps, train_settings.warmup_ratio),
+    };
+    let abort_after = abort_after_step();
+    progress.start_steps(state.steps, total_steps);
+    let mut last_checkpoint = Instant::now();
+    // The last validation in memory (epoch, figures, probabilities): when it is the kept epoch,
+    // `finish` needs no second pass.
+    let mut last_validation: Option<(usize, SplitOutcome)> = None;
+    if context.options.interrupt.load(Ordering::SeqCst) {
+        return Ok(LoopEnd::Interrupted {
+            position: format!(
+                "epoch {} (step {}), before training",
+                state.epoch + 1,
+                state.steps
+            ),
+        });
+    }
+
+    while state.epoch < epochs && !state.stopped {
+        let epoch = state.epoch;
+        let batches = batches::epoch_batches(
+            &lengths,
+            batch_size,
+            train_settings.seed,
+            epoch as u64,
+            train_settings.length_bucketing,
+        );
+        if let Some(position) = train_epoch(
+            context,
+            &steps,
+            &batches,
+            optimizer,
+            state,
+            progress,
+            &mut last_checkpoint,
+            abort_after,
+        )? {
+            return Ok(LoopEnd::Interrupted { position });
+        }
+
+        let Some(outcome) = evaluation::evaluate(
+            context.model,
+            &context.data.validation,
+            context.pad_id,
+            context.data.classes.len(),
+            Some(context.options.interrupt),
+        )?
+        else {
+            checkpoint::save_state(context.directory, context.model, optimizer, state)?;
+            let position = format!("epoch {} validation (step {})", epoch + 1, state.steps);
+            progress.event(&format!("interrupted: checkpoint written at {position}"));
+            return Ok(LoopEnd::Interrupted { position });
+        };
+        end_epoch(context, epochs, &outcome, state, progress)?;
+        checkpoint::save_state(context.directory, context.model, optimizer, state)?;
+        last_checkpoint = Instant::now();
+        last_validation = Some((epoch + 1, outcome));
+    }
+    Ok(LoopEnd::Finished { last_validation })
+}
+
+/// Trains the rest of the epoch `state.epoch` (from `state.next_batch`), one optimizer step per
+/// group of batches; checkpoints every [`CHECKPOINT_INTERVAL`]. Returns where it stopped when it
+/// was interrupted (after writing a checkpoint).
+#[allow(clippy::too_many_arguments)]
+fn train_epoch(
+    context: &EpochLoop,
+    steps: &StepPlan,
+    batches: &[Vec<usize>],
+    optimizer: &mut AdamW,
+    state: &mut TrainingState,
+    progress: &mut Progress,
+    last_checkpoint: &mut Instant,
+    abort_after: Option<u64>,
+) -> anyhow::Result<Option<String>> {
+    let train_settings = &context.run.spec.train;
+    let epoch = state.epoch;
+    let mut segment_start = Instant::now();
+    let mut segment_seconds_before = state.epoch_seconds;
+    while state.next_batch < batches.len() {
+        let group_end = (state.next_batch + steps.accumulation).min(batches.len());
+        let group = &batches[state.next_batch..group_end];
+        let mut random = SeededRandom::for_dropout(train_settings.seed, state.steps);
+        let learning_rate = schedule::learning_rate_at(
+            state.steps,
+            steps.total_steps,
+            steps.warmup_steps,
+            train_settings.learning_rate,
+        );
+        let outcome = step::optimizer_step(
+            &StepInputs {
+                model: context.model,
+                split: &context.data.train,
+                pad_id: context.pad_id,
+                class_weights: context.class_weights,
+                learning_rate,
+                max_grad_norm: train_settings.max_grad_norm,
+            },
+            optimizer,
+            group,
+            &mut random,
+        )?;
+        if let Some(problem) = outcome.divergence {
+            bail!(
+                "diverged at epoch {} step {}: {problem}",
+                epoch + 1,
+                state.steps + 1
+            );
+        }
+        for (loss, examples) in outcome.batch_losses {
+            state.loss_sum += loss * examples as f64;
+            state.loss_examples += examples;
+        }
+        state.steps = optimizer.steps;
+        state.learning_rate = learning_rate;
+        state.next_batch = group_end;
+
+        let seconds = segment_seconds_before + segment_start.elapsed().as_secs_f64();
+        progress.step(StepStatus {
+            epoch: epoch + 1,
+            epochs: steps.epochs,
+            steps: state.steps,
+            total_steps: steps.total_steps,
+            loss: state.loss_sum / state.loss_examples.max(1) as f64,
+            samples_per_second: state.loss_examples as f64 / seconds.max(1e-9),
+        });
+        if abort_after == Some(state.steps) {
+            std::process::abort();
+        }
+        let interrupted = context.options.interrupt.load(Ordering::SeqCst);
+        if interrupted || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            state.epoch_seconds = seconds;
+            checkpoint::save_state(context.directory, context.model, optimizer, state)?;
+            *last_checkpoint = Instant::now();
+            segment_start = Instant::now();
+            segment_seconds_before = seconds;
+            if interrupted {
+                let position = format!(
+                    "epoch {} batch {}/{} (step {})",
+                    epoch + 1,
+                    state.next_batch,
+                    batches.len(),
+                    state.steps
+                );
+                progress.event(&format!("interrupted: checkpoint written at {position}"));
+                return Ok(Some(position));
+            }
+        }
+    }
+    state.epoch_seconds = segment_seconds_before + segment_start.elapsed().as_secs_f64();
+    Ok(None)
+}
+
+/// After an epoch's validation: its row in the history and `metrics.csv`, the kept weights when
+/// it is the best so far, the log line, and the next epoch's start (or early stopping).
+fn end_epoch(
+    context: &EpochLoop,
+    epochs: usize,
+    outcome: &SplitOutcome,
+    state: &mut TrainingState,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let train_settings = &context.run.spec.train;
+    let metric = train_settings.selection_metric;
+    let epoch = state.epoch;
+    let validation = &outcome.evaluation;
+    if !validation.loss.is_finite() {
+        bail!(
+            "diverged at epoch {} (step {}): the validation loss is {}",
+            epoch + 1,
+            state.steps,
+            validation.loss
+        );
+    }
+    let row = EpochRow {
+        epoch: epoch + 1,
+        train_loss: state.loss_sum / state.loss_examples.max(1) as f64,
+        validation_loss: validation.loss,
+        validation_accuracy: validation.accuracy,
+        validation_macro_f1: validation.macro_f1,
+        learning_rate: state.learning_rate,
+        steps: state.steps,
+        epoch_seconds: state.epoch_seconds,
+        train_samples_per_second: state.loss_examples as f64 / state.epoch_seconds.max(1e-9),
+    };
+    state.history.push(row.clone());
+    let history = policy::selection_history(&state.history, metric);
+    let decision = policy::after_epoch(
+        &history,
+        metric.higher_is_better(),
+        train_settings.early_stopping_patience,
+    );
+    if decision.keep {
+        checkpoint::save_best(context.directory, context.model)?;
+    }
+    atomic_file::write(
+        &context.directory.join(run_files::METRICS_FILE),
+        &run_files::metrics_csv(&state.history),
+    )?;
+    progress.event(&format!(
+        "epoch {}/{}: train loss {:.4}, validation loss {:.4}, accuracy {:.4}, macro-F1 {:.4}{}, {:.1} samples/s",
+        epoch + 1,
+        epochs,
+        row.train_loss,
+        row.validation_loss,
+        row.validation_accuracy,
+        row.validation_macro_f1,
+        if decision.keep { " (best so far)" } else { "" },
+        row.train_samples_per_second
+    ));
+    state.epoch += 1;
+    state.next_batch = 0;
+    state.loss_sum = 0.0;
+    state.loss_examples = 0;
+    state.epoch_seconds = 0.0;
+    if decision.stop && state.epoch < epochs {
+        state.stopped = true;
+        progress.event(&format!(
+            "early stopping: {} epochs without improvement of validation {}",
+            train_settings.early_stopping_patience, metric
+        ));
+    }
+    Ok(())
+}
