@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         "through the index",
     ] {
         let start = Instant::now();
-        let rows = bertlab::report::results_table::store_rows(&store)?;
+        let rows = bertlab::store::results_index::store_rows(&store)?;
         let read = start.elapsed().as_secs_f64();
         let frame = bertlab::report::results_table::only_changed(
             bertlab::report::results_table::frame(&rows)?,

@@ -66,7 +66,7 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
                 .iter()
                 .map(|prefix| args.store.resolve(prefix))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let text = crate::report::html::compare_text(&args.store, &hashes)?;
+            let text = crate::report::compare::compare_text(&args.store, &hashes)?;
             std::io::stdout().lock().write_all(text.as_bytes())?;
             Ok(Outcome::Success)
         }
@@ -494,12 +494,12 @@ fn select_rows(
     experiments: &[std::path::PathBuf],
     experiment: Option<&str>,
     color: bool,
-) -> anyhow::Result<Vec<crate::report::results_table::RunRow>> {
-    use crate::report::results_table;
-    let mut rows = results_table::store_rows(store)?;
+) -> anyhow::Result<Vec<crate::store::results_index::RunRow>> {
+    use crate::store::results_index;
+    let mut rows = results_index::store_rows(store)?;
     if !experiments.is_empty() {
         let plan = make_plan(experiments, &PlanOptions::default(), color)?;
-        rows = results_table::planned_rows(rows, &plan)?;
+        rows = results_index::planned_rows(rows, &plan)?;
     }
     if let Some(name) = experiment {
         rows.retain(|row| row.experiment.as_deref() == Some(name));
@@ -529,7 +529,7 @@ fn report_command(
     for row in &rows {
         if row.result.is_some() {
             let directory = store.run_directory(&row.hash);
-            let metrics = html::read_metrics(&directory)?;
+            let metrics = crate::store::run_files::read_metrics(&directory)?;
             crate::support::atomic_file::write(
                 &directory.join("curves.svg"),
                 html::run_curves_svg(&metrics)?.as_bytes(),
@@ -710,8 +710,8 @@ fn run_command(
     drop(progress);
     let mut stdout = std::io::stdout().lock();
     // The same table as `bertlab results EXP.toml...`: the plan's runs, what differs, figures.
-    let rows = crate::report::results_table::planned_rows(
-        crate::report::results_table::store_rows(store)?,
+    let rows = crate::store::results_index::planned_rows(
+        crate::store::results_index::store_rows(store)?,
         &plan,
     )?;
     let frame =

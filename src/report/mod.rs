@@ -1,4 +1,5 @@
 //! The report stage.
+pub mod compare;
 pub mod html;
 pub mod results_table;
 pub mod tables;

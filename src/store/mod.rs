@@ -5,6 +5,7 @@
 //!
 //! Hashes given by users may be any unique prefix of at least 4 hex digits, as in git.
 
+pub mod results_index;
 pub mod run_files;
 
 use std::fmt;

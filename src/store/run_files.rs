@@ -125,6 +125,18 @@ pub fn metrics_csv(rows: &[EpochRow]) -> Vec<u8> {
     csv_bytes(&headers, &rows)
 }
 
+/// Reads a run's `metrics.csv` back into rows.
+pub fn read_metrics(directory: &Path) -> anyhow::Result<Vec<EpochRow>> {
+    let path = directory.join(METRICS_FILE);
+    let mut reader =
+        csv::Reader::from_path(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for record in reader.deserialize() {
+        rows.push(record.with_context(|| format!("{} is not a metrics file", path.display()))?);
+    }
+    Ok(rows)
+}
+
 /// `per_class.csv`: `split, class, precision, recall, f1, support` for each evaluated split.
 pub fn per_class_csv(classes: &[String], splits: &[(&str, &Evaluation)]) -> Vec<u8> {
     let headers: Vec<String> = ["split", "class", "precision", "recall", "f1", "support"]
