@@ -2,4 +2,5 @@
 pub mod compare;
 pub mod html;
 pub mod results_table;
+pub mod show;
 pub mod tables;

@@ -67,6 +67,20 @@ pub fn cache_key(run: &PlannedRun) -> String {
     hash_canonical(&canonical_json(&key)).as_str().to_string()
 }
 
+/// The runs grouped by their preprocessed data (equal [`cache_key`]s), each group one data setup:
+/// the runs' indices, groups in the order of their first run.
+pub fn data_setups(runs: &[PlannedRun]) -> Vec<Vec<usize>> {
+    let mut setups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (index, run) in runs.iter().enumerate() {
+        let key = cache_key(run);
+        match setups.iter_mut().find(|(existing, _)| *existing == key) {
+            Some((_, members)) => members.push(index),
+            None => setups.push((key, vec![index])),
+        }
+    }
+    setups.into_iter().map(|(_, members)| members).collect()
+}
+
 /// The cache folder used when none is given: `data/` beside the fingerprint cache.
 pub fn default_cache_folder() -> Option<PathBuf> {
     crate::plan::fingerprint::default_cache_path()

@@ -1,0 +1,40 @@
+//! `bertlab report`: the HTML report page, and `curves.svg` in every finished run's directory.
+
+use crate::commands::{Outcome, select_rows};
+use crate::store::RunStore;
+
+/// `bertlab report`: the HTML page, and `curves.svg` in every finished run's directory.
+pub fn execute(
+    store: &RunStore,
+    options: &crate::commands::cli::ReportArgs,
+    color: bool,
+) -> anyhow::Result<Outcome> {
+    use crate::report::html;
+    let rows = select_rows(
+        store,
+        &options.experiments,
+        options.experiment.as_deref(),
+        color,
+    )?;
+    for row in &rows {
+        if row.result.is_some() {
+            let directory = store.run_directory(&row.hash);
+            let metrics = crate::store::run_files::read_metrics(&directory)?;
+            crate::support::atomic_file::write(
+                &directory.join("curves.svg"),
+                html::run_curves_svg(&metrics)?.as_bytes(),
+            )?;
+        }
+    }
+    let frame =
+        crate::report::results_table::only_changed(crate::report::results_table::frame(&rows)?)?;
+    let (headers, cells) = crate::report::results_table::text_cells(&frame)?;
+    let html = html::report_html(store, &rows, &headers, &cells)?;
+    crate::support::atomic_file::write(&options.output, html.as_bytes())?;
+    eprintln!(
+        "wrote {} ({} runs); curves.svg in each finished run's directory",
+        options.output.display(),
+        rows.len()
+    );
+    Ok(Outcome::Success)
+}

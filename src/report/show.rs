@@ -1,0 +1,115 @@
+//! `bertlab show`: one run's summary as text, from its run files: status, times, provenance,
+//! the kept epoch, `metrics.csv`, `per_class.csv` and `confusion.csv` as tables, and the spec.
+
+use crate::plan::spec::RunHash;
+use crate::report::tables::text_table;
+use crate::store::RunStore;
+use crate::store::run_files;
+
+/// The summary `bertlab show` prints for run `hash` of `store`.
+pub fn show_text(store: &RunStore, hash: &RunHash) -> anyhow::Result<String> {
+    let status = store.status(&hash)?;
+    let record = store.record(&hash)?;
+    let directory = store.run_directory(&hash);
+    let spec: serde_json::Value = serde_json::from_slice(&store.spec_bytes(&hash)?)?;
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<12}{value}\n"));
+    line("run", hash.to_string());
+    line("directory", directory.display().to_string());
+    line("status", status.to_string());
+    if let Some(record) = &record {
+        let time = |time: &chrono::DateTime<chrono::Utc>| {
+            time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        if let Some(experiment) = &record.experiment {
+            line("experiment", experiment.clone());
+        }
+        if let Some(started) = &record.started_at {
+            line("started", time(started));
+        }
+        if let Some(finished) = &record.finished_at {
+            line("finished", time(finished));
+        }
+        if let Some(seconds) = record.duration_seconds {
+            line(
+                "duration",
+                format!("{seconds:.1} s over {} attempt(s)", record.attempts),
+            );
+        }
+        if let Some(error) = &record.error {
+            line("error", error.clone());
+        }
+        if let Some(provenance) = &record.provenance {
+            line(
+                "trained on",
+                format!(
+                    "{} ({}, {} threads) with bertlab {}{}",
+                    provenance.host,
+                    provenance.device,
+                    provenance.threads,
+                    provenance.bertlab_version,
+                    provenance.commit_suffix()
+                ),
+            );
+            line(
+                "experiment",
+                format!(
+                    "{}{}",
+                    provenance.experiment_file,
+                    match (&provenance.experiment_commit, provenance.experiment_dirty) {
+                        (Some(commit), Some(dirty)) => format!(
+                            " at commit {}{}",
+                            &commit[..commit.len().min(12)],
+                            if dirty {
+                                " (with uncommitted changes)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        _ => " (not in a git repository)".into(),
+                    }
+                ),
+            );
+        }
+    }
+    if let Ok(result) = run_files::read_result(&directory) {
+        line(
+            "kept epoch",
+            format!("{} of {}", result.best_epoch, result.epochs_run),
+        );
+    }
+    let section = |out: &mut String, title: &str, file: &str| -> anyhow::Result<()> {
+        if let Ok(mut reader) = csv::Reader::from_path(directory.join(file)) {
+            let headers: Vec<String> = reader.headers()?.iter().map(String::from).collect();
+            let rows: Vec<Vec<String>> = reader
+                .records()
+                .filter_map(Result::ok)
+                .map(|record| {
+                    record
+                        .iter()
+                        .map(|cell| match cell.parse::<f64>() {
+                            Ok(number) if cell.contains('.') && number.fract() != 0.0 => {
+                                format!("{number:.4}")
+                            }
+                            _ => cell.to_string(),
+                        })
+                        .collect()
+                })
+                .collect();
+            out.push_str(&format!("\n{title}\n"));
+            out.push_str(&text_table(&headers, &rows));
+        }
+        Ok(())
+    };
+    section(&mut out, "epochs (metrics.csv)", run_files::METRICS_FILE)?;
+    section(&mut out, "per class, kept epoch", run_files::PER_CLASS_FILE)?;
+    section(
+        &mut out,
+        "confusion (rows: gold)",
+        run_files::CONFUSION_FILE,
+    )?;
+    out.push_str("\nspec\n");
+    out.push_str(&serde_json::to_string_pretty(&spec)?);
+    out.push('\n');
+    Ok(out)
+}
