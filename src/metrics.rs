@@ -2,8 +2,8 @@
 //! macro-F1, per-class precision/recall/F1/support and the confusion matrix; and `improves`, the
 //! comparison every policy that reads a metric history is built on (`train::policy`).
 //!
-//! Uses: `plan` (the selection metric's name). Used by `store` (the run files), `train` and
-//! `report`; never uses any of them, nor the model.
+//! Uses: `plan` (the selection metric's name). Never uses: `store`, `train` or `report` (which
+//! use it), nor the model.
 //!
 //! Conventions (scikit-learn's): a class's precision is 0 when it is never predicted, its recall
 //! 0 when it never occurs, F1 0 when both are 0; macro-F1 averages the classes that occur in the

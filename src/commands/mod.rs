@@ -7,7 +7,8 @@
 //! Here: the dispatch, and what several verbs share (planning with the fingerprint cache and
 //! its warnings, the rows `results` and `report` show, the interrupt flag).
 //!
-//! Uses: every stage. Nothing but `main.rs` uses it.
+//! Uses: every stage. Never: holds a pipeline step (a verb's work lives in its stage, the
+//! command only resolves, calls and prints); nothing but `main.rs` uses it.
 
 pub mod bench;
 pub mod cli;

@@ -15,6 +15,9 @@
 //!   labels of the training file. A row without a label is an unlisted label.
 //! - split: separate files, or a seeded (stratified) split of the training file.
 //! - leakage: texts found both in train and in validation or test are counted.
+//!
+//! Uses: `support`, `experiment` (label entries, filters), `plan` (a run's resolved settings).
+//! Never uses: the tokenizer, the model, the run store or anything above them.
 
 pub mod decode;
 pub mod read;

@@ -1,10 +1,18 @@
-//! The plan: from experiment files to the ordered list of runs, each with its resolved settings,
-//! its spec and its hash. Here defaults are filled in (some from the model's `config.json`), grid
-//! points are expanded, cross-key rules are checked, data and model files are found and
-//! fingerprinted, and points that resolve to the same spec are merged into one run.
+//! The plan stage: from experiment files to the ordered list of runs, each with its resolved
+//! settings, its spec and its hash.
+//!
+//! Owns: [`plan`] here (defaults filled in, some from the model's `config.json`; grid points
+//! expanded; cross-key rules checked; data and model files found and fingerprinted; points that
+//! resolve to the same spec merged into one run), `spec` (the resolved settings of a run, the
+//! canonical JSON of its spec and the run hash), `fingerprint` (content hashes of files, cached)
+//! and `model_directory` (which files of a Hugging Face directory define the model, and the few
+//! `config.json` values planning needs).
 //!
 //! Everything is checked before anything is written: a plan either comes back whole, or as an
 //! error listing every problem of every file.
+//!
+//! Uses: `support`, `experiment`. Never uses: the data, the tokenizer, the model, the run store
+//! or anything above them: a plan is made without reading a data row or loading a weight.
 
 pub mod fingerprint;
 pub mod model_directory;

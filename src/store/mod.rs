@@ -1,9 +1,18 @@
-//! The run store: one directory per run, `<store>/<first 12 hex digits of the hash>/`, holding
-//! `spec.json` (the canonical bytes that were hashed), `run.json` (status, written atomically) and
-//! `lock` (held with an OS file lock while a process trains the run, so two processes never train
-//! the same run, and a lock left by a killed process is free again).
+//! The store stage: what bertlab keeps on disk about runs.
+//!
+//! Owns: the run store here ([`RunStore`]): one directory per run,
+//! `<store>/<first 12 hex digits of the hash>/`, holding `spec.json` (the canonical bytes that
+//! were hashed), `run.json` (status, written atomically) and `lock` (held with an OS file lock
+//! while a process trains the run, so two processes never train the same run, and a lock left by
+//! a killed process is free again); `run_files` (every result file of a run directory as a pure
+//! function from results to bytes, and `results.json` and `metrics.csv` read back) and
+//! `results_index` (one row per run for the results table, cached in `.results-index.json`).
 //!
 //! Hashes given by users may be any unique prefix of at least 4 hex digits, as in git.
+//!
+//! Uses: `support`, `plan` (specs and hashes), `metrics` (the figures the run files hold). Never
+//! uses: the model, the tokenizer or the training loop: the store describes runs and never trains
+//! them (`train` writes the result files, `sweep` claims runs and records how they ended).
 
 pub mod results_index;
 pub mod run_files;

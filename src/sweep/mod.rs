@@ -1,3 +1,11 @@
+//! The sweep stage: a plan carried out, and a finished run trained again.
+//!
+//! Owns: [`run_sweep`] here and `reproduce` (a finished run trained again from its stored spec in
+//! a scratch store, its metrics and weights compared with the original's).
+//!
+//! Uses: every stage below it; `train::train_run` trains each run. Never uses: `report` or
+//! `commands` (the sweep reports its rows; the commands print them).
+//!
 //! Carrying out a plan: every run in plan order, each claimed in the run store before it is
 //! trained (so two processes on the same sweep split the work and never train a run twice),
 //! `done` runs skipped, interrupted runs resumed from their checkpoint, failures recorded with
