@@ -11,7 +11,7 @@ fn experiment_file_reference_matches_the_schema() {
     let generated = bertlab::experiment::schema::markdown_reference();
     assert!(
         documented.contains(&generated),
-        "docs/experiment-file.md must contain this table, generated from src/schema.rs:\n\n{generated}"
+        "docs/experiment-file.md must contain this table, generated from src/experiment/schema.rs:\n\n{generated}"
     );
 }
 
