@@ -84,17 +84,7 @@ pub fn show_text(store: &RunStore, hash: &RunHash) -> anyhow::Result<String> {
             let rows: Vec<Vec<String>> = reader
                 .records()
                 .filter_map(Result::ok)
-                .map(|record| {
-                    record
-                        .iter()
-                        .map(|cell| match cell.parse::<f64>() {
-                            Ok(number) if cell.contains('.') && number.fract() != 0.0 => {
-                                format!("{number:.4}")
-                            }
-                            _ => cell.to_string(),
-                        })
-                        .collect()
-                })
+                .map(|record| record.iter().map(table_cell).collect())
                 .collect();
             out.push_str(&format!("\n{title}\n"));
             out.push_str(&text_table(&headers, &rows));
@@ -112,4 +102,43 @@ pub fn show_text(store: &RunStore, hash: &RunHash) -> anyhow::Result<String> {
     out.push_str(&serde_json::to_string_pretty(&spec)?);
     out.push('\n');
     Ok(out)
+}
+
+/// A cell of a run's CSV file as `show` prints it: numbers below 0.001 (learning rates) in
+/// scientific notation with up to three significant digits (`1.0e-4`, `1.33e-5`), other
+/// fractions with four decimals, integers and text as written.
+fn table_cell(cell: &str) -> String {
+    match cell.parse::<f64>() {
+        Ok(number) if number.is_finite() && number != 0.0 && number.abs() < 1e-3 => {
+            let text = format!("{number:.2e}");
+            let (mantissa, exponent) = text.split_once('e').expect("{:e} writes an exponent");
+            let mut mantissa = mantissa.trim_end_matches('0').to_string();
+            if mantissa.ends_with('.') {
+                mantissa.push('0');
+            }
+            format!("{mantissa}e{exponent}")
+        }
+        Ok(number) if cell.contains('.') && number.fract() != 0.0 => format!("{number:.4}"),
+        _ => cell.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table_cell;
+
+    #[test]
+    fn small_numbers_stay_readable() {
+        assert_eq!(table_cell("0.0001"), "1.0e-4");
+        assert_eq!(table_cell("1.3333333333333333e-5"), "1.33e-5");
+        assert_eq!(table_cell("2e-5"), "2.0e-5");
+        assert_eq!(table_cell("-0.00025"), "-2.5e-4");
+        assert_eq!(table_cell("0.54561234"), "0.5456");
+        assert_eq!(table_cell("0.001"), "0.0010");
+        assert_eq!(table_cell("0"), "0");
+        assert_eq!(table_cell("0.0"), "0.0");
+        assert_eq!(table_cell("125"), "125");
+        assert_eq!(table_cell("positive"), "positive");
+        assert_eq!(table_cell("NaN"), "NaN");
+    }
 }
