@@ -354,6 +354,38 @@ fn the_store_can_live_elsewhere() {
 }
 
 #[test]
+fn a_store_path_through_a_file_is_refused_naming_the_flag() {
+    let workspace = Workspace::new();
+    workspace.experiment("sweep.toml", SWEEP);
+    std::fs::write(workspace.path().join("afile"), "keep me").unwrap();
+    for store in ["afile", "afile/inner"] {
+        for command in [&["results"][..], &["plan", "experiments/sweep.toml"][..]] {
+            let mut args = vec!["--runs", store];
+            args.extend_from_slice(command);
+            let output = workspace.bertlab(&args);
+            assert_eq!(
+                output.status,
+                Some(2),
+                "{store} {command:?}: {}",
+                output.stderr
+            );
+            assert!(
+                output.stderr.contains("--runs")
+                    && output.stderr.contains("afile is not a folder")
+                    && !output.stderr.contains("Not a directory"),
+                "{store} {command:?}: {}",
+                output.stderr
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(workspace.path().join("afile")).unwrap(),
+        "keep me"
+    );
+    assert!(!workspace.store_exists());
+}
+
+#[test]
 fn several_experiment_files_are_planned_in_order_with_an_experiment_column() {
     let workspace = Workspace::new();
     workspace.experiment("sweep.toml", SWEEP);

@@ -35,7 +35,8 @@ pub struct LowArgs {
         global = true,
         env = "BERTLAB_RUNS",
         value_name = "DIR",
-        default_value = "runs"
+        default_value = "runs",
+        value_parser = store_folder
     )]
     pub runs: PathBuf,
 
@@ -485,4 +486,20 @@ fn parse_device(text: &str) -> Result<crate::plan::spec::DeviceRequest, String> 
 fn parse_precision(text: &str) -> Result<crate::plan::spec::Precision, String> {
     crate::plan::spec::Precision::parse(text)
         .ok_or_else(|| format!("unknown precision {text:?}: expected fp32 or bf16"))
+}
+
+/// `--runs DIR` (or `BERTLAB_RUNS`): a folder, new or existing. A path that is, or runs through, a
+/// file is refused here, naming the flag, rather than later as "Not a directory" on a run file.
+fn store_folder(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    let existing = path.ancestors().find(|ancestor| {
+        !ancestor.as_os_str().is_empty() && std::fs::symlink_metadata(ancestor).is_ok()
+    });
+    match existing {
+        Some(ancestor) if !ancestor.is_dir() => Err(format!(
+            "{} is not a folder, and the run store (--runs or BERTLAB_RUNS) is one: give a folder, new or existing (default: ./runs)",
+            ancestor.display()
+        )),
+        _ => Ok(path),
+    }
 }
