@@ -165,6 +165,13 @@ fn results_hold_one_row_per_run_with_the_metrics_of_the_kept_epoch() {
     let html = std::fs::read_to_string(workspace.path().join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 2, "two charts");
     assert!(html.contains("Confusion matrix of the best run") && html.contains("val_macro_f1"));
+    // The tables scroll inside their own box rather than widening the page.
+    assert!(html.contains(".table-box { max-width: 100%; overflow-x: auto;"));
+    assert_eq!(
+        html.matches("<div class=\"table-box\">\n<table>").count(),
+        2,
+        "the results table and the confusion matrix"
+    );
     for directory in run_directories(&workspace.path().join("runs")) {
         let svg = std::fs::read_to_string(directory.join("curves.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("validation"));

@@ -158,10 +158,12 @@ pub fn report_html(
          th { background: #f3f3f3; }\n\
          td.text, th.text { text-align: left; font-family: monospace; }\n\
          .charts { display: flex; flex-wrap: wrap; gap: 1em; }\n\
+         .table-box { max-width: 100%; overflow-x: auto; margin: 1em 0; }\n\
+         .table-box table { margin: 0; }\n\
          </style>\n</head>\n<body>\n<h1>bertlab report</h1>\n",
     );
     html.push_str(&format!(
-        "<p>{} runs in <code>{}</code>, generated {}.</p>\n<h2>Results</h2>\n<table>\n<tr>",
+        "<p>{} runs in <code>{}</code>, generated {}.</p>\n<h2>Results</h2>\n<div class=\"table-box\">\n<table>\n<tr>",
         rows.len(),
         escape(&store.root().display().to_string()),
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -178,7 +180,7 @@ pub fn report_html(
         }
         html.push_str("</tr>\n");
     }
-    html.push_str("</table>\n");
+    html.push_str("</table>\n</div>\n");
     if !f1_series.is_empty() {
         html.push_str("<h2>Learning curves</h2>\n<div class=\"charts\">\n");
         html.push_str(&line_chart_svg(
@@ -203,7 +205,7 @@ pub fn report_html(
                     .collect()
             });
         html.push_str(&format!(
-            "<h2>Confusion matrix of the best run</h2>\n<p>Run <code>{}</code>, validation split at the kept epoch {} (macro-F1 {:.4}); rows: gold, columns: predicted.</p>\n<table>\n<tr><th></th>",
+            "<h2>Confusion matrix of the best run</h2>\n<p>Run <code>{}</code>, validation split at the kept epoch {} (macro-F1 {:.4}); rows: gold, columns: predicted.</p>\n<div class=\"table-box\">\n<table>\n<tr><th></th>",
             row.hash.short(),
             result.best_epoch,
             result.validation.macro_f1
@@ -223,7 +225,7 @@ pub fn report_html(
             }
             html.push_str("</tr>\n");
         }
-        html.push_str("</table>\n");
+        html.push_str("</table>\n</div>\n");
     }
     html.push_str("</body>\n</html>\n");
     Ok(html)
