@@ -172,6 +172,7 @@ fn results_hold_one_row_per_run_with_the_metrics_of_the_kept_epoch() {
         2,
         "the results table and the confusion matrix"
     );
+    assert!(html.contains(&format!("<p>{} runs in <code>", rows.len())));
     for directory in run_directories(&workspace.path().join("runs")) {
         let svg = std::fs::read_to_string(directory.join("curves.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("validation"));

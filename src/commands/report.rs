@@ -32,9 +32,9 @@ pub fn execute(
     let html = html::report_html(store, &rows, &headers, &cells)?;
     crate::support::atomic_file::write(&options.output, html.as_bytes())?;
     eprintln!(
-        "wrote {} ({} runs); curves.svg in each finished run's directory",
+        "wrote {} ({}); curves.svg in each finished run's directory",
         options.output.display(),
-        rows.len()
+        crate::report::tables::count_of(rows.len(), "run")
     );
     Ok(Outcome::Success)
 }

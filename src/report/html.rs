@@ -4,6 +4,7 @@
 
 use plotters::prelude::*;
 
+use crate::report::tables::count_of;
 use crate::store::RunStore;
 use crate::store::results_index::RunRow;
 use crate::store::run_files::{self, EpochRow, read_metrics};
@@ -163,8 +164,8 @@ pub fn report_html(
          </style>\n</head>\n<body>\n<h1>bertlab report</h1>\n",
     );
     html.push_str(&format!(
-        "<p>{} runs in <code>{}</code>, generated {}.</p>\n<h2>Results</h2>\n<div class=\"table-box\">\n<table>\n<tr>",
-        rows.len(),
+        "<p>{} in <code>{}</code>, generated {}.</p>\n<h2>Results</h2>\n<div class=\"table-box\">\n<table>\n<tr>",
+        count_of(rows.len(), "run"),
         escape(&store.root().display().to_string()),
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     ));

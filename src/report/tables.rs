@@ -33,6 +33,15 @@ pub enum TableFormat {
     Csv,
 }
 
+/// A count and its noun, singular for one: `1 run`, `2 runs`, `0 runs`.
+pub fn count_of(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
 /// Left-aligned columns separated by two spaces, with a header row; no trailing spaces.
 pub fn text_table(headers: &[String], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers
@@ -275,6 +284,13 @@ pub fn data_report_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_run_is_singular() {
+        assert_eq!(count_of(1, "run"), "1 run");
+        assert_eq!(count_of(0, "run"), "0 runs");
+        assert_eq!(count_of(12, "run"), "12 runs");
+    }
 
     fn rows() -> (Vec<String>, Vec<PlanRow>) {
         let columns = vec!["learning_rate".to_string(), "model.path".to_string()];
