@@ -226,8 +226,9 @@ pub struct RunArgs {
     pub max_runs: usize,
 }
 
+/// Which runs `results` and `report` show: the store's, or those experiment files plan.
 #[derive(Debug, Args)]
-pub struct ResultsArgs {
+pub struct RunSelectionArgs {
     /// Only the runs these experiment files plan (runs not trained yet show as `new`).
     #[arg(value_name = "EXPERIMENT.toml")]
     pub experiments: Vec<PathBuf>,
@@ -235,6 +236,12 @@ pub struct ResultsArgs {
     /// Only the runs of the experiment with this name.
     #[arg(long, value_name = "NAME")]
     pub experiment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    #[command(flatten)]
+    pub selection: RunSelectionArgs,
 
     /// Sort by a column, best first for metrics (e.g. val_macro_f1, val_loss, learning_rate).
     #[arg(long, value_name = "COLUMN")]
@@ -313,13 +320,8 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Only the runs these experiment files plan.
-    #[arg(value_name = "EXPERIMENT.toml")]
-    pub experiments: Vec<PathBuf>,
-
-    /// Only the runs of the experiment with this name.
-    #[arg(long, value_name = "NAME")]
-    pub experiment: Option<String>,
+    #[command(flatten)]
+    pub selection: RunSelectionArgs,
 
     /// The HTML file to write.
     #[arg(long, value_name = "FILE")]

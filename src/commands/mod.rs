@@ -119,17 +119,16 @@ pub fn make_plan(
 /// not trained yet included as `new`), optionally of one experiment name.
 pub fn select_rows(
     store: &RunStore,
-    experiments: &[std::path::PathBuf],
-    experiment: Option<&str>,
+    selection: &cli::RunSelectionArgs,
     color: bool,
 ) -> anyhow::Result<Vec<crate::store::results_index::RunRow>> {
     use crate::store::results_index;
     let mut rows = results_index::store_rows(store)?;
-    if !experiments.is_empty() {
-        let plan = make_plan(experiments, &PlanOptions::default(), color)?;
+    if !selection.experiments.is_empty() {
+        let plan = make_plan(&selection.experiments, &PlanOptions::default(), color)?;
         rows = results_index::planned_rows(rows, &plan)?;
     }
-    if let Some(name) = experiment {
+    if let Some(name) = selection.experiment.as_deref() {
         rows.retain(|row| row.experiment.as_deref() == Some(name));
         if rows.is_empty() {
             eprintln!(

@@ -10,12 +10,7 @@ pub fn execute(
     color: bool,
 ) -> anyhow::Result<Outcome> {
     use crate::report::html;
-    let rows = select_rows(
-        store,
-        &options.experiments,
-        options.experiment.as_deref(),
-        color,
-    )?;
+    let rows = select_rows(store, &options.selection, color)?;
     for row in &rows {
         if row.result.is_some() {
             let directory = store.run_directory(&row.hash);

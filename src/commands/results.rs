@@ -16,12 +16,7 @@ pub fn execute(
     use crate::report::results_table;
     use std::io::IsTerminal;
 
-    let rows = select_rows(
-        store,
-        &options.experiments,
-        options.experiment.as_deref(),
-        color,
-    )?;
+    let rows = select_rows(store, &options.selection, color)?;
     let mut frame = results_table::frame(&rows)?;
     if let Some(expression) = &options.where_ {
         frame = results_table::filter(frame, &results_table::parse_where(expression)?)?;
