@@ -8,10 +8,10 @@ use crate::store::run_files;
 
 /// The summary `bertlab show` prints for run `hash` of `store`.
 pub fn show_text(store: &RunStore, hash: &RunHash) -> anyhow::Result<String> {
-    let status = store.status(&hash)?;
-    let record = store.record(&hash)?;
-    let directory = store.run_directory(&hash);
-    let spec: serde_json::Value = serde_json::from_slice(&store.spec_bytes(&hash)?)?;
+    let status = store.status(hash)?;
+    let record = store.record(hash)?;
+    let directory = store.run_directory(hash);
+    let spec: serde_json::Value = serde_json::from_slice(&store.spec_bytes(hash)?)?;
     let mut out = String::new();
     let mut line = |label: &str, value: String| out.push_str(&format!("{label:<12}{value}\n"));
     line("run", hash.to_string());
