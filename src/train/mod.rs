@@ -50,7 +50,7 @@ use crate::plan::spec::Precision;
 use crate::store::run_files::{self, RunResult};
 use crate::support::atomic_file;
 use crate::support::progress::Progress;
-use crate::tokenize::preprocess;
+use crate::tokenize::preprocess::{self, TokenizedData};
 use crate::tokenize::tokenizer;
 use checkpoint::TrainingState;
 use epochs::{EpochLoop, LoopEnd};
@@ -130,6 +130,57 @@ pub fn train_run(
         options.experiment_text.as_bytes(),
     )?;
 
+    let data = prepare_data(run, directory, options, progress)?;
+
+    let device = options.device.clone();
+    let (model, load_report) = load_training_model(run, data.classes.len(), &device)?;
+    for warning in &load_report.warnings {
+        progress.event(&format!("model: {warning}"));
+    }
+    let pad_id = tokenizer::load(&settings.model_path)?.pad_id;
+    let weights = step::class_weights(
+        &data.train.labels,
+        data.classes.len(),
+        train_settings.class_weights,
+    )
+    .map(|weights| Tensor::new(weights.as_slice(), &device))
+    .transpose()?;
+
+    let mut optimizer = AdamW::new(model.parameters(), train_settings.weight_decay);
+    let mut state = resume(run, directory, &model, &mut optimizer, progress)?;
+
+    let epoch_loop = EpochLoop {
+        run,
+        directory,
+        options,
+        model: &model,
+        data: &data,
+        pad_id,
+        class_weights: weights.as_ref(),
+    };
+    match epochs::run_epochs(&epoch_loop, &mut optimizer, &mut state, progress)? {
+        LoopEnd::Interrupted { position } => Ok(TrainEnd::Interrupted { position }),
+        LoopEnd::Finished { last_validation } => finish::finish(
+            run,
+            directory,
+            &model,
+            &data,
+            pad_id,
+            &state,
+            last_validation,
+            progress,
+        ),
+    }
+}
+
+/// The run's data through the preprocessing cache, its `data_report.json` written and logged;
+/// an empty training split or fewer than two classes is an error.
+fn prepare_data(
+    run: &PlannedRun,
+    directory: &Path,
+    options: &TrainOptions,
+    progress: &mut Progress,
+) -> anyhow::Result<TokenizedData> {
     let started = Instant::now();
     let (data, cache_use) = preprocess::preprocess_cached(run, options.cache_folder.as_deref())?;
     let mut report = serde_json::to_vec_pretty(&serde_json::json!({
@@ -163,63 +214,35 @@ pub fn train_run(
             if data.classes.len() == 1 { "" } else { "es" }
         );
     }
+    Ok(data)
+}
 
-    let device = options.device.clone();
-    let (model, load_report) = load_training_model(run, data.classes.len(), &device)?;
-    for warning in &load_report.warnings {
-        progress.event(&format!("model: {warning}"));
-    }
-    let pad_id = tokenizer::load(&settings.model_path)?.pad_id;
-    let weights = step::class_weights(
-        &data.train.labels,
-        data.classes.len(),
-        train_settings.class_weights,
-    )
-    .map(|weights| Tensor::new(weights.as_slice(), &device))
-    .transpose()?;
-
-    let mut optimizer = AdamW::new(model.parameters(), train_settings.weight_decay);
-    let mut state = TrainingState::new(run.hash.as_str());
-    if let Some((tensors, saved)) = checkpoint::load_state(directory)? {
-        if saved.hash != run.hash.as_str() || saved.version != checkpoint::STATE_VERSION {
-            bail!(
-                "the checkpoint in {} belongs to another run or bertlab version; delete it to start over",
-                checkpoint::checkpoint_folder(directory).display()
-            );
-        }
-        checkpoint::set_parameters(&model, &tensors)?;
-        optimizer.restore(&tensors, saved.steps)?;
-        progress.event(&format!(
-            "resuming at epoch {} batch {} (step {})",
-            saved.epoch + 1,
-            saved.next_batch,
-            saved.steps
-        ));
-        state = saved;
-    } else {
+/// Where training starts: the run's checkpoint restored into `model` and `optimizer` when there is
+/// one (it must belong to this run and this state version), else the first step.
+fn resume(
+    run: &PlannedRun,
+    directory: &Path,
+    model: &BertClassifier,
+    optimizer: &mut AdamW,
+    progress: &mut Progress,
+) -> anyhow::Result<TrainingState> {
+    let Some((tensors, saved)) = checkpoint::load_state(directory)? else {
         progress.event("training from the start");
-    }
-
-    let epoch_loop = EpochLoop {
-        run,
-        directory,
-        options,
-        model: &model,
-        data: &data,
-        pad_id,
-        class_weights: weights.as_ref(),
+        return Ok(TrainingState::new(run.hash.as_str()));
     };
-    match epochs::run_epochs(&epoch_loop, &mut optimizer, &mut state, progress)? {
-        LoopEnd::Interrupted { position } => Ok(TrainEnd::Interrupted { position }),
-        LoopEnd::Finished { last_validation } => finish::finish(
-            run,
-            directory,
-            &model,
-            &data,
-            pad_id,
-            &state,
-            last_validation,
-            progress,
-        ),
+    if saved.hash != run.hash.as_str() || saved.version != checkpoint::STATE_VERSION {
+        bail!(
+            "the checkpoint in {} belongs to another run or bertlab version; delete it to start over",
+            checkpoint::checkpoint_folder(directory).display()
+        );
     }
+    checkpoint::set_parameters(model, &tensors)?;
+    optimizer.restore(&tensors, saved.steps)?;
+    progress.event(&format!(
+        "resuming at epoch {} batch {} (step {})",
+        saved.epoch + 1,
+        saved.next_batch,
+        saved.steps
+    ));
+    Ok(saved)
 }
