@@ -59,11 +59,10 @@ pub fn execute(
         match format {
             ReportFormat::Text => {
                 let title = format!(
-                    "data setup {} of {}: {} run{} ({})",
+                    "data setup {} of {}: {} ({})",
                     number + 1,
                     setups.len(),
-                    runs.len(),
-                    if runs.len() == 1 { "" } else { "s" },
+                    tables::count_of(runs.len(), "run"),
                     hashes.join(", ")
                 );
                 if number > 0 {

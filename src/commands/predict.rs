@@ -65,9 +65,8 @@ pub fn execute(
         }
     }
     eprintln!(
-        "predicted {} text{} with run {} in {:.2} s ({:.1} texts/s)",
-        texts.len(),
-        if texts.len() == 1 { "" } else { "s" },
+        "predicted {} with run {} in {:.2} s ({:.1} texts/s)",
+        tables::count_of(texts.len(), "text"),
         hash.short(),
         seconds,
         texts.len() as f64 / seconds.max(1e-9)

@@ -53,10 +53,6 @@ pub fn execute(
             stdout.flush()?;
         }
     }
-    eprintln!(
-        "{} row{}",
-        frame.height(),
-        if frame.height() == 1 { "" } else { "s" }
-    );
+    eprintln!("{}", crate::report::tables::count_of(frame.height(), "row"));
     Ok(Outcome::Success)
 }

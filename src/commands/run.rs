@@ -21,9 +21,8 @@ pub fn execute(
     let interrupt = interrupt_flag()?;
     store.create()?;
     eprintln!(
-        "{} run{} planned, store {}",
-        plan.runs.len(),
-        if plan.runs.len() == 1 { "" } else { "s" },
+        "{} planned, store {}",
+        crate::report::tables::count_of(plan.runs.len(), "run"),
         store.root().display()
     );
     let mut progress = crate::support::progress::Progress::new(progress_bars);

@@ -172,7 +172,7 @@ pub fn plan_json(columns: &[String], rows: &[PlanRow]) -> String {
 /// `18 runs, 4 done, 14 new`: the count, then each status that occurs, in a fixed order.
 pub fn plan_summary(rows: &[PlanRow]) -> String {
     let total = rows.len();
-    let mut parts = vec![format!("{total} run{}", if total == 1 { "" } else { "s" })];
+    let mut parts = vec![count_of(total, "run")];
     for status in RunStatus::ALL {
         let count = rows.iter().filter(|row| row.status == status).count();
         if count > 0 {
