@@ -498,7 +498,7 @@ fn adamw_matches_torch_to_1e_6() {
             )
         })
         .collect();
-    let mut twin_adamw = AdamW::new(&twins, adamw.weight_decay);
+    let mut twin_adamw = AdamW::new(&twins, adamw.settings.weight_decay);
     for step in 0..total {
         let (weight, bias, scale) = (
             parameters[0].1.as_tensor(),
@@ -601,7 +601,7 @@ fn adamw_matches_torch_to_1e_6() {
     // The state round-trips exactly through the checkpoint tensors.
     let tensors: std::collections::HashMap<String, Tensor> =
         adamw.state_tensors().unwrap().into_iter().collect();
-    let mut restored = AdamW::new(&parameters, adamw.weight_decay);
+    let mut restored = AdamW::new(&parameters, adamw.settings.weight_decay);
     restored.restore(&tensors, adamw.steps).unwrap();
     assert_eq!(restored, adamw);
 }

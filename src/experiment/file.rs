@@ -275,6 +275,7 @@ fn expected_description(kind: &ValueKind) -> String {
         ValueKind::Bool => "true or false".into(),
         ValueKind::Integer { .. } => "an integer".into(),
         ValueKind::Float { .. } => "a number".into(),
+        ValueKind::Freeze => "\"none\", \"embeddings\" or an integer".into(),
     }
 }
 
@@ -331,6 +332,28 @@ pub fn check_value(key: &Key, value: &Value, what: &str) -> Result<Setting, Prob
         .label(format!("expected {expected}"))
     };
     match key.kind {
+        ValueKind::Freeze => match (value.as_integer(), value.as_str()) {
+            (Some(layers), _) if layers >= 1 => Ok(Setting::Integer(layers)),
+            (Some(layers), _) => Err(Problem::new(
+                format!("{what} must be \"none\", \"embeddings\" or at least 1 layer, found {layers}"),
+                span,
+            )
+            .label("at least 1")
+            .help("write \"none\" to train every parameter")),
+            (None, Some(text)) if schema::FREEZE_WORDS.contains(&text) => {
+                Ok(Setting::Text(text.to_string()))
+            }
+            (None, Some(text)) => {
+                let suggestion = schema::closest(text, schema::FREEZE_WORDS.iter().copied());
+                Err(Problem::new(
+                    format!("{what} must be \"none\", \"embeddings\" or an integer number of layers, found \"{text}\""),
+                    span,
+                )
+                .label("unknown value")
+                .help_opt(suggestion.map(|s| format!("did you mean \"{s}\"?"))))
+            }
+            (None, None) => Err(wrong_type()),
+        },
         ValueKind::Bool => value.as_bool().map(Setting::Bool).ok_or_else(wrong_type),
         ValueKind::Integer { min, max } => {
             let Some(number) = value.as_integer() else {

@@ -81,6 +81,8 @@ pub enum ValueKind {
         min: Bound,
         max: Bound,
     },
+    /// `"none"`, `"embeddings"` or an integer `N >= 1` (the embeddings and the lowest N layers).
+    Freeze,
 }
 
 /// One end of a float range.
@@ -145,6 +147,11 @@ pub const CONFLICTING_LABEL_POLICIES: &[&str] = &["drop", "majority"];
 pub const SELECTION_METRICS: &[&str] = &["macro_f1", "accuracy", "loss"];
 pub const CLASS_WEIGHTS: &[&str] = &["none", "balanced"];
 pub const PRECISIONS: &[&str] = &["fp32", "bf16"];
+pub const LEARNING_RATE_SCHEDULES: &[&str] =
+    &["linear", "constant", "cosine", "polynomial", "inverse_sqrt"];
+pub const WEIGHT_DECAY_SCOPES: &[&str] = &["standard", "all"];
+/// The strings `freeze` takes besides an integer.
+pub const FREEZE_WORDS: &[&str] = &["none", "embeddings"];
 
 const FRACTION: ValueKind = ValueKind::Float {
     min: Bound::Inclusive(0.0),
@@ -222,21 +229,49 @@ pub static KEYS: &[Key] = &[
     key!(Train, "batch_size", ValueKind::Integer { min: 1, max: 1_000_000 }, Default::Integer(16), grid: true, hashed: true,
         "Texts per forward pass."),
     key!(Train, "learning_rate", ValueKind::Float { min: Bound::Exclusive(0.0), max: Bound::Inclusive(1.0) }, Default::Float(2e-5), grid: true, hashed: true,
-        "Peak learning rate of AdamW."),
+        "Peak learning rate of AdamW, reached at the end of the warmup; `learning_rate_schedule` shapes it afterwards."),
     key!(Train, "epochs", ValueKind::Integer { min: 1, max: 100_000 }, Default::Integer(3), grid: true, hashed: true,
         "Passes over the training split."),
-    key!(Train, "weight_decay", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Inclusive(1.0) }, Default::Float(0.01), grid: true, hashed: true,
-        "Decoupled weight decay; never applied to biases and LayerNorm weights."),
+    key!(Train, "learning_rate_schedule", ValueKind::Choice(LEARNING_RATE_SCHEDULES), Default::Text("linear"), grid: true, hashed: true,
+        "After the warmup (when there is one; it rises linearly from 0): `linear` decays to 0 at the last step, `constant` stays at the peak (transformers' `constant_with_warmup`), `cosine` follows `cosine_cycles` half-waves of a cosine, `polynomial` decays as `polynomial_power` to `polynomial_end_learning_rate`, `inverse_sqrt` decays as 1/sqrt(step) over `inverse_sqrt_timescale`; transformers' formulas (`docs/model.md`)."),
+    key!(Train, "cosine_cycles", ValueKind::Float { min: Bound::Exclusive(0.0), max: Bound::Unbounded }, Default::Float(0.5), grid: true, hashed: true,
+        "`cosine` only: the number of cosine waves after the warmup; 0.5 decays from the peak to 0 once."),
+    key!(Train, "polynomial_power", ValueKind::Float { min: Bound::Exclusive(0.0), max: Bound::Unbounded }, Default::Float(1.0), grid: true, hashed: true,
+        "`polynomial` only: the power of the decay; 1 is linear."),
+    key!(Train, "polynomial_end_learning_rate", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Exclusive(1.0) }, Default::Float(1e-7), grid: true, hashed: true,
+        "`polynomial` only: the learning rate at the last step and after; below `learning_rate`."),
+    key!(Train, "inverse_sqrt_timescale", ValueKind::Integer { min: 1, max: i64::MAX }, Default::Absent, grid: true, hashed: true,
+        "`inverse_sqrt` only: the rate after the warmup is peak / sqrt((step + timescale - warmup) / timescale). Unset: the warmup steps, or 10,000 without a warmup."),
+    key!(Train, "warmup_steps", ValueKind::Integer { min: 0, max: i64::MAX }, Default::Integer(0), grid: true, hashed: true,
+        "Optimizer steps spent warming the learning rate up linearly from 0; not together with `warmup_ratio`."),
     key!(Train, "warmup_ratio", FRACTION, Default::Float(0.0), grid: true, hashed: true,
-        "Share of the optimizer steps spent warming the learning rate up linearly; it then decays linearly to 0."),
+        "Share of the optimizer steps spent warming the learning rate up linearly from 0 (rounded up to whole steps); not together with `warmup_steps`."),
+    key!(Train, "weight_decay", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Inclusive(1.0) }, Default::Float(0.01), grid: true, hashed: true,
+        "Decoupled (AdamW) weight decay: each step multiplies a decayed parameter by 1 - learning rate x weight_decay. `weight_decay_scope` says which parameters decay."),
+    key!(Train, "weight_decay_scope", ValueKind::Choice(WEIGHT_DECAY_SCOPES), Default::Text("standard"), grid: true, hashed: true,
+        "`standard`: every weight matrix and embedding decays, no bias and no LayerNorm weight (transformers' Trainer); `all`: every parameter, as a plain `torch.optim.AdamW(model.parameters())`."),
+    key!(Train, "adam_beta1", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Exclusive(1.0) }, Default::Float(0.9), grid: true, hashed: true,
+        "AdamW's decay rate of the first moment (the gradient's running mean)."),
+    key!(Train, "adam_beta2", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Exclusive(1.0) }, Default::Float(0.999), grid: true, hashed: true,
+        "AdamW's decay rate of the second moment (the squared gradient's running mean)."),
+    key!(Train, "adam_epsilon", ValueKind::Float { min: Bound::Exclusive(0.0), max: Bound::Inclusive(1.0) }, Default::Float(1e-8), grid: true, hashed: true,
+        "Added to AdamW's denominator (after the square root), as torch does."),
     key!(Train, "max_grad_norm", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Unbounded }, Default::Float(1.0), grid: true, hashed: true,
         "Clip the global gradient norm to this value; 0 turns clipping off."),
     key!(Train, "gradient_accumulation", ValueKind::Integer { min: 1, max: 100_000 }, Default::Integer(1), grid: true, hashed: true,
         "Batches whose gradients are summed before each optimizer step."),
+    key!(Train, "label_smoothing", FRACTION, Default::Float(0.0), grid: true, hashed: true,
+        "The training loss's target puts 1 - label_smoothing on the gold class and spreads label_smoothing evenly over all classes (torch's `CrossEntropyLoss(label_smoothing=...)`, class weights included). Validation and test losses stay plain cross-entropy, comparable across runs."),
+    key!(Train, "layer_learning_rate_decay", ValueKind::Float { min: Bound::Exclusive(0.0), max: Bound::Inclusive(1.0) }, Default::Float(1.0), grid: true, hashed: true,
+        "Layer-wise learning-rate decay: the classifier head and pooler train at the full rate, the top encoder layer at rate x factor, each layer below at one more factor, the embeddings at one more again. 1 turns it off."),
+    key!(Train, "freeze", ValueKind::Freeze, Default::Text("none"), grid: true, hashed: true,
+        "Parameters that keep their loaded values: `\"none\"`, `\"embeddings\"`, or an integer N >= 1: the embeddings and the lowest N encoder layers (at most the model's layers). Frozen tensors get no gradient and no optimizer state, and are saved unchanged."),
+    key!(Train, "eval_every_steps", ValueKind::Integer { min: 0, max: i64::MAX }, Default::Integer(0), grid: true, hashed: true,
+        "Validate every this many optimizer steps as well as after each epoch (one evaluation when both fall on the same step); 0 turns it off. Each evaluation is a row of metrics.csv and a candidate for the kept weights; `early_stopping_patience` then counts evaluations."),
     key!(Train, "early_stopping_patience", ValueKind::Integer { min: 0, max: 100_000 }, Default::Integer(0), grid: true, hashed: true,
-        "Stop after this many epochs without improvement of `selection_metric`; 0 turns early stopping off."),
+        "Stop after this many evaluations without improvement of `selection_metric` (epochs; with `eval_every_steps`, every evaluation counts); 0 turns early stopping off."),
     key!(Train, "selection_metric", ValueKind::Choice(SELECTION_METRICS), Default::Text("macro_f1"), grid: true, hashed: true,
-        "The validation metric that picks the epoch a run keeps."),
+        "The validation metric that picks the evaluation (epoch, or step with `eval_every_steps`) whose weights a run keeps."),
     key!(Train, "class_weights", ValueKind::Choice(CLASS_WEIGHTS), Default::Text("none"), grid: true, hashed: true,
         "`balanced` weighs each class's loss by n_samples / (n_classes * class_count)."),
     key!(Train, "length_bucketing", ValueKind::Bool, Default::Bool(false), grid: true, hashed: true,
@@ -318,6 +353,7 @@ pub fn markdown_reference() -> String {
             ValueKind::Float { min, max } => {
                 format!("float {}", describe_range(min, max))
             }
+            ValueKind::Freeze => "`\"none\"` \\| `\"embeddings\"` \\| integer >= 1".to_string(),
         };
         let default = match key.default {
             Default::Required => "required".to_string(),

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor, Var};
 
+use crate::model::Depth;
 use crate::model::config::BertConfig;
 use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, Precision, operand};
 use crate::support::random::{SeededRandom, stream};
@@ -133,11 +134,30 @@ pub struct BertClassifier {
     classifier: Linear,
     /// Every trainable tensor, by transformers name, in a fixed order.
     parameters: Vec<(String, Var)>,
+    /// Each parameter's place in the model, in the same order.
+    depths: Vec<Depth>,
+    /// The parameters that train: all but the frozen ones, in the same order.
+    trainable: Vec<(String, Var)>,
+    /// Frozen: nothing (`None`), the embeddings (`Some(0)`), or the embeddings and encoder layers
+    /// `0..n` (`Some(n)`).
+    frozen_layers: Option<usize>,
     pub dropout: DropoutRates,
     /// Which LayerNorm, softmax and GELU run; [`Kernels::Fused`] unless a test swaps it.
     pub kernels: Kernels,
     /// The dense layers' matrix products: [`Precision::Fp32`] unless the run asks for bf16.
     pub precision: Precision,
+}
+
+/// Where a BERT tensor sits, by its bertlab name: `bert.embeddings.*`, `bert.encoder.layer.N.*`,
+/// or the head (`bert.pooler.*`, `classifier.*`).
+pub fn depth_of(name: &str) -> Depth {
+    if name.starts_with("bert.embeddings.") {
+        return Depth::Embeddings;
+    }
+    name.strip_prefix("bert.encoder.layer.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|index| index.parse().ok())
+        .map_or(Depth::Head, Depth::Layer)
 }
 
 /// Names of the base model's tensors, as in a `BertModel` checkpoint, pooler last.
@@ -397,11 +417,78 @@ impl BertClassifier {
             pooler,
             classifier,
             parameters: Vec::new(),
+            depths: Vec::new(),
+            trainable: Vec::new(),
+            frozen_layers: None,
             kernels: Kernels::Fused,
             precision: Precision::Fp32,
         };
         model.parameters = model.collect_parameters();
+        model.depths = model
+            .parameters
+            .iter()
+            .map(|(name, _)| depth_of(name))
+            .collect();
+        model.trainable = model.parameters.clone();
         Ok((model, report))
+    }
+
+    /// Freezes the embeddings (`Some(0)`) or the embeddings and the lowest `n` encoder layers
+    /// (`Some(n)`), or nothing (`None`): frozen tensors get no gradient (the forward pass does
+    /// not record them) and leave [`BertClassifier::trainable_parameters`].
+    pub fn freeze(&mut self, frozen_layers: Option<usize>) -> anyhow::Result<()> {
+        if let Some(layers) = frozen_layers
+            && layers > self.layers.len()
+        {
+            bail!(
+                "cannot freeze {layers} layers: the model has {}",
+                self.layers.len()
+            );
+        }
+        self.frozen_layers = frozen_layers;
+        self.trainable = self
+            .parameters
+            .iter()
+            .zip(&self.depths)
+            .filter(|(_, depth)| !self.is_frozen(**depth))
+            .map(|(parameter, _)| parameter.clone())
+            .collect();
+        Ok(())
+    }
+
+    /// Whether the parameters at `depth` are frozen.
+    pub fn is_frozen(&self, depth: Depth) -> bool {
+        match (self.frozen_layers, depth) {
+            (None, _) | (_, Depth::Head) => false,
+            (Some(_), Depth::Embeddings) => true,
+            (Some(layers), Depth::Layer(index)) => index < layers,
+        }
+    }
+
+    /// The graph mode of the parameters at `depth` in a pass of mode `graph`: frozen ones are
+    /// never recorded.
+    fn graph_at(&self, depth: Depth, graph: Graph) -> Graph {
+        if self.is_frozen(depth) {
+            Graph::Skip
+        } else {
+            graph
+        }
+    }
+
+    /// The tensors that train (all, unless some are frozen), in the order of
+    /// [`BertClassifier::parameters`].
+    pub fn trainable_parameters(&self) -> &[(String, Var)] {
+        &self.trainable
+    }
+
+    /// The depth of every tensor of [`BertClassifier::parameters`], in its order.
+    pub fn parameter_depths(&self) -> &[Depth] {
+        &self.depths
+    }
+
+    /// The number of encoder layers.
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
     }
 
     fn collect_parameters(&self) -> Vec<(String, Var)> {
@@ -514,19 +601,20 @@ impl BertClassifier {
         let kernels = self.kernels;
         let precision = self.precision;
         let graph = mode.graph();
+        let embeddings_graph = self.graph_at(Depth::Embeddings, graph);
 
-        let word = operand(&self.embeddings.word, graph)
+        let word = operand(&self.embeddings.word, embeddings_graph)
             .index_select(&batch.input_ids.flatten_all()?, 0)?;
-        let token_type = operand(&self.embeddings.token_type, graph)
+        let token_type = operand(&self.embeddings.token_type, embeddings_graph)
             .index_select(&batch.token_type_ids.flatten_all()?, 0)?;
-        let position = operand(&self.embeddings.position, graph).narrow(0, 0, length)?;
+        let position = operand(&self.embeddings.position, embeddings_graph).narrow(0, 0, length)?;
         let embedded = (word + token_type)?
             .reshape((batch_size, length, hidden))?
             .broadcast_add(&position.unsqueeze(0)?)?;
         let mut x = self
             .embeddings
             .norm
-            .forward_graph(&embedded, kernels, graph)?;
+            .forward_graph(&embedded, kernels, embeddings_graph)?;
         x = self.dropout_hidden(&x, mode)?;
 
         // Additive mask: 0 where attended, the dtype's minimum at padding, as transformers does.
@@ -553,7 +641,9 @@ impl BertClassifier {
         let heads = self.config.num_attention_heads;
         let head_size = self.config.head_size();
         let scale = 1.0 / (head_size as f64).sqrt();
-        for layer in &self.layers {
+        let pass_graph = graph;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let graph = self.graph_at(Depth::Layer(index), pass_graph);
             let split = |t: Tensor| -> candle_core::Result<Tensor> {
                 t.reshape((batch_size, length, heads, head_size))?
                     .transpose(1, 2)?

@@ -288,6 +288,43 @@ pub fn dropout(x: &Tensor, p: f64, random: &mut SeededRandom) -> Result<Tensor> 
     x.mul(&mask)
 }
 
+/// [`cross_entropy`] against smoothed targets, as torch's `cross_entropy(label_smoothing=e)`:
+/// `(1 - e) * cross_entropy + e / classes * smooth`, where `smooth` is each example's
+/// `-sum_c w_c log p_c` (`w_c = 1` without class weights), averaged over the examples, or, with
+/// class weights, summed and divided by the gold classes' weights as the plain term is. `e = 0`
+/// is exactly [`cross_entropy`].
+pub fn cross_entropy_smoothed(
+    logits: &Tensor,
+    labels: &Tensor,
+    class_weights: Option<&Tensor>,
+    label_smoothing: f64,
+) -> Result<Tensor> {
+    if label_smoothing == 0.0 {
+        return cross_entropy(logits, labels, class_weights);
+    }
+    let classes = logits.dim(1)?;
+    let log_probabilities = log_softmax_last_dim(logits)?;
+    let picked = log_probabilities
+        .gather(&labels.unsqueeze(1)?, 1)?
+        .squeeze(1)?;
+    let (plain, smooth) = match class_weights {
+        None => (
+            picked.mean(0)?.neg()?,
+            log_probabilities.sum(1)?.mean(0)?.neg()?,
+        ),
+        Some(weights) => {
+            let example_weights = weights.index_select(labels, 0)?;
+            let total = example_weights.sum_all()?;
+            (
+                (picked.mul(&example_weights)?.sum_all()? / &total)?.neg()?,
+                (log_probabilities.broadcast_mul(&weights.unsqueeze(0)?)?.sum_all()? / &total)?
+                    .neg()?,
+            )
+        }
+    };
+    plain.affine(1.0 - label_smoothing, 0.0)? + smooth.affine(label_smoothing / classes as f64, 0.0)?
+}
+
 /// Mean cross-entropy of `logits` `[batch, classes]` against class ids `labels` `[batch]` (u32),
 /// each example weighted by `class_weights[label]` when given (a weighted mean, as PyTorch's
 /// `CrossEntropyLoss(weight=...)`).

@@ -18,3 +18,17 @@ pub mod layers;
 
 pub use bert::{Batch, BertClassifier, DropoutRates, LoadReport, Mode};
 pub use config::BertConfig;
+
+/// Where a parameter sits in an encoder, from the input up: what layer-wise learning-rate decay
+/// and freezing read, and all they read, so both work for any model family that names the depth
+/// of each of its parameters (a new family gives every parameter one; `tests/model.rs` checks
+/// each family's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Depth {
+    /// Token, position and segment embeddings and their normalisation.
+    Embeddings,
+    /// Encoder layer `N` (0-based, the lowest is 0).
+    Layer(usize),
+    /// Above the encoder: the pooler and the classifier.
+    Head,
+}

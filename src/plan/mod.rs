@@ -30,8 +30,9 @@ use crate::plan::fingerprint::Fingerprinter;
 use crate::plan::model_directory::{ModelDirectory, ModelDirectoryProblem};
 use crate::plan::spec::{
     ClassWeights, ConflictingLabels, DataFileSpec, DataFormat, DataOptions, DataPaths, DataSpec,
-    DeviceRequest, Encoding, ModelOptions, ModelSpec, Precision, RunHash, RunSettings, RunSpec,
-    SPEC_VERSION, SelectionMetric, TrainSettings, UnknownLabels,
+    DeviceRequest, Encoding, Freeze, LearningRateSchedule, ModelOptions, ModelSpec, Precision,
+    RunHash, RunSettings, RunSpec, SPEC_VERSION, SelectionMetric, TrainSettings, UnknownLabels,
+    WeightDecayScope,
 };
 
 /// Limits on planning.
@@ -446,6 +447,31 @@ impl Planner<'_> {
             );
         }
 
+        let learning_rate_schedule =
+            values.choice("train.learning_rate_schedule", LearningRateSchedule::parse);
+        recipe_rules(point, &values, learning_rate_schedule, problems);
+        let freeze = Freeze::from_setting(values.required("train.freeze"))
+            .expect("the schema checked `freeze`");
+        if let Some(layers) = model.config.num_hidden_layers
+            && freeze.frozen_layers() as u64 > layers
+        {
+            push_unique(
+                problems,
+                Problem::new(
+                    format!(
+                        "`train.freeze` = {} layers, but the model in {} has {layers}",
+                        freeze.frozen_layers(),
+                        model_path.display()
+                    ),
+                    point.span("train.freeze"),
+                )
+                .label(format!("at most {layers} for this model"))
+                .help(format!(
+                    "freeze at most {layers} layers (all of them leaves the pooler and the head to train)"
+                )),
+            );
+        }
+
         // Data files: they must exist and have a known format.
         let format_override = values.get("data.format").map(|format| {
             DataFormat::parse(format.as_text()).expect("the schema checked the format")
@@ -580,6 +606,22 @@ impl Planner<'_> {
             length_bucketing: values.bool("train.length_bucketing"),
             precision: values.choice("train.precision", Precision::parse),
             seed: values.seed("train.seed"),
+            learning_rate_schedule,
+            cosine_cycles: values.float("train.cosine_cycles"),
+            polynomial_power: values.float("train.polynomial_power"),
+            polynomial_end_learning_rate: values.float("train.polynomial_end_learning_rate"),
+            inverse_sqrt_timescale: values.get("train.inverse_sqrt_timescale").map(|value| {
+                u64::try_from(value.as_integer()).expect("the schema keeps the timescale positive")
+            }),
+            warmup_steps: values.seed("train.warmup_steps"),
+            adam_beta1: values.float("train.adam_beta1"),
+            adam_beta2: values.float("train.adam_beta2"),
+            adam_epsilon: values.float("train.adam_epsilon"),
+            weight_decay_scope: values.choice("train.weight_decay_scope", WeightDecayScope::parse),
+            label_smoothing: values.float("train.label_smoothing"),
+            layer_learning_rate_decay: values.float("train.layer_learning_rate_decay"),
+            freeze,
+            eval_every_steps: values.seed("train.eval_every_steps"),
         };
         let labels: Option<Vec<LabelEntry>> = file.labels.clone();
         let mut data_specs = data_specs.into_iter();
@@ -632,5 +674,75 @@ impl Planner<'_> {
             spec,
             hash,
         })
+    }
+}
+
+/// The cross-key rules of the training recipe: a schedule's parameter set for another schedule,
+/// `warmup_steps` beside `warmup_ratio`, a polynomial end at or above the peak.
+fn recipe_rules(
+    point: &Point,
+    values: &Values,
+    schedule: LearningRateSchedule,
+    problems: &mut Vec<Problem>,
+) {
+    for (parameter, owner) in [
+        ("train.cosine_cycles", LearningRateSchedule::Cosine),
+        ("train.polynomial_power", LearningRateSchedule::Polynomial),
+        ("train.polynomial_end_learning_rate", LearningRateSchedule::Polynomial),
+        ("train.inverse_sqrt_timescale", LearningRateSchedule::InverseSqrt),
+    ] {
+        if schedule != owner && point.is_set(parameter) {
+            let name = parameter.trim_start_matches("train.");
+            push_unique(
+                problems,
+                Problem::new(
+                    format!(
+                        "`{parameter}` shapes the `{owner}` schedule, but `learning_rate_schedule` is \"{schedule}\""
+                    ),
+                    point.span(parameter),
+                )
+                .label(format!("only for \"{owner}\""))
+                .help(format!(
+                    "remove `{name}`, or set learning_rate_schedule = \"{owner}\" (runs of several schedules with their own parameters go in separate experiment files)"
+                )),
+            );
+        }
+    }
+    let warmup_steps = values.seed("train.warmup_steps");
+    let warmup_ratio = values.float("train.warmup_ratio");
+    if warmup_steps > 0 && warmup_ratio > 0.0 {
+        push_unique(
+            problems,
+            Problem::new(
+                format!(
+                    "`train.warmup_steps` = {warmup_steps} and `train.warmup_ratio` = {} both set the warmup",
+                    crate::experiment::format_float(warmup_ratio)
+                ),
+                point.span("train.warmup_steps").or(point.span("train.warmup_ratio")),
+            )
+            .label("one warmup only")
+            .help("keep either `warmup_steps` (a count) or `warmup_ratio` (a share of the steps)"),
+        );
+    }
+    let learning_rate = values.float("train.learning_rate");
+    let end = values.float("train.polynomial_end_learning_rate");
+    if schedule == LearningRateSchedule::Polynomial && end >= learning_rate {
+        let (span, written) = match point.span("train.polynomial_end_learning_rate") {
+            Some(span) => (Some(span), String::new()),
+            None => (point.span("train.learning_rate"), " (the default)".to_string()),
+        };
+        push_unique(
+            problems,
+            Problem::new(
+                format!(
+                    "`train.polynomial_end_learning_rate` is {}{written}, not below `train.learning_rate` {}",
+                    crate::experiment::format_float(end),
+                    crate::experiment::format_float(learning_rate)
+                ),
+                span,
+            )
+            .label("the polynomial decays from the peak to this")
+            .help("the end rate must be below the peak learning rate"),
+        );
     }
 }

@@ -19,6 +19,9 @@ pub struct ConfigSummary {
     #[serde(default)]
     pub model_type: Option<String>,
     pub max_position_embeddings: u64,
+    /// Encoder layers (`freeze = N` may not exceed it); absent: not checked at planning.
+    #[serde(default, alias = "n_layers", alias = "num_layers")]
+    pub num_hidden_layers: Option<u64>,
     #[serde(default, alias = "dropout")]
     pub hidden_dropout_prob: Option<f64>,
     #[serde(default, alias = "attention_dropout")]

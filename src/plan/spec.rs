@@ -22,11 +22,11 @@ use crate::plan::fingerprint::hex;
 pub const SPEC_VERSION: u32 = 1;
 
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$variant_meta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
+            $($(#[$variant_meta])* #[serde(rename = $text)] $variant),+
         }
 
         impl $name {
@@ -81,6 +81,95 @@ string_enum!(
     /// Arithmetic of matrix products during training.
     Precision { Fp32 = "fp32", Bf16 = "bf16" }
 );
+string_enum!(
+    /// The shape of the learning rate after the warmup (transformers' schedule functions).
+    #[derive(Default)]
+    LearningRateSchedule {
+        #[default]
+        Linear = "linear",
+        Constant = "constant",
+        Cosine = "cosine",
+        Polynomial = "polynomial",
+        InverseSqrt = "inverse_sqrt",
+    }
+);
+string_enum!(
+    /// Which parameters weight decay applies to.
+    #[derive(Default)]
+    WeightDecayScope {
+        #[default]
+        Standard = "standard",
+        All = "all",
+    }
+);
+
+/// Which parameters stay as loaded: none, the embeddings, or the embeddings and the lowest
+/// `N` encoder layers. In a spec: `"embeddings"` or the integer `N` (absent when none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Freeze {
+    #[default]
+    None,
+    Embeddings,
+    /// The embeddings and encoder layers `0..N` (N >= 1).
+    Layers(usize),
+}
+
+impl Freeze {
+    /// Parses the setting as written: `"none"`, `"embeddings"` or an integer >= 1.
+    pub fn from_setting(setting: &Setting) -> Option<Freeze> {
+        match setting {
+            Setting::Text(text) if text == "none" => Some(Freeze::None),
+            Setting::Text(text) if text == "embeddings" => Some(Freeze::Embeddings),
+            Setting::Integer(layers) if *layers >= 1 => {
+                usize::try_from(*layers).ok().map(Freeze::Layers)
+            }
+            _ => None,
+        }
+    }
+
+    /// How many of the lowest encoder layers are frozen (the embeddings too, when any is).
+    pub fn frozen_layers(self) -> usize {
+        match self {
+            Freeze::None | Freeze::Embeddings => 0,
+            Freeze::Layers(layers) => layers,
+        }
+    }
+
+    pub fn freezes_embeddings(self) -> bool {
+        self != Freeze::None
+    }
+}
+
+impl fmt::Display for Freeze {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Freeze::None => f.write_str("none"),
+            Freeze::Embeddings => f.write_str("embeddings"),
+            Freeze::Layers(layers) => write!(f, "{layers}"),
+        }
+    }
+}
+
+impl Serialize for Freeze {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Freeze::None => serializer.serialize_str("none"),
+            Freeze::Embeddings => serializer.serialize_str("embeddings"),
+            Freeze::Layers(layers) => serializer.serialize_u64(*layers as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Freeze {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let setting = Setting::deserialize(deserializer)?;
+        Freeze::from_setting(&setting).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "freeze must be \"none\", \"embeddings\" or an integer >= 1, found {setting:?}"
+            ))
+        })
+    }
+}
 
 impl SelectionMetric {
     pub fn higher_is_better(self) -> bool {
@@ -166,7 +255,68 @@ pub struct ModelOptions {
     pub attention_dropout: f64,
 }
 
-/// The `[train]` settings that define a run (`device` is not among them).
+/// The defaults of the `[train]` keys that entered the spec after version 1's first runs: a spec
+/// holds such a key only when its value differs from the default, so every earlier hash holds.
+/// The schema lists the same defaults (a test compares them).
+pub mod recipe_defaults {
+    pub const COSINE_CYCLES: f64 = 0.5;
+    pub const POLYNOMIAL_POWER: f64 = 1.0;
+    pub const POLYNOMIAL_END_LEARNING_RATE: f64 = 1e-7;
+    pub const ADAM_BETA1: f64 = 0.9;
+    pub const ADAM_BETA2: f64 = 0.999;
+    pub const ADAM_EPSILON: f64 = 1e-8;
+    pub const LABEL_SMOOTHING: f64 = 0.0;
+    pub const LAYER_LEARNING_RATE_DECAY: f64 = 1.0;
+    /// transformers' `get_inverse_sqrt_schedule` timescale when there is no warmup.
+    pub const INVERSE_SQRT_TIMESCALE_WITHOUT_WARMUP: u64 = 10_000;
+}
+
+macro_rules! float_default {
+    ($default:ident, $is_default:ident, $value:path) => {
+        fn $default() -> f64 {
+            $value
+        }
+        fn $is_default(value: &f64) -> bool {
+            *value == $value
+        }
+    };
+}
+
+float_default!(cosine_cycles_default, is_cosine_cycles_default, recipe_defaults::COSINE_CYCLES);
+float_default!(
+    polynomial_power_default,
+    is_polynomial_power_default,
+    recipe_defaults::POLYNOMIAL_POWER
+);
+float_default!(
+    polynomial_end_default,
+    is_polynomial_end_default,
+    recipe_defaults::POLYNOMIAL_END_LEARNING_RATE
+);
+float_default!(beta1_default, is_beta1_default, recipe_defaults::ADAM_BETA1);
+float_default!(beta2_default, is_beta2_default, recipe_defaults::ADAM_BETA2);
+float_default!(epsilon_default, is_epsilon_default, recipe_defaults::ADAM_EPSILON);
+float_default!(
+    label_smoothing_default,
+    is_label_smoothing_default,
+    recipe_defaults::LABEL_SMOOTHING
+);
+float_default!(
+    layer_decay_default,
+    is_layer_decay_default,
+    recipe_defaults::LAYER_LEARNING_RATE_DECAY
+);
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// The `[train]` settings that define a run (`device` is not among them). The fields after
+/// `seed` are absent from the spec at their defaults (see [`recipe_defaults`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub max_length: usize,
@@ -183,6 +333,52 @@ pub struct TrainSettings {
     pub length_bucketing: bool,
     pub precision: Precision,
     pub seed: u64,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub learning_rate_schedule: LearningRateSchedule,
+    #[serde(
+        default = "cosine_cycles_default",
+        skip_serializing_if = "is_cosine_cycles_default"
+    )]
+    pub cosine_cycles: f64,
+    #[serde(
+        default = "polynomial_power_default",
+        skip_serializing_if = "is_polynomial_power_default"
+    )]
+    pub polynomial_power: f64,
+    #[serde(
+        default = "polynomial_end_default",
+        skip_serializing_if = "is_polynomial_end_default"
+    )]
+    pub polynomial_end_learning_rate: f64,
+    /// Unset: the warmup steps, else 10,000 (transformers' default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inverse_sqrt_timescale: Option<u64>,
+    /// Warmup length in optimizer steps; 0: `warmup_ratio` decides.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_steps: u64,
+    #[serde(default = "beta1_default", skip_serializing_if = "is_beta1_default")]
+    pub adam_beta1: f64,
+    #[serde(default = "beta2_default", skip_serializing_if = "is_beta2_default")]
+    pub adam_beta2: f64,
+    #[serde(default = "epsilon_default", skip_serializing_if = "is_epsilon_default")]
+    pub adam_epsilon: f64,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub weight_decay_scope: WeightDecayScope,
+    #[serde(
+        default = "label_smoothing_default",
+        skip_serializing_if = "is_label_smoothing_default"
+    )]
+    pub label_smoothing: f64,
+    #[serde(
+        default = "layer_decay_default",
+        skip_serializing_if = "is_layer_decay_default"
+    )]
+    pub layer_learning_rate_decay: f64,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub freeze: Freeze,
+    /// Validate every this many optimizer steps as well as after each epoch; 0: off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub eval_every_steps: u64,
 }
 
 /// Data file locations, resolved against the experiment file's folder.

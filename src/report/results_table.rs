@@ -52,7 +52,8 @@ fn json_column(name: &str, values: &[Value]) -> Column {
     }
 }
 
-/// The table as a frame: `hash, experiment, status`, the hyperparameters, `best_epoch, epochs`,
+/// The table as a frame: `hash, experiment, status`, the hyperparameters, `best_epoch,
+/// best_step, epochs_run`,
 /// the metric columns, `train_seconds, samples_per_second, finished_at`.
 pub fn frame(rows: &[RunRow]) -> anyhow::Result<DataFrame> {
     let mut parameter_names: Vec<String> = Vec::new();
@@ -105,6 +106,17 @@ pub fn frame(rows: &[RunRow]) -> anyhow::Result<DataFrame> {
         "best_epoch".into(),
         rows.iter()
             .map(|row| row.result.as_ref().map(|result| result.best_epoch as i64))
+            .collect::<Vec<_>>(),
+    ));
+    columns.push(Column::new(
+        "best_step".into(),
+        rows.iter()
+            .map(|row| {
+                row.result
+                    .as_ref()
+                    .and_then(|result| result.best_step)
+                    .map(|step| step as i64)
+            })
             .collect::<Vec<_>>(),
     ));
     columns.push(Column::new(

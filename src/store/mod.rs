@@ -92,6 +92,9 @@ pub struct RunRecord {
     /// The 1-based epoch whose weights the run keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_epoch: Option<usize>,
+    /// The optimizer step of the kept evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_step: Option<u64>,
     /// How many times a process started (or resumed) the run.
     #[serde(default)]
     pub attempts: u32,
@@ -112,6 +115,7 @@ impl RunRecord {
             finished_at: None,
             duration_seconds: None,
             best_epoch: None,
+            best_step: None,
             attempts: 0,
             provenance: None,
         }

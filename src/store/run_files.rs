@@ -25,8 +25,11 @@ pub const RESULT_FILE: &str = "results.json";
 /// How a run's figures ended up (`results.json` in its directory).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
-    /// 1-based epoch whose weights the run keeps.
+    /// 1-based epoch whose weights the run keeps (the epoch in progress for a step's evaluation).
     pub best_epoch: usize,
+    /// The optimizer step of the kept evaluation (absent in runs made before bertlab recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_step: Option<u64>,
     pub epochs_run: usize,
     pub stopped_early: bool,
     pub validation: Evaluation,

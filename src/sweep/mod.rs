@@ -539,14 +539,15 @@ fn train_claimed(
     let seconds = clock.elapsed().as_secs_f64();
     let finished = Utc::now();
     // Every attempt ends the same way in run.json: status, reason, end time, time spent.
-    let end_attempt = |status: RunStatus, error: Option<String>, best_epoch: Option<usize>| {
+    let end_attempt = |status: RunStatus, error: Option<String>, kept: Option<&run_files::RunResult>| {
         lease.update(|record| {
             record.status = status;
             record.error = error;
             record.finished_at = Some(finished);
             record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
-            if best_epoch.is_some() {
-                record.best_epoch = best_epoch;
+            if let Some(result) = kept {
+                record.best_epoch = Some(result.best_epoch);
+                record.best_step = result.best_step;
             }
         })
     };
@@ -556,7 +557,7 @@ fn train_claimed(
                 &directory.join(run_files::RESULT_FILE),
                 &run_files::result_json(&result),
             )?;
-            end_attempt(RunStatus::Done, None, Some(result.best_epoch))?;
+            end_attempt(RunStatus::Done, None, Some(&result))?;
             if let Err(error) = train::checkpoint::remove_checkpoint(&directory) {
                 progress.message(&format!("{prefix} warning: {error:#}"));
             }

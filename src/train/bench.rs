@@ -34,7 +34,6 @@ use crate::plan::spec::Precision;
 use crate::support::random::SeededRandom;
 use crate::tokenize::preprocess;
 use crate::tokenize::tokenizer;
-use crate::train::optimizer::AdamW;
 use crate::train::step::{self, StepInputs};
 use crate::train::{self, schedule};
 
@@ -214,8 +213,8 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         train_settings.batch_size,
         options.warmup_steps + options.steps,
     );
-    let schedule_warmup = schedule::warmup_steps(total_steps, train_settings.warmup_ratio);
-    let mut adamw = AdamW::new(model.parameters(), train_settings.weight_decay);
+    let schedule = schedule::Schedule::for_run(train_settings, total_steps);
+    let mut adamw = train::run_optimizer(run, &model);
     let mut timed_start = Instant::now();
     for (step, batch) in batches.iter().enumerate() {
         if step == options.warmup_steps {
@@ -227,13 +226,9 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
             split: &data.train,
             pad_id,
             class_weights: None,
-            learning_rate: schedule::learning_rate_at(
-                step as u64,
-                total_steps,
-                schedule_warmup,
-                train_settings.learning_rate,
-            ),
+            learning_rate: schedule.learning_rate_at(step as u64),
             max_grad_norm: train_settings.max_grad_norm,
+            label_smoothing: train_settings.label_smoothing,
         };
         let outcome = step::optimizer_step(
             &inputs,

@@ -234,6 +234,7 @@ fn optimizer_checks(
                 class_weights: None,
                 learning_rate: 1e-3,
                 max_grad_norm: 1.0,
+                label_smoothing: 0.0,
             };
             let mut random = SeededRandom::for_dropout(SEED, step);
             let outcome = step::optimizer_step(

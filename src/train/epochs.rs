@@ -1,7 +1,9 @@
 //! The epoch loop of one run: each epoch's batches (shuffled from the run's seed, optionally
 //! bucketed by length), one optimizer step per group of `gradient_accumulation` batches at the
-//! schedule's learning rate, then validation, the epoch's row in `metrics.csv`, the kept-epoch and
-//! early-stopping decisions of `policy`, and a checkpoint.
+//! schedule's learning rate, then validation, the epoch's row in `metrics.csv`, the kept-weights
+//! and early-stopping decisions of `policy`, and a checkpoint. With `eval_every_steps`, validation
+//! (its row, the decisions) also runs inside epochs after every N-th optimizer step; one that
+//! falls on an epoch's end is that epoch's validation.
 //!
 //! A checkpoint is written after every epoch, after every [`CHECKPOINT_INTERVAL`] of training, and
 //! when the run is interrupted (the interrupt flag is read after every step and during
@@ -27,7 +29,8 @@ use crate::train::checkpoint::{self, TrainingState};
 use crate::train::evaluation::{self, SplitOutcome};
 use crate::train::optimizer::AdamW;
 use crate::train::step::{self, StepInputs};
-use crate::train::{policy, schedule};
+use crate::train::policy::{self, EvaluationDecision};
+use crate::train::schedule::Schedule;
 
 /// The longest stretch of training between two checkpoints.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(15 * 60);
@@ -57,8 +60,8 @@ pub struct EpochLoop<'a> {
 /// How the loop ended without an error.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LoopEnd {
-    /// Every epoch trained (or early stopping fired). `last_validation` is the last epoch's
-    /// validation (1-based epoch, outcome), if this process ran it.
+    /// Every epoch trained (or early stopping fired). `last_validation` is the last
+    /// evaluation (its index in the history, outcome), if this process ran it.
     Finished {
         last_validation: Option<(usize, SplitOutcome)>,
     },
@@ -71,7 +74,9 @@ struct StepPlan {
     epochs: usize,
     accumulation: usize,
     total_steps: u64,
-    warmup_steps: u64,
+    schedule: Schedule,
+    /// Validate after every this many optimizer steps (0: after epochs only).
+    eval_every_steps: u64,
 }
 
 /// Trains from where `state` stands to the last epoch, updating `state` as it goes.
@@ -93,13 +98,14 @@ pub fn run_epochs(
         epochs,
         accumulation,
         total_steps,
-        warmup_steps: schedule::warmup_steps(total_steps, train_settings.warmup_ratio),
+        schedule: Schedule::for_run(train_settings, total_steps),
+        eval_every_steps: train_settings.eval_every_steps,
     };
     let abort_after = abort_after_step();
     progress.start_steps(state.steps, total_steps);
     let mut last_checkpoint = Instant::now();
-    // The last validation in memory (epoch, figures, probabilities): when it is the kept epoch,
-    // `finish` needs no second pass.
+    // The last validation in memory (history index, figures, probabilities): when it is the kept
+    // one, `finish` needs no second pass.
     let mut last_validation: Option<(usize, SplitOutcome)> = None;
     if context.options.interrupt.load(Ordering::SeqCst) {
         return Ok(LoopEnd::Interrupted {
@@ -129,8 +135,13 @@ pub fn run_epochs(
             progress,
             &mut last_checkpoint,
             abort_after,
+            &mut last_validation,
         )? {
             return Ok(LoopEnd::Interrupted { position });
+        }
+        if state.stopped {
+            // Early stopping inside the epoch: its last evaluation was the run's last.
+            break;
         }
 
         let Some(outcome) = evaluation::evaluate(
@@ -149,13 +160,29 @@ pub fn run_epochs(
         end_epoch(context, epochs, &outcome, state, progress)?;
         checkpoint::save_state(context.directory, context.model, optimizer, state)?;
         last_checkpoint = Instant::now();
-        last_validation = Some((epoch + 1, outcome));
+        last_validation = Some((state.history.len() - 1, outcome));
     }
     Ok(LoopEnd::Finished { last_validation })
 }
 
+/// Whether the loop owes a validation inside the epoch before its next step: every
+/// `eval_every_steps` steps, unless the epoch is over (its own validation covers that step) or
+/// the history already holds this step (as after a resume).
+fn step_evaluation_due(
+    eval_every_steps: u64,
+    state: &TrainingState,
+    batches_in_epoch: usize,
+) -> bool {
+    eval_every_steps > 0
+        && state.steps > 0
+        && state.steps % eval_every_steps == 0
+        && state.next_batch < batches_in_epoch
+        && state.history.last().map(|row| row.steps) != Some(state.steps)
+}
+
 /// Trains the rest of the epoch `state.epoch` (from `state.next_batch`), one optimizer step per
-/// group of batches; checkpoints every [`CHECKPOINT_INTERVAL`]. Returns where it stopped when it
+/// group of batches, validating every `eval_every_steps` steps (which may stop the run early:
+/// `state.stopped`); checkpoints every [`CHECKPOINT_INTERVAL`]. Returns where it stopped when it
 /// was interrupted (after writing a checkpoint).
 #[allow(clippy::too_many_arguments)]
 fn train_epoch(
@@ -167,21 +194,52 @@ fn train_epoch(
     progress: &mut Progress,
     last_checkpoint: &mut Instant,
     abort_after: Option<u64>,
+    last_validation: &mut Option<(usize, SplitOutcome)>,
 ) -> anyhow::Result<Option<String>> {
     let train_settings = &context.run.spec.train;
     let epoch = state.epoch;
     let mut segment_start = Instant::now();
     let mut segment_seconds_before = state.epoch_seconds;
-    while state.next_batch < batches.len() {
+    loop {
+        if step_evaluation_due(steps.eval_every_steps, state, batches.len()) {
+            state.epoch_seconds = segment_seconds_before + segment_start.elapsed().as_secs_f64();
+            let Some(outcome) = evaluation::evaluate(
+                context.model,
+                &context.data.validation,
+                context.pad_id,
+                context.data.classes.len(),
+                Some(context.options.interrupt),
+            )?
+            else {
+                checkpoint::save_state(context.directory, context.model, optimizer, state)?;
+                let position = format!(
+                    "epoch {} step {} validation",
+                    epoch + 1,
+                    state.steps
+                );
+                progress.event(&format!("interrupted: checkpoint written at {position}"));
+                return Ok(Some(position));
+            };
+            let decision = record_evaluation(context, steps.epochs, &outcome, state, progress)?;
+            *last_validation = Some((state.history.len() - 1, outcome));
+            // Validation time is not training time.
+            segment_start = Instant::now();
+            segment_seconds_before = state.epoch_seconds;
+            if decision.stop {
+                state.stopped = true;
+                report_early_stop(context, progress);
+                checkpoint::save_state(context.directory, context.model, optimizer, state)?;
+                *last_checkpoint = Instant::now();
+                return Ok(None);
+            }
+        }
+        if state.next_batch >= batches.len() {
+            break;
+        }
         let group_end = (state.next_batch + steps.accumulation).min(batches.len());
         let group = &batches[state.next_batch..group_end];
         let mut random = SeededRandom::for_dropout(train_settings.seed, state.steps);
-        let learning_rate = schedule::learning_rate_at(
-            state.steps,
-            steps.total_steps,
-            steps.warmup_steps,
-            train_settings.learning_rate,
-        );
+        let learning_rate = steps.schedule.learning_rate_at(state.steps);
         let outcome = step::optimizer_step(
             &StepInputs {
                 model: context.model,
@@ -190,6 +248,7 @@ fn train_epoch(
                 class_weights: context.class_weights,
                 learning_rate,
                 max_grad_norm: train_settings.max_grad_norm,
+                label_smoothing: train_settings.label_smoothing,
             },
             optimizer,
             group,
@@ -246,15 +305,15 @@ fn train_epoch(
     Ok(None)
 }
 
-/// After an epoch's validation: its row in the history and `metrics.csv`, the kept weights when
-/// it is the best so far, the log line, and the next epoch's start (or early stopping).
-fn end_epoch(
+/// After a validation (an epoch's or a step's): its row in the history and `metrics.csv`, the
+/// kept weights when it is the best so far, the log line; returns the policy's decision.
+fn record_evaluation(
     context: &EpochLoop,
     epochs: usize,
     outcome: &SplitOutcome,
     state: &mut TrainingState,
     progress: &mut Progress,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<EvaluationDecision> {
     let train_settings = &context.run.spec.train;
     let metric = train_settings.selection_metric;
     let epoch = state.epoch;
@@ -280,7 +339,7 @@ fn end_epoch(
     };
     state.history.push(row.clone());
     let history = policy::selection_history(&state.history, metric);
-    let decision = policy::after_epoch(
+    let decision = policy::after_evaluation(
         &history,
         metric.higher_is_better(),
         train_settings.early_stopping_patience,
@@ -292,8 +351,13 @@ fn end_epoch(
         &context.directory.join(run_files::METRICS_FILE),
         &run_files::metrics_csv(&state.history),
     )?;
+    let at_step = if train_settings.eval_every_steps > 0 {
+        format!(" step {}", row.steps)
+    } else {
+        String::new()
+    };
     progress.event(&format!(
-        "epoch {}/{}: train loss {:.4}, validation loss {:.4}, accuracy {:.4}, macro-F1 {:.4}{}, {:.1} samples/s",
+        "epoch {}/{}{at_step}: train loss {:.4}, validation loss {:.4}, accuracy {:.4}, macro-F1 {:.4}{}, {:.1} samples/s",
         epoch + 1,
         epochs,
         row.train_loss,
@@ -303,6 +367,33 @@ fn end_epoch(
         if decision.keep { " (best so far)" } else { "" },
         row.train_samples_per_second
     ));
+    Ok(decision)
+}
+
+/// The log line of early stopping.
+fn report_early_stop(context: &EpochLoop, progress: &mut Progress) {
+    let train_settings = &context.run.spec.train;
+    let counted = if train_settings.eval_every_steps > 0 {
+        "evaluations"
+    } else {
+        "epochs"
+    };
+    progress.event(&format!(
+        "early stopping: {} {counted} without improvement of validation {}",
+        train_settings.early_stopping_patience, train_settings.selection_metric
+    ));
+}
+
+/// After an epoch's validation: [`record_evaluation`], then the next epoch's start (or early
+/// stopping).
+fn end_epoch(
+    context: &EpochLoop,
+    epochs: usize,
+    outcome: &SplitOutcome,
+    state: &mut TrainingState,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let decision = record_evaluation(context, epochs, outcome, state, progress)?;
     state.epoch += 1;
     state.next_batch = 0;
     state.loss_sum = 0.0;
@@ -310,10 +401,7 @@ fn end_epoch(
     state.epoch_seconds = 0.0;
     if decision.stop && state.epoch < epochs {
         state.stopped = true;
-        progress.event(&format!(
-            "early stopping: {} epochs without improvement of validation {}",
-            train_settings.early_stopping_patience, metric
-        ));
+        report_early_stop(context, progress);
     }
     Ok(())
 }

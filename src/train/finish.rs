@@ -1,4 +1,4 @@
-//! The end of a run's training: the kept epoch's weights (the best by the selection metric)
+//! The end of a run's training: the kept weights (the best evaluation by the selection metric)
 //! evaluated on validation and, once, on test; `per_class.csv`, `confusion.csv`,
 //! `predictions.csv` and the model directory written; the run's [`RunResult`].
 
@@ -17,8 +17,9 @@ use crate::train::checkpoint::{self, TrainingState};
 use crate::train::evaluation::{SplitOutcome, evaluate};
 use crate::train::policy;
 
-/// Loads the kept epoch's weights, evaluates validation and test with them, and writes the result
-/// files and the model. `last_validation` is the last epoch's validation, if this process ran it.
+/// Loads the kept weights, evaluates validation and test with them, and writes the result files
+/// and the model. `last_validation` is the last evaluation (its history index, outcome), if this
+/// process ran it.
 #[allow(clippy::too_many_arguments)]
 pub fn finish(
     run: &PlannedRun,
@@ -35,8 +36,8 @@ pub fn finish(
     let best = policy::best_index(&history, metric.higher_is_better()).unwrap_or(0);
     let classes = data.classes.len();
     let validation = match last_validation {
-        // The model holds the kept epoch's weights already.
-        Some((epoch, outcome)) if epoch == best + 1 => outcome,
+        // The model holds the kept weights already.
+        Some((index, outcome)) if index == best => outcome,
         _ => {
             checkpoint::restore_best(directory, model)?;
             evaluate(model, &data.validation, pad_id, classes, None)?.expect("no interrupt flag")
@@ -87,19 +88,24 @@ pub fn finish(
         &run.settings.model_path,
         &directory.join(run_files::MODEL_DIRECTORY),
     )?;
-    let train_seconds: f64 = state.history.iter().map(|row| row.epoch_seconds).sum();
-    let examples = data.train.ids.len() * state.history.len();
+    let (train_seconds, examples) = training_totals(state, data.train.ids.len());
+    let kept = state.history.get(best);
     let result = RunResult {
-        best_epoch: best + 1,
-        epochs_run: state.history.len(),
+        best_epoch: kept.map_or(1, |row| row.epoch),
+        best_step: kept.map(|row| row.steps),
+        epochs_run: state.history.last().map_or(0, |row| row.epoch),
         stopped_early: state.stopped,
         validation: validation.evaluation,
         test: test.map(|outcome| outcome.evaluation),
         train_seconds,
         train_samples_per_second: examples as f64 / train_seconds.max(1e-9),
     };
+    let kept_step = match (run.spec.train.eval_every_steps, result.best_step) {
+        (0, _) | (_, None) => String::new(),
+        (_, Some(step)) => format!(" (step {step})"),
+    };
     let mut line = format!(
-        "done: kept epoch {} of {}: validation accuracy {:.4}, macro-F1 {:.4}",
+        "done: kept epoch {}{kept_step} of {}: validation accuracy {:.4}, macro-F1 {:.4}",
         result.best_epoch,
         result.epochs_run,
         result.validation.accuracy,
@@ -113,4 +119,21 @@ pub fn finish(
     }
     progress.event(&line);
     Ok(TrainEnd::Done(result))
+}
+
+/// Training seconds and examples trained over the run: each epoch's last evaluation holds the
+/// epoch's seconds so far (rows inside an epoch repeat its running time); every finished epoch
+/// trained the whole split, an epoch stopped early `state.loss_examples` of it.
+pub fn training_totals(state: &TrainingState, train_examples: usize) -> (f64, usize) {
+    let mut seconds = 0.0;
+    for (index, row) in state.history.iter().enumerate() {
+        let last_of_epoch = state
+            .history
+            .get(index + 1)
+            .is_none_or(|next| next.epoch != row.epoch);
+        if last_of_epoch {
+            seconds += row.epoch_seconds;
+        }
+    }
+    (seconds, train_examples * state.epoch + state.loss_examples)
 }

@@ -43,10 +43,11 @@ use std::time::Instant;
 use anyhow::bail;
 use candle_core::{DType, Device, Tensor};
 
+use crate::model::Depth;
 use crate::model::bert::{BertClassifier, DropoutRates, LoadReport};
 use crate::model::{checkpoint as model_checkpoint, layers};
 use crate::plan::PlannedRun;
-use crate::plan::spec::Precision;
+use crate::plan::spec::{Freeze, Precision};
 use crate::store::run_files::{self, RunResult};
 use crate::support::atomic_file;
 use crate::support::progress::Progress;
@@ -54,7 +55,7 @@ use crate::tokenize::preprocess::{self, TokenizedData};
 use crate::tokenize::tokenizer;
 use checkpoint::TrainingState;
 use epochs::{EpochLoop, LoopEnd};
-use optimizer::AdamW;
+use optimizer::{AdamW, AdamWSettings};
 
 /// What the caller provides besides the run.
 pub struct TrainOptions<'a> {
@@ -79,7 +80,8 @@ pub enum TrainEnd {
 }
 
 /// The run's model as training starts it: f32, a classification head of `classes` outputs
-/// initialised from the run's seed (where the checkpoint has none), the run's dropout rates.
+/// initialised from the run's seed (where the checkpoint has none), the run's dropout rates and
+/// frozen parameters.
 pub fn load_training_model(
     run: &PlannedRun,
     classes: usize,
@@ -99,7 +101,33 @@ pub fn load_training_model(
         attention: options.attention_dropout,
         classifier: options.classifier_dropout,
     })?;
+    model.freeze(match run.spec.train.freeze {
+        Freeze::None => None,
+        Freeze::Embeddings => Some(0),
+        Freeze::Layers(layers) => Some(layers),
+    })?;
     Ok((model, report))
+}
+
+/// A fresh AdamW for the run's trainable parameters: its betas, epsilon and weight decay, each
+/// tensor's decay by `weight_decay_scope` and its learning-rate share by
+/// `layer_learning_rate_decay`.
+pub fn run_optimizer(run: &PlannedRun, model: &BertClassifier) -> AdamW {
+    let train = &run.spec.train;
+    let depths: Vec<Depth> = model
+        .parameters()
+        .iter()
+        .zip(model.parameter_depths())
+        .filter(|(_, depth)| !model.is_frozen(**depth))
+        .map(|(_, depth)| *depth)
+        .collect();
+    let trainable = model.trainable_parameters();
+    let names: Vec<&str> = trainable.iter().map(|(name, _)| name.as_str()).collect();
+    AdamW::with_groups(
+        trainable,
+        AdamWSettings::for_run(train),
+        optimizer::parameter_groups(&names, &depths, model.layer_count(), train),
+    )
 }
 
 /// The model's matrix-product arithmetic for a run's `precision`. bf16 on the CPU runs on
@@ -146,7 +174,7 @@ pub fn train_run(
     .map(|weights| Tensor::new(weights.as_slice(), &device))
     .transpose()?;
 
-    let mut optimizer = AdamW::new(model.parameters(), train_settings.weight_decay);
+    let mut optimizer = run_optimizer(run, &model);
     let mut state = resume(run, directory, &model, &mut optimizer, progress)?;
 
     let epoch_loop = EpochLoop {

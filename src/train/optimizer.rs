@@ -1,8 +1,10 @@
 //! The optimizer, with state bertlab owns (so a checkpoint holds it exactly): AdamW as
-//! `torch.optim.AdamW` computes it (decoupled weight decay, bias correction), weight decay only on
-//! tensors that standard fine-tuning decays (not biases, not LayerNorm weights), and global-norm
-//! gradient clipping as `torch.nn.utils.clip_grad_norm_`. The learning rate of each step comes
-//! from `train::schedule`.
+//! `torch.optim.AdamW` computes it (decoupled weight decay, bias correction, the run's betas and
+//! epsilon), with one [`ParameterGroup`] per tensor as torch's parameter groups: whether weight
+//! decay applies (`weight_decay_scope`: not on biases and LayerNorm weights as standard
+//! fine-tuning does, or on everything) and the tensor's share of the learning rate (layer-wise
+//! decay); and global-norm gradient clipping as `torch.nn.utils.clip_grad_norm_`. The learning
+//! rate of each step comes from `train::schedule`. Frozen tensors are not given to the optimizer.
 //!
 //! Moments live in host memory as f32, one pair of vectors per parameter; when the model trains on
 //! a GPU they move to that GPU at the first step ([`AdamW::step_on_device`]) and come back for
@@ -11,15 +13,96 @@
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor, Var};
 
-/// AdamW's constants (transformers' Trainer defaults).
-pub const BETA1: f64 = 0.9;
-pub const BETA2: f64 = 0.999;
-pub const EPSILON: f64 = 1e-8;
+use crate::model::Depth;
+use crate::plan::spec::{TrainSettings, WeightDecayScope, recipe_defaults};
 
-/// Whether weight decay applies to a parameter, by its transformers name: every weight matrix and
-/// embedding, but no bias and no LayerNorm weight (as transformers' Trainer groups them).
+/// AdamW's hyperparameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWSettings {
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+}
+
+impl AdamWSettings {
+    /// transformers' Trainer defaults (betas 0.9 and 0.999, epsilon 1e-8) with `weight_decay`.
+    pub fn with_weight_decay(weight_decay: f64) -> AdamWSettings {
+        AdamWSettings {
+            weight_decay,
+            beta1: recipe_defaults::ADAM_BETA1,
+            beta2: recipe_defaults::ADAM_BETA2,
+            epsilon: recipe_defaults::ADAM_EPSILON,
+        }
+    }
+
+    /// A run's settings.
+    pub fn for_run(train: &TrainSettings) -> AdamWSettings {
+        AdamWSettings {
+            weight_decay: train.weight_decay,
+            beta1: train.adam_beta1,
+            beta2: train.adam_beta2,
+            epsilon: train.adam_epsilon,
+        }
+    }
+}
+
+/// How one tensor is optimized (a torch parameter group of its own).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ParameterGroup {
+    /// Whether weight decay applies.
+    pub weight_decay: bool,
+    /// The tensor's learning rate is the schedule's times this.
+    pub learning_rate_scale: f64,
+}
+
+/// Whether weight decay applies to a parameter under `weight_decay_scope = "standard"`, by its
+/// transformers name: every weight matrix and embedding, but no bias and no LayerNorm weight (as
+/// transformers' Trainer groups them).
 pub fn applies_weight_decay(name: &str) -> bool {
     !(name.ends_with("bias") || name.contains("LayerNorm"))
+}
+
+/// Whether weight decay applies to a parameter under `scope`.
+pub fn decays(name: &str, scope: WeightDecayScope) -> bool {
+    match scope {
+        WeightDecayScope::Standard => applies_weight_decay(name),
+        WeightDecayScope::All => true,
+    }
+}
+
+/// The share of the learning rate of a tensor at `depth` in a model of `layers` encoder layers
+/// under layer-wise decay `factor`: 1 for the head (classifier and pooler), `factor` for the top
+/// layer, one more factor for each layer below, one more again for the embeddings.
+pub fn layer_learning_rate_scale(depth: Depth, layers: usize, factor: f64) -> f64 {
+    let below_head = match depth {
+        Depth::Head => 0,
+        Depth::Layer(index) => layers.saturating_sub(index),
+        Depth::Embeddings => layers + 1,
+    };
+    factor.powi(below_head as i32)
+}
+
+/// The groups of a run's trainable tensors (`names` with their `depths`, in a model of `layers`
+/// encoder layers).
+pub fn parameter_groups(
+    names: &[&str],
+    depths: &[Depth],
+    layers: usize,
+    train: &TrainSettings,
+) -> Vec<ParameterGroup> {
+    names
+        .iter()
+        .zip(depths)
+        .map(|(name, &depth)| ParameterGroup {
+            weight_decay: decays(name, train.weight_decay_scope),
+            learning_rate_scale: layer_learning_rate_scale(
+                depth,
+                layers,
+                train.layer_learning_rate_decay,
+            ),
+        })
+        .collect()
 }
 
 /// One parameter's moments.
@@ -32,11 +115,13 @@ pub struct Moments {
 /// AdamW over a fixed list of parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamW {
-    pub weight_decay: f64,
+    pub settings: AdamWSettings,
     /// Optimizer steps taken.
     pub steps: u64,
     /// Parameter names, in the order of the parameter list it was made for.
     pub names: Vec<String>,
+    /// Each parameter's group, in the same order.
+    pub groups: Vec<ParameterGroup>,
     pub moments: Vec<Moments>,
     /// The moments on the GPU, once a step ran there; they supersede `moments` until read back.
     pub device_moments: Option<DeviceMoments>,
@@ -58,12 +143,37 @@ impl PartialEq for DeviceMoments {
 }
 
 impl AdamW {
-    /// Fresh state (zero moments) for `parameters`.
+    /// Fresh state (zero moments) for `parameters`, with transformers' Trainer defaults: betas
+    /// 0.9 and 0.999, epsilon 1e-8, decay on every tensor but biases and LayerNorm weights, one
+    /// learning rate.
     pub fn new(parameters: &[(String, Var)], weight_decay: f64) -> AdamW {
+        let groups = parameters
+            .iter()
+            .map(|(name, _)| ParameterGroup {
+                weight_decay: applies_weight_decay(name),
+                learning_rate_scale: 1.0,
+            })
+            .collect();
+        AdamW::with_groups(
+            parameters,
+            AdamWSettings::with_weight_decay(weight_decay),
+            groups,
+        )
+    }
+
+    /// Fresh state (zero moments) for `parameters`, each in its group (`groups`: one per
+    /// parameter, in order).
+    pub fn with_groups(
+        parameters: &[(String, Var)],
+        settings: AdamWSettings,
+        groups: Vec<ParameterGroup>,
+    ) -> AdamW {
+        assert_eq!(parameters.len(), groups.len(), "one group per parameter");
         AdamW {
-            weight_decay,
+            settings,
             steps: 0,
             names: parameters.iter().map(|(name, _)| name.clone()).collect(),
+            groups,
             moments: parameters
                 .iter()
                 .map(|(_, var)| Moments {
@@ -118,18 +228,24 @@ impl AdamW {
             self.device_moments = Some(DeviceMoments(tensors));
         }
         self.steps += 1;
-        let (step_size, bias_correction2_sqrt) = self.corrections(learning_rate);
-        let one_minus_beta1 = (1.0 - BETA1) as f32 as f64;
-        let one_minus_beta2 = (1.0 - BETA2) as f32 as f64;
-        let beta2 = BETA2 as f32 as f64;
-        let weight_decay = self.weight_decay;
+        let settings = self.settings;
+        let one_minus_beta1 = (1.0 - settings.beta1) as f32 as f64;
+        let one_minus_beta2 = (1.0 - settings.beta2) as f32 as f64;
+        let beta2 = settings.beta2 as f32 as f64;
+        let epsilon = settings.epsilon as f32 as f64;
+        let steps = self.steps;
         let Some(DeviceMoments(moments)) = &mut self.device_moments else {
             unreachable!("set above");
         };
-        for (((name, var), gradient), (first, second)) in
-            parameters.iter().zip(gradients).zip(moments.iter_mut())
+        for ((((name, var), gradient), (first, second)), group) in parameters
+            .iter()
+            .zip(gradients)
+            .zip(moments.iter_mut())
+            .zip(&self.groups)
         {
-            let decay = decay_factor(weight_decay, name, learning_rate);
+            let rate = learning_rate * group.learning_rate_scale;
+            let (step_size, bias_correction2_sqrt) = corrections(&settings, steps, rate);
+            let decay = decay_factor(settings.weight_decay, group, rate);
             #[cfg(feature = "cuda")]
             if crate::model::cuda_kernels::available_for(var.as_tensor()) {
                 crate::model::cuda_kernels::adamw_in_place(
@@ -145,7 +261,7 @@ impl AdamW {
                         one_minus_beta2: one_minus_beta2 as f32,
                         step_size,
                         correction2: bias_correction2_sqrt,
-                        epsilon: EPSILON as f32,
+                        epsilon: epsilon as f32,
                     },
                 )
                 .with_context(|| format!("cannot update parameter {name}"))?;
@@ -169,7 +285,7 @@ impl AdamW {
                 (second.affine(beta2, 0.0)? + gradient.sqr()?.affine(one_minus_beta2, 0.0)?)?;
             let denominator = new_second
                 .sqrt()?
-                .affine(1.0 / bias_correction2_sqrt as f64, EPSILON as f32 as f64)?;
+                .affine(1.0 / bias_correction2_sqrt as f64, epsilon)?;
             let updated = (value - (&new_first / denominator)?.affine(step_size as f64, 0.0)?)?;
             var.set(&updated.to_dtype(var.dtype())?)
                 .with_context(|| format!("cannot update parameter {name}"))?;
@@ -192,16 +308,6 @@ impl AdamW {
         Ok(())
     }
 
-    /// torch's step size `learning_rate / (1 - beta1^t)` and `sqrt(1 - beta2^t)` for the step
-    /// count `t` already advanced, computed in f64 and rounded to f32 once.
-    fn corrections(&self, learning_rate: f64) -> (f32, f32) {
-        let step = self.steps as i32;
-        (
-            (learning_rate / (1.0 - BETA1.powi(step))) as f32,
-            (1.0 - BETA2.powi(step)).sqrt() as f32,
-        )
-    }
-
     pub fn step(
         &mut self,
         parameters: &[(String, Var)],
@@ -210,16 +316,19 @@ impl AdamW {
     ) -> anyhow::Result<()> {
         self.check_lengths(parameters.len(), gradients.len())?;
         self.steps += 1;
-        let (step_size, bias_correction2_sqrt) = self.corrections(learning_rate);
-        let (beta2, epsilon) = (BETA2 as f32, EPSILON as f32);
-        let one_minus_beta1 = (1.0 - BETA1) as f32;
-        let one_minus_beta2 = (1.0 - BETA2) as f32;
-        for (((name, var), gradient), moments) in parameters
+        let settings = self.settings;
+        let (beta2, epsilon) = (settings.beta2 as f32, settings.epsilon as f32);
+        let one_minus_beta1 = (1.0 - settings.beta1) as f32;
+        let one_minus_beta2 = (1.0 - settings.beta2) as f32;
+        for ((((name, var), gradient), moments), group) in parameters
             .iter()
             .zip(gradients)
             .zip(self.moments.iter_mut())
+            .zip(&self.groups)
         {
-            let decay = decay_factor(self.weight_decay, name, learning_rate);
+            let rate = learning_rate * group.learning_rate_scale;
+            let (step_size, bias_correction2_sqrt) = corrections(&settings, self.steps, rate);
+            let decay = decay_factor(settings.weight_decay, group, rate);
             let mut values = var
                 .as_tensor()
                 .to_dtype(DType::F32)?
@@ -350,6 +459,7 @@ struct InPlaceUpdate<'a> {
     clip: Option<f32>,
     step_size: f32,
     bias_correction2_sqrt: f32,
+    settings: AdamWSettings,
 }
 
 impl candle_core::InplaceOp1 for InPlaceUpdate<'_> {
@@ -372,9 +482,10 @@ impl candle_core::InplaceOp1 for InPlaceUpdate<'_> {
         let values = &mut values[start..end];
         let mut moments = self.moments.borrow_mut();
         let Moments { first, second } = &mut **moments;
-        let (beta2, epsilon) = (BETA2 as f32, EPSILON as f32);
-        let one_minus_beta1 = (1.0 - BETA1) as f32;
-        let one_minus_beta2 = (1.0 - BETA2) as f32;
+        let settings = self.settings;
+        let (beta2, epsilon) = (settings.beta2 as f32, settings.epsilon as f32);
+        let one_minus_beta1 = (1.0 - settings.beta1) as f32;
+        let one_minus_beta2 = (1.0 - settings.beta2) as f32;
         let (decay, step_size, correction) =
             (self.decay, self.step_size, self.bias_correction2_sqrt);
         let coefficient = self.clip.unwrap_or(1.0);
@@ -434,13 +545,16 @@ impl AdamW {
             .filter(|coefficient| *coefficient < 1.0)
             .map(|coefficient| coefficient as f32);
         self.steps += 1;
-        let (step_size, bias_correction2_sqrt) = self.corrections(learning_rate);
-        for (((name, var), gradient), moments) in parameters
+        let settings = self.settings;
+        for ((((name, var), gradient), moments), group) in parameters
             .iter()
             .zip(gradients)
             .zip(self.moments.iter_mut())
+            .zip(&self.groups)
         {
-            let decay = decay_factor(self.weight_decay, name, learning_rate);
+            let rate = learning_rate * group.learning_rate_scale;
+            let (step_size, bias_correction2_sqrt) = corrections(&settings, self.steps, rate);
+            let decay = decay_factor(settings.weight_decay, group, rate);
             let (storage, layout) = gradient.storage_and_layout();
             let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
                 bail!("the gradient of {name} is not f32 on the CPU");
@@ -455,6 +569,7 @@ impl AdamW {
                 clip,
                 step_size,
                 bias_correction2_sqrt,
+                settings,
             };
             var.as_tensor()
                 .inplace_op1(&update)
@@ -474,13 +589,23 @@ pub fn global_norm(gradients: &[Vec<f32>]) -> f64 {
 }
 
 /// What a parameter is multiplied by before the update: `1 - lr * weight_decay` for the tensors
-/// that decay, 1 for biases and LayerNorm weights.
-fn decay_factor(weight_decay: f64, name: &str, learning_rate: f64) -> f32 {
-    if applies_weight_decay(name) {
+/// whose group decays (at the tensor's own learning rate), 1 for the others.
+fn decay_factor(weight_decay: f64, group: &ParameterGroup, learning_rate: f64) -> f32 {
+    if group.weight_decay {
         (1.0 - learning_rate * weight_decay) as f32
     } else {
         1.0
     }
+}
+
+/// torch's step size `learning_rate / (1 - beta1^t)` and `sqrt(1 - beta2^t)` for the step
+/// count `t` already advanced, computed in f64 and rounded to f32 once.
+fn corrections(settings: &AdamWSettings, steps: u64, learning_rate: f64) -> (f32, f32) {
+    let step = steps as i32;
+    (
+        (learning_rate / (1.0 - settings.beta1.powi(step))) as f32,
+        (1.0 - settings.beta2.powi(step)).sqrt() as f32,
+    )
 }
 
 /// Scales the gradients so their global norm is at most `max_norm` (0: no clipping), as
@@ -521,6 +646,19 @@ mod tests {
         assert!(!applies_weight_decay(
             "bert.encoder.layer.3.output.LayerNorm.bias"
         ));
+        assert!(decays("classifier.bias", WeightDecayScope::All));
+        assert!(!decays("classifier.bias", WeightDecayScope::Standard));
+    }
+
+    #[test]
+    fn layer_wise_decay_counts_factors_down_from_the_head() {
+        let scale = |depth| layer_learning_rate_scale(depth, 6, 0.5);
+        assert_eq!(scale(Depth::Head), 1.0);
+        assert_eq!(scale(Depth::Layer(5)), 0.5, "the top layer: one factor");
+        assert_eq!(scale(Depth::Layer(4)), 0.25);
+        assert_eq!(scale(Depth::Layer(0)), 0.5f64.powi(6));
+        assert_eq!(scale(Depth::Embeddings), 0.5f64.powi(7));
+        assert_eq!(layer_learning_rate_scale(Depth::Embeddings, 6, 1.0), 1.0, "1: off");
     }
 
     #[test]

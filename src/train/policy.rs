@@ -1,5 +1,6 @@
-//! The policies that read a run's metric history, pure functions: which epoch is kept (the best
-//! by the selection metric, the first of equals) and when early stopping stops.
+//! The policies that read a run's metric history (one row per evaluation: after each epoch, and
+//! every `eval_every_steps` steps when set), pure functions: which evaluation's weights are kept
+//! (the best by the selection metric, the first of equals) and when early stopping stops.
 
 use crate::metrics::improves;
 use crate::plan::spec::SelectionMetric;
@@ -29,19 +30,23 @@ pub fn best_index(history: &[f64], higher_is_better: bool) -> Option<usize> {
     best
 }
 
-/// What the loop does after an epoch's validation.
+/// What the loop does after a validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EpochDecision {
-    /// The epoch just validated is the best so far: keep its weights.
+pub struct EvaluationDecision {
+    /// The evaluation just made is the best so far: keep its weights.
     pub keep: bool,
     /// Stop training now (early stopping).
     pub stop: bool,
 }
 
-/// The decision after the last epoch of `history` (selection metric values, one per epoch):
-/// keep its weights if it is the best so far; stop when `patience > 0` epochs have passed
-/// without improvement.
-pub fn after_epoch(history: &[f64], higher_is_better: bool, patience: usize) -> EpochDecision {
+/// The decision after the last evaluation of `history` (selection metric values, one per
+/// evaluation): keep its weights if it is the best so far; stop when `patience > 0` evaluations
+/// have passed without improvement.
+pub fn after_evaluation(
+    history: &[f64],
+    higher_is_better: bool,
+    patience: usize,
+) -> EvaluationDecision {
     let last = history.len().saturating_sub(1);
     let best = best_index(history, higher_is_better);
     let keep = !history.is_empty() && best == Some(last);
@@ -49,13 +54,13 @@ pub fn after_epoch(history: &[f64], higher_is_better: bool, patience: usize) -> 
         Some(best) => last - best,
         None => history.len(),
     };
-    EpochDecision {
+    EvaluationDecision {
         keep,
         stop: patience > 0 && since_best >= patience,
     }
 }
 
-/// The selection metric's values of a history, one per epoch.
+/// The selection metric's values of a history, one per evaluation.
 pub fn selection_history(history: &[EpochRow], metric: SelectionMetric) -> Vec<f64> {
     history
         .iter()
@@ -79,35 +84,35 @@ mod tests {
     fn early_stopping_counts_epochs_without_improvement() {
         let higher = true;
         assert_eq!(
-            after_epoch(&[0.5], higher, 2),
-            EpochDecision {
+            after_evaluation(&[0.5], higher, 2),
+            EvaluationDecision {
                 keep: true,
                 stop: false
             }
         );
         assert_eq!(
-            after_epoch(&[0.5, 0.4], higher, 2),
-            EpochDecision {
+            after_evaluation(&[0.5, 0.4], higher, 2),
+            EvaluationDecision {
                 keep: false,
                 stop: false
             }
         );
         assert_eq!(
-            after_epoch(&[0.5, 0.4, 0.5], higher, 2),
-            EpochDecision {
+            after_evaluation(&[0.5, 0.4, 0.5], higher, 2),
+            EvaluationDecision {
                 keep: false,
                 stop: true
             },
             "a tie is no improvement"
         );
         assert!(
-            !after_epoch(&[0.5, 0.4, 0.3, 0.2], higher, 0).stop,
+            !after_evaluation(&[0.5, 0.4, 0.3, 0.2], higher, 0).stop,
             "0: off"
         );
         assert!(
-            after_epoch(&[0.5, 0.9], false, 1).stop,
+            after_evaluation(&[0.5, 0.9], false, 1).stop,
             "loss: lower is better"
         );
-        assert!(!after_epoch(&[0.9, 0.5], false, 1).stop);
+        assert!(!after_evaluation(&[0.9, 0.5], false, 1).stop);
     }
 }

@@ -1,6 +1,7 @@
 //! One optimizer step, as `bertlab run`, `bertlab bench` and `bertlab device-check` take it:
-//! forward with dropout, (class-weighted) cross-entropy, backward, gradient accumulation over a
-//! group of batches, global-norm clipping, AdamW.
+//! forward with dropout, (class-weighted, label-smoothed) cross-entropy, backward, gradient
+//! accumulation over a group of batches, global-norm clipping, AdamW over the trainable
+//! (unfrozen) parameters.
 
 use candle_core::{DType, Tensor};
 
@@ -46,6 +47,8 @@ pub struct StepInputs<'a> {
     pub class_weights: Option<&'a Tensor>,
     pub learning_rate: f64,
     pub max_grad_norm: f64,
+    /// torch's `label_smoothing` (0: plain cross-entropy).
+    pub label_smoothing: f64,
 }
 
 /// How one optimizer step went.
@@ -95,7 +98,12 @@ pub fn optimizer_step(
         let batch = Batch::from_rows(&rows, inputs.pad_id, device)?;
         let labels = Tensor::new(labels.as_slice(), device)?;
         let logits = model.forward(&batch, &mut Mode::Train(random))?;
-        let loss = layers::cross_entropy(&logits, &labels, inputs.class_weights)?;
+        let loss = layers::cross_entropy_smoothed(
+            &logits,
+            &labels,
+            inputs.class_weights,
+            inputs.label_smoothing,
+        )?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             outcome.divergence = Some(format!("the training loss is {value}"));
@@ -130,7 +138,7 @@ pub fn optimizer_step(
             continue;
         }
         let first = gradients.is_empty();
-        for (index, (_, var)) in model.parameters().iter().enumerate() {
+        for (index, (_, var)) in model.trainable_parameters().iter().enumerate() {
             let values = match grads.get(var) {
                 Some(gradient) => gradient
                     .to_dtype(DType::F32)?
@@ -149,13 +157,13 @@ pub fn optimizer_step(
     }
     let in_place = match &gradient_tensors {
         Some(tensors) if on_device => Some(optimizer.step_on_device(
-            model.parameters(),
+            model.trainable_parameters(),
             tensors,
             inputs.max_grad_norm,
             inputs.learning_rate,
         )?),
         Some(tensors) => optimizer.step_tensors(
-            model.parameters(),
+            model.trainable_parameters(),
             tensors,
             inputs.max_grad_norm,
             inputs.learning_rate,
@@ -173,7 +181,7 @@ pub fn optimizer_step(
             }
             let norm = optimizer::clip_global_norm(&mut gradients, inputs.max_grad_norm);
             if norm.is_finite() {
-                optimizer.step(model.parameters(), &gradients, inputs.learning_rate)?;
+                optimizer.step(model.trainable_parameters(), &gradients, inputs.learning_rate)?;
             }
             norm
         }
