@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         let evaluation = Evaluation::new(&gold, &predicted, 3, 0.5);
         let result = RunResult {
             best_epoch: 2,
+            best_step: Some(200),
             epochs_run: 3,
             stopped_early: false,
             validation: evaluation.clone(),

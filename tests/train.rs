@@ -724,3 +724,230 @@ fn devices_need_a_gpu_build() {
     assert!(stderr.contains("`cuda` Cargo feature"), "{stderr}");
     assert!(!workspace.store_exists(), "nothing written");
 }
+
+/// One tensor's values from the fixture, flattened (nested lists of numbers).
+fn flat_values(value: &Value) -> Vec<f32> {
+    match value {
+        Value::Array(items) => items.iter().flat_map(flat_values).collect(),
+        Value::Number(number) => vec![number.as_f64().unwrap() as f32],
+        other => panic!("not a tensor: {other}"),
+    }
+}
+
+fn shape_of(value: &Value) -> Vec<usize> {
+    let mut shape = Vec::new();
+    let mut current = value;
+    while let Value::Array(items) = current {
+        shape.push(items.len());
+        current = &items[0];
+    }
+    shape
+}
+
+fn fixture_tensor(value: &Value) -> Tensor {
+    Tensor::from_vec(flat_values(value), shape_of(value), &Device::Cpu).unwrap()
+}
+
+/// The loss of a fixture problem at `parameters` (in the fixture's order of names).
+fn recipe_loss(
+    fixture: &Value,
+    problem: &str,
+    case: &Value,
+    parameters: &[(String, Var)],
+) -> Tensor {
+    let data = &fixture[problem];
+    let inputs = fixture_tensor(&data["inputs"]);
+    let find = |name: &str| -> Tensor {
+        parameters
+            .iter()
+            .find(|(candidate, _)| candidate == name)
+            .unwrap()
+            .1
+            .as_tensor()
+            .clone()
+    };
+    match problem {
+        "regression" => {
+            let prediction = inputs
+                .broadcast_mul(&find("norm.LayerNorm.weight"))
+                .unwrap()
+                .matmul(&find("layer.weight").t().unwrap())
+                .unwrap()
+                .broadcast_add(&find("layer.bias"))
+                .unwrap();
+            (prediction - fixture_tensor(&data["targets"]))
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap()
+        }
+        _ => {
+            let logits = inputs
+                .matmul(&find("classifier.weight").t().unwrap())
+                .unwrap()
+                .broadcast_add(&find("classifier.bias"))
+                .unwrap();
+            let labels: Vec<u32> = serde_json::from_value(data["labels"].clone()).unwrap();
+            let labels = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+            let weights = case["use_class_weights"]
+                .as_bool()
+                .unwrap()
+                .then(|| fixture_tensor(&data["class_weights"]));
+            bertlab::model::layers::cross_entropy_smoothed(
+                &logits,
+                &labels,
+                weights.as_ref(),
+                case["label_smoothing"].as_f64().unwrap(),
+            )
+            .unwrap()
+        }
+    }
+}
+
+/// Every schedule, betas and epsilon, both decay scopes, per-tensor learning rates, clipping on
+/// and off and label smoothing (with and without class weights) against torch.optim.AdamW,
+/// transformers' schedule functions and torch's cross_entropy (tests/fixtures/recipes-torch.json,
+/// from scripts/make_recipe_fixture.py): learning rates to 1e-12, losses to 1e-6, parameters
+/// after every step of 20-30 to 1e-6, through the host update, the in-place update (bit-identical
+/// to the host's) and the tensor update a GPU runs (here on the CPU).
+#[test]
+fn every_recipe_matches_torch() {
+    use bertlab::plan::spec::{TrainSettings, WeightDecayScope};
+    use bertlab::train::optimizer::{AdamWSettings, ParameterGroup};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipes-torch.json");
+    let fixture = read_json(&path);
+    let cases = fixture["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 12);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let problem = case["problem"].as_str().unwrap();
+        let mut train = serde_json::json!({
+            "max_length": 16, "batch_size": 8, "epochs": 1, "gradient_accumulation": 1,
+            "early_stopping_patience": 0, "selection_metric": "macro_f1", "class_weights": "none",
+            "length_bucketing": false, "precision": "fp32", "seed": 0, "warmup_ratio": 0.0,
+            "learning_rate": case["peak_learning_rate"], "warmup_steps": case["warmup_steps"],
+            "learning_rate_schedule": case["schedule"], "adam_beta1": case["beta1"],
+            "adam_beta2": case["beta2"], "adam_epsilon": case["epsilon"],
+            "weight_decay": case["weight_decay"], "weight_decay_scope": case["weight_decay_scope"],
+            "max_grad_norm": case["max_grad_norm"], "label_smoothing": case["label_smoothing"],
+        });
+        for key in [
+            "cosine_cycles",
+            "polynomial_power",
+            "polynomial_end_learning_rate",
+            "inverse_sqrt_timescale",
+        ] {
+            if !case[key].is_null() {
+                train[key] = case[key].clone();
+            }
+        }
+        let train: TrainSettings = serde_json::from_value(train).unwrap();
+        let total = case["total_steps"].as_u64().unwrap();
+        let steps_run = case["steps_run"].as_u64().unwrap_or(total);
+        let schedule = schedule::Schedule::for_run(&train, total);
+        let init = fixture[problem]["init"].as_object().unwrap();
+        let make = || -> Vec<(String, Var)> {
+            init.iter()
+                .map(|(name, value)| {
+                    (
+                        name.clone(),
+                        Var::from_tensor(&fixture_tensor(value)).unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let (host, in_place, device) = (make(), make(), make());
+        let scope = WeightDecayScope::parse(case["weight_decay_scope"].as_str().unwrap()).unwrap();
+        let groups: Vec<ParameterGroup> = host
+            .iter()
+            .map(|(parameter, _)| ParameterGroup {
+                weight_decay: optimizer::decays(parameter, scope),
+                learning_rate_scale: case["learning_rate_scales"][parameter]
+                    .as_f64()
+                    .unwrap_or(1.0),
+            })
+            .collect();
+        let settings = AdamWSettings::for_run(&train);
+        let mut host_adamw = AdamW::with_groups(&host, settings, groups.clone());
+        let mut in_place_adamw = AdamW::with_groups(&in_place, settings, groups.clone());
+        let mut device_adamw = AdamW::with_groups(&device, settings, groups);
+        let max_norm = train.max_grad_norm;
+        for step in 0..steps_run {
+            let index = step as usize;
+            let rate = schedule.learning_rate_at(step);
+            let expected_rate = case["learning_rates"][index].as_f64().unwrap();
+            assert!(
+                (rate - expected_rate).abs() <= 1e-12 * expected_rate.abs().max(1e-3),
+                "{name} step {step}: rate {rate} vs {expected_rate}"
+            );
+            let loss = recipe_loss(&fixture, problem, case, &host);
+            let expected_loss = case["losses"][index].as_f64().unwrap();
+            let got_loss = loss.to_scalar::<f32>().unwrap() as f64;
+            assert!(
+                (got_loss - expected_loss).abs() < 1e-6,
+                "{name} step {step}: loss {got_loss} vs {expected_loss}"
+            );
+            let grads = loss.backward().unwrap();
+            let mut gradients: Vec<Vec<f32>> = host
+                .iter()
+                .map(|(_, var)| {
+                    grads
+                        .get(var)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap()
+                })
+                .collect();
+            let norm = optimizer::clip_global_norm(&mut gradients, max_norm);
+            let expected_norm = case["norms"][index].as_f64().unwrap();
+            assert!(
+                (norm - expected_norm).abs() < 1e-5,
+                "{name} step {step}: norm {norm} vs {expected_norm}"
+            );
+            host_adamw.step(&host, &gradients, rate).unwrap();
+
+            let gradient_tensors = |parameters: &[(String, Var)]| -> Vec<Tensor> {
+                let grads = recipe_loss(&fixture, problem, case, parameters)
+                    .backward()
+                    .unwrap();
+                parameters
+                    .iter()
+                    .map(|(_, var)| grads.get(var).unwrap().contiguous().unwrap())
+                    .collect()
+            };
+            let in_place_norm = in_place_adamw
+                .step_tensors(&in_place, &gradient_tensors(&in_place), max_norm, rate)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                in_place_norm.to_bits(),
+                norm.to_bits(),
+                "{name} step {step}"
+            );
+            device_adamw
+                .step_on_device(&device, &gradient_tensors(&device), max_norm, rate)
+                .unwrap();
+            for ((_, a), (_, b)) in host.iter().zip(&in_place) {
+                let a: Vec<f32> = a.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+                let b: Vec<f32> = b.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+                assert_eq!(a, b, "{name} step {step}: in place = copying");
+            }
+        }
+        for (label, parameters) in [("host", &host), ("device", &device)] {
+            let mut worst = 0f64;
+            for (parameter, var) in parameters {
+                let got: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+                let expected = flat_values(&case["final"][parameter]);
+                assert_eq!(got.len(), expected.len());
+                for (a, b) in got.iter().zip(&expected) {
+                    worst = worst.max((a - b).abs() as f64);
+                }
+            }
+            eprintln!("{name} ({label}): worst parameter difference from torch {worst:e}");
+            assert!(worst < 1e-6, "{name} ({label}): worst difference {worst}");
+        }
+    }
+}

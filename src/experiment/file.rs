@@ -335,7 +335,9 @@ pub fn check_value(key: &Key, value: &Value, what: &str) -> Result<Setting, Prob
         ValueKind::Freeze => match (value.as_integer(), value.as_str()) {
             (Some(layers), _) if layers >= 1 => Ok(Setting::Integer(layers)),
             (Some(layers), _) => Err(Problem::new(
-                format!("{what} must be \"none\", \"embeddings\" or at least 1 layer, found {layers}"),
+                format!(
+                    "{what} must be \"none\", \"embeddings\" or at least 1 layer, found {layers}"
+                ),
                 span,
             )
             .label("at least 1")

@@ -317,12 +317,16 @@ pub fn cross_entropy_smoothed(
             let total = example_weights.sum_all()?;
             (
                 (picked.mul(&example_weights)?.sum_all()? / &total)?.neg()?,
-                (log_probabilities.broadcast_mul(&weights.unsqueeze(0)?)?.sum_all()? / &total)?
+                (log_probabilities
+                    .broadcast_mul(&weights.unsqueeze(0)?)?
+                    .sum_all()?
+                    / &total)?
                     .neg()?,
             )
         }
     };
-    plain.affine(1.0 - label_smoothing, 0.0)? + smooth.affine(label_smoothing / classes as f64, 0.0)?
+    plain.affine(1.0 - label_smoothing, 0.0)?
+        + smooth.affine(label_smoothing / classes as f64, 0.0)?
 }
 
 /// Mean cross-entropy of `logits` `[batch, classes]` against class ids `labels` `[batch]` (u32),

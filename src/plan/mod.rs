@@ -688,8 +688,14 @@ fn recipe_rules(
     for (parameter, owner) in [
         ("train.cosine_cycles", LearningRateSchedule::Cosine),
         ("train.polynomial_power", LearningRateSchedule::Polynomial),
-        ("train.polynomial_end_learning_rate", LearningRateSchedule::Polynomial),
-        ("train.inverse_sqrt_timescale", LearningRateSchedule::InverseSqrt),
+        (
+            "train.polynomial_end_learning_rate",
+            LearningRateSchedule::Polynomial,
+        ),
+        (
+            "train.inverse_sqrt_timescale",
+            LearningRateSchedule::InverseSqrt,
+        ),
     ] {
         if schedule != owner && point.is_set(parameter) {
             let name = parameter.trim_start_matches("train.");
@@ -729,7 +735,10 @@ fn recipe_rules(
     if schedule == LearningRateSchedule::Polynomial && end >= learning_rate {
         let (span, written) = match point.span("train.polynomial_end_learning_rate") {
             Some(span) => (Some(span), String::new()),
-            None => (point.span("train.learning_rate"), " (the default)".to_string()),
+            None => (
+                point.span("train.learning_rate"),
+                " (the default)".to_string(),
+            ),
         };
         push_unique(
             problems,

@@ -282,7 +282,11 @@ macro_rules! float_default {
     };
 }
 
-float_default!(cosine_cycles_default, is_cosine_cycles_default, recipe_defaults::COSINE_CYCLES);
+float_default!(
+    cosine_cycles_default,
+    is_cosine_cycles_default,
+    recipe_defaults::COSINE_CYCLES
+);
 float_default!(
     polynomial_power_default,
     is_polynomial_power_default,
@@ -295,7 +299,11 @@ float_default!(
 );
 float_default!(beta1_default, is_beta1_default, recipe_defaults::ADAM_BETA1);
 float_default!(beta2_default, is_beta2_default, recipe_defaults::ADAM_BETA2);
-float_default!(epsilon_default, is_epsilon_default, recipe_defaults::ADAM_EPSILON);
+float_default!(
+    epsilon_default,
+    is_epsilon_default,
+    recipe_defaults::ADAM_EPSILON
+);
 float_default!(
     label_smoothing_default,
     is_label_smoothing_default,
@@ -360,7 +368,10 @@ pub struct TrainSettings {
     pub adam_beta1: f64,
     #[serde(default = "beta2_default", skip_serializing_if = "is_beta2_default")]
     pub adam_beta2: f64,
-    #[serde(default = "epsilon_default", skip_serializing_if = "is_epsilon_default")]
+    #[serde(
+        default = "epsilon_default",
+        skip_serializing_if = "is_epsilon_default"
+    )]
     pub adam_epsilon: f64,
     #[serde(default, skip_serializing_if = "is_default")]
     pub weight_decay_scope: WeightDecayScope,

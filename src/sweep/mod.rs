@@ -539,18 +539,19 @@ fn train_claimed(
     let seconds = clock.elapsed().as_secs_f64();
     let finished = Utc::now();
     // Every attempt ends the same way in run.json: status, reason, end time, time spent.
-    let end_attempt = |status: RunStatus, error: Option<String>, kept: Option<&run_files::RunResult>| {
-        lease.update(|record| {
-            record.status = status;
-            record.error = error;
-            record.finished_at = Some(finished);
-            record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
-            if let Some(result) = kept {
-                record.best_epoch = Some(result.best_epoch);
-                record.best_step = result.best_step;
-            }
-        })
-    };
+    let end_attempt =
+        |status: RunStatus, error: Option<String>, kept: Option<&run_files::RunResult>| {
+            lease.update(|record| {
+                record.status = status;
+                record.error = error;
+                record.finished_at = Some(finished);
+                record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
+                if let Some(result) = kept {
+                    record.best_epoch = Some(result.best_epoch);
+                    record.best_step = result.best_step;
+                }
+            })
+        };
     let row = match outcome {
         Ok(TrainEnd::Done(result)) => {
             crate::support::atomic_file::write(

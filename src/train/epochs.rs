@@ -28,9 +28,9 @@ use crate::train::TrainOptions;
 use crate::train::checkpoint::{self, TrainingState};
 use crate::train::evaluation::{self, SplitOutcome};
 use crate::train::optimizer::AdamW;
-use crate::train::step::{self, StepInputs};
 use crate::train::policy::{self, EvaluationDecision};
 use crate::train::schedule::Schedule;
+use crate::train::step::{self, StepInputs};
 
 /// The longest stretch of training between two checkpoints.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(15 * 60);
@@ -212,11 +212,7 @@ fn train_epoch(
             )?
             else {
                 checkpoint::save_state(context.directory, context.model, optimizer, state)?;
-                let position = format!(
-                    "epoch {} step {} validation",
-                    epoch + 1,
-                    state.steps
-                );
+                let position = format!("epoch {} step {} validation", epoch + 1, state.steps);
                 progress.event(&format!("interrupted: checkpoint written at {position}"));
                 return Ok(Some(position));
             };

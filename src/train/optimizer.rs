@@ -658,7 +658,11 @@ mod tests {
         assert_eq!(scale(Depth::Layer(4)), 0.25);
         assert_eq!(scale(Depth::Layer(0)), 0.5f64.powi(6));
         assert_eq!(scale(Depth::Embeddings), 0.5f64.powi(7));
-        assert_eq!(layer_learning_rate_scale(Depth::Embeddings, 6, 1.0), 1.0, "1: off");
+        assert_eq!(
+            layer_learning_rate_scale(Depth::Embeddings, 6, 1.0),
+            1.0,
+            "1: off"
+        );
     }
 
     #[test]

@@ -20,11 +20,18 @@ pub enum Shape {
     Linear,
     Constant,
     /// `cycles` cosine waves over the steps after the warmup (0.5: from the peak down to 0).
-    Cosine { cycles: f64 },
+    Cosine {
+        cycles: f64,
+    },
     /// From the peak down to `end` at `total_steps` as `remaining ^ power`; `end` after it.
-    Polynomial { power: f64, end: f64 },
+    Polynomial {
+        power: f64,
+        end: f64,
+    },
     /// `1 / sqrt((step + timescale - warmup) / timescale)`.
-    InverseSqrt { timescale: u64 },
+    InverseSqrt {
+        timescale: u64,
+    },
 }
 
 /// A run's learning rate at every step.
@@ -79,10 +86,9 @@ impl Schedule {
         }
         let after_warmup = || (step - warmup) as f64 / total.saturating_sub(warmup).max(1) as f64;
         match self.shape {
-            Shape::Linear => {
-                (total.saturating_sub(step) as f64 / total.saturating_sub(warmup).max(1) as f64)
-                    .max(0.0)
-            }
+            Shape::Linear => (total.saturating_sub(step) as f64
+                / total.saturating_sub(warmup).max(1) as f64)
+                .max(0.0),
             Shape::Constant => 1.0,
             Shape::Cosine { cycles } => (0.5
                 * (1.0 + (std::f64::consts::PI * cycles * 2.0 * after_warmup()).cos()))
@@ -174,10 +180,16 @@ mod tests {
         let constant = schedule(Shape::Constant, 0);
         assert!((0..200).all(|step| constant.learning_rate_at(step) == 2.0));
         let cosine = schedule(Shape::Cosine { cycles: 0.5 }, 0);
-        assert!((cosine.learning_rate_at(50) - 1.0).abs() < 1e-12, "half way");
+        assert!(
+            (cosine.learning_rate_at(50) - 1.0).abs() < 1e-12,
+            "half way"
+        );
         assert!(cosine.learning_rate_at(100).abs() < 1e-12, "0 at the end");
         let restarts = schedule(Shape::Cosine { cycles: 1.0 }, 0);
-        assert!((restarts.learning_rate_at(100) - 2.0).abs() < 1e-12, "a full wave");
+        assert!(
+            (restarts.learning_rate_at(100) - 2.0).abs() < 1e-12,
+            "a full wave"
+        );
         let polynomial = schedule(
             Shape::Polynomial {
                 power: 2.0,
@@ -187,9 +199,15 @@ mod tests {
         );
         assert!((polynomial.learning_rate_at(50) - (1.5 * 0.25 + 0.5)).abs() < 1e-12);
         assert!((polynomial.learning_rate_at(100) - 0.5).abs() < 1e-12);
-        assert!((polynomial.learning_rate_at(150) - 0.5).abs() < 1e-12, "past the end");
+        assert!(
+            (polynomial.learning_rate_at(150) - 0.5).abs() < 1e-12,
+            "past the end"
+        );
         let inverse = schedule(Shape::InverseSqrt { timescale: 10 }, 10);
-        assert!((inverse.learning_rate_at(40) - 2.0 / 2.0).abs() < 1e-12, "sqrt(40/10)");
+        assert!(
+            (inverse.learning_rate_at(40) - 2.0 / 2.0).abs() < 1e-12,
+            "sqrt(40/10)"
+        );
     }
 
     #[test]

@@ -181,7 +181,11 @@ pub fn optimizer_step(
             }
             let norm = optimizer::clip_global_norm(&mut gradients, inputs.max_grad_norm);
             if norm.is_finite() {
-                optimizer.step(model.trainable_parameters(), &gradients, inputs.learning_rate)?;
+                optimizer.step(
+                    model.trainable_parameters(),
+                    &gradients,
+                    inputs.learning_rate,
+                )?;
             }
             norm
         }
