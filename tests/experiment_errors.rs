@@ -62,6 +62,19 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec![],
         ),
         (
+            "recipe_conflicts",
+            format!(
+                "{HEAD}[train]\nmax_length = 32\nlearning_rate = 1e-4\nlearning_rate_schedule = \"polynomial\"\ncosine_cycles = 1.0\npolynomial_end_learning_rate = 1e-3\nwarmup_steps = 10\nwarmup_ratio = 0.1\n"
+            ),
+            vec![],
+        ),
+        (
+            "freeze_values",
+            format!("{HEAD}[train]\nmax_length = 32\nfreeze = 0\n[grid]\n\"train.freeze\" = [\"embeding\", 1.5]\n"),
+            vec![],
+        ),
+        ("freeze_above_model_layers", format!("{HEAD}[train]\nmax_length = 32\nfreeze = 9\n"), vec![]),
+        (
             "unknown_choice",
             format!("{HEAD}[train]\nmax_length = 32\nselection_metric = \"f1\"\ndevice = \"gpu\"\n"),
             vec![],

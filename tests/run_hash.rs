@@ -68,3 +68,70 @@ fn the_fixture_spec_has_a_fixed_canonical_form_and_hash() {
     assert_eq!(canonical, CANONICAL);
     assert_eq!(run.hash.as_str(), HASH);
 }
+
+/// The plan of the fixture with `extra` lines appended to its `[train]` table.
+fn plan_with(extra: &str) -> bertlab::plan::PlannedRun {
+    let folder = fixture();
+    std::fs::write(
+        folder.path().join("experiment.toml"),
+        format!("{EXPERIMENT}{extra}"),
+    )
+    .unwrap();
+    let mut planned = plan(
+        &[folder.path().join("experiment.toml")],
+        &PlanOptions::default(),
+        &mut Fingerprinter::new(None),
+    )
+    .unwrap_or_else(|error| panic!("{extra}: {error}"));
+    planned.runs.remove(0)
+}
+
+/// The recipe keys enter a spec only at a non-default value: written at their defaults, the
+/// fixture keeps its pinned hash; each at another value changes the hash and shows in the spec.
+#[test]
+fn recipe_keys_at_their_defaults_keep_every_hash() {
+    let defaults = "learning_rate_schedule = \"linear\"\nwarmup_steps = 0\nadam_beta1 = 0.9\n\
+                    adam_beta2 = 0.999\nadam_epsilon = 1e-8\nweight_decay_scope = \"standard\"\n\
+                    label_smoothing = 0.0\nlayer_learning_rate_decay = 1.0\nfreeze = \"none\"\n\
+                    eval_every_steps = 0\n";
+    let run = plan_with(defaults);
+    assert_eq!(String::from_utf8(run.spec.canonical_bytes()).unwrap(), CANONICAL);
+    assert_eq!(run.hash.as_str(), HASH);
+    for schedule_defaults in [
+        "learning_rate_schedule = \"cosine\"\ncosine_cycles = 0.5\n",
+        "learning_rate_schedule = \"polynomial\"\npolynomial_power = 1.0\npolynomial_end_learning_rate = 1e-7\n",
+    ] {
+        let with = plan_with(schedule_defaults);
+        let without = plan_with(schedule_defaults.lines().next().unwrap());
+        assert_eq!(with.hash, without.hash, "{schedule_defaults}");
+    }
+    let changes = [
+        ("learning_rate_schedule = \"constant\"\n", "\"learning_rate_schedule\":\"constant\""),
+        ("learning_rate_schedule = \"cosine\"\ncosine_cycles = 1.5\n", "\"cosine_cycles\":1.5"),
+        ("learning_rate_schedule = \"polynomial\"\npolynomial_power = 2\n", "\"polynomial_power\":2.0"),
+        ("learning_rate_schedule = \"polynomial\"\npolynomial_end_learning_rate = 1e-6\n", "\"polynomial_end_learning_rate\":1e-6"),
+        ("learning_rate_schedule = \"inverse_sqrt\"\ninverse_sqrt_timescale = 100\n", "\"inverse_sqrt_timescale\":100"),
+        ("warmup_steps = 50\n", "\"warmup_steps\":50"),
+        ("adam_beta1 = 0.8\n", "\"adam_beta1\":0.8"),
+        ("adam_beta2 = 0.98\n", "\"adam_beta2\":0.98"),
+        ("adam_epsilon = 1e-6\n", "\"adam_epsilon\":1e-6"),
+        ("weight_decay_scope = \"all\"\n", "\"weight_decay_scope\":\"all\""),
+        ("label_smoothing = 0.1\n", "\"label_smoothing\":0.1"),
+        ("layer_learning_rate_decay = 0.9\n", "\"layer_learning_rate_decay\":0.9"),
+        ("freeze = \"embeddings\"\n", "\"freeze\":\"embeddings\""),
+        ("freeze = 3\n", "\"freeze\":3"),
+        ("eval_every_steps = 100\n", "\"eval_every_steps\":100"),
+    ];
+    let mut hashes = std::collections::HashSet::new();
+    for (lines, shown) in changes {
+        let run = plan_with(lines);
+        let canonical = String::from_utf8(run.spec.canonical_bytes()).unwrap();
+        assert!(canonical.contains(shown), "{lines}: {canonical}");
+        assert_ne!(run.hash.as_str(), HASH, "{lines}");
+        assert!(hashes.insert(run.hash.clone()), "{lines}: a hash seen before");
+        // What the spec holds reads back as the same settings.
+        let read: bertlab::plan::spec::RunSpec =
+            serde_json::from_slice(&run.spec.canonical_bytes()).unwrap();
+        assert_eq!(read.train, run.spec.train, "{lines}");
+    }
+}
