@@ -629,3 +629,91 @@ fn device_check_runs_every_check() {
         );
     }
 }
+
+/// Every parameter has the depth its name says (what layer-wise decay and freezing read), and a
+/// frozen model records no gradient below the cut while every tensor above it still gets a
+/// finite, non-zero one; freezing changes no output.
+#[test]
+fn frozen_tensors_get_no_gradient_and_every_tensor_has_a_depth() {
+    use bertlab::model::Depth;
+    let mut model = tiny(DType::F32);
+    let layers = model.layer_count();
+    assert_eq!(layers, 2);
+    let mut seen_layers = std::collections::BTreeSet::new();
+    for ((name, _), depth) in model.parameters().iter().zip(model.parameter_depths()) {
+        let expected = if name.starts_with("bert.embeddings.") {
+            Depth::Embeddings
+        } else if let Some(rest) = name.strip_prefix("bert.encoder.layer.") {
+            Depth::Layer(rest.split('.').next().unwrap().parse().unwrap())
+        } else {
+            assert!(
+                name.starts_with("bert.pooler.") || name.starts_with("classifier."),
+                "{name}"
+            );
+            Depth::Head
+        };
+        assert_eq!(*depth, expected, "{name}");
+        if let Depth::Layer(index) = depth {
+            seen_layers.insert(*index);
+        }
+    }
+    assert_eq!(
+        seen_layers.into_iter().collect::<Vec<_>>(),
+        (0..layers).collect::<Vec<_>>()
+    );
+
+    let batch = fixture_batch(model.device());
+    let before = model
+        .forward(&batch, &mut Mode::Eval)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    model.freeze(Some(1)).unwrap();
+    let frozen: Vec<String> = model
+        .parameters()
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| {
+            name.starts_with("bert.embeddings.") || name.starts_with("bert.encoder.layer.0.")
+        })
+        .collect();
+    assert_eq!(frozen.len(), 5 + 16);
+    assert_eq!(
+        tensors_without_gradient(&model),
+        frozen,
+        "exactly the frozen tensors"
+    );
+    let trainable: Vec<&String> = model
+        .trainable_parameters()
+        .iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(trainable.len(), model.parameters().len() - frozen.len());
+    assert!(trainable.iter().all(|name| !frozen.contains(name)));
+    let gradients = training_loss(&model, &batch).backward().unwrap();
+    for (name, var) in model.parameters() {
+        assert_eq!(
+            gradients.get(var.as_tensor()).is_some(),
+            !frozen.contains(name),
+            "{name}: a frozen tensor is never recorded"
+        );
+    }
+    let after = model
+        .forward(&batch, &mut Mode::Eval)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(before, after);
+
+    model.freeze(Some(0)).unwrap();
+    assert_eq!(
+        tensors_without_gradient(&model).len(),
+        5,
+        "the embeddings only"
+    );
+    model.freeze(Some(2)).unwrap();
+    assert_eq!(model.trainable_parameters().len(), 4, "pooler and head");
+    assert!(model.freeze(Some(3)).is_err());
+    model.freeze(None).unwrap();
+    assert_eq!(tensors_without_gradient(&model), Vec::<String>::new());
+}

@@ -95,7 +95,10 @@ fn recipe_keys_at_their_defaults_keep_every_hash() {
                     label_smoothing = 0.0\nlayer_learning_rate_decay = 1.0\nfreeze = \"none\"\n\
                     eval_every_steps = 0\n";
     let run = plan_with(defaults);
-    assert_eq!(String::from_utf8(run.spec.canonical_bytes()).unwrap(), CANONICAL);
+    assert_eq!(
+        String::from_utf8(run.spec.canonical_bytes()).unwrap(),
+        CANONICAL
+    );
     assert_eq!(run.hash.as_str(), HASH);
     for schedule_defaults in [
         "learning_rate_schedule = \"cosine\"\ncosine_cycles = 0.5\n",
@@ -106,18 +109,39 @@ fn recipe_keys_at_their_defaults_keep_every_hash() {
         assert_eq!(with.hash, without.hash, "{schedule_defaults}");
     }
     let changes = [
-        ("learning_rate_schedule = \"constant\"\n", "\"learning_rate_schedule\":\"constant\""),
-        ("learning_rate_schedule = \"cosine\"\ncosine_cycles = 1.5\n", "\"cosine_cycles\":1.5"),
-        ("learning_rate_schedule = \"polynomial\"\npolynomial_power = 2\n", "\"polynomial_power\":2.0"),
-        ("learning_rate_schedule = \"polynomial\"\npolynomial_end_learning_rate = 1e-6\n", "\"polynomial_end_learning_rate\":1e-6"),
-        ("learning_rate_schedule = \"inverse_sqrt\"\ninverse_sqrt_timescale = 100\n", "\"inverse_sqrt_timescale\":100"),
+        (
+            "learning_rate_schedule = \"constant\"\n",
+            "\"learning_rate_schedule\":\"constant\"",
+        ),
+        (
+            "learning_rate_schedule = \"cosine\"\ncosine_cycles = 1.5\n",
+            "\"cosine_cycles\":1.5",
+        ),
+        (
+            "learning_rate_schedule = \"polynomial\"\npolynomial_power = 2\n",
+            "\"polynomial_power\":2.0",
+        ),
+        (
+            "learning_rate_schedule = \"polynomial\"\npolynomial_end_learning_rate = 1e-6\n",
+            "\"polynomial_end_learning_rate\":1e-6",
+        ),
+        (
+            "learning_rate_schedule = \"inverse_sqrt\"\ninverse_sqrt_timescale = 100\n",
+            "\"inverse_sqrt_timescale\":100",
+        ),
         ("warmup_steps = 50\n", "\"warmup_steps\":50"),
         ("adam_beta1 = 0.8\n", "\"adam_beta1\":0.8"),
         ("adam_beta2 = 0.98\n", "\"adam_beta2\":0.98"),
         ("adam_epsilon = 1e-6\n", "\"adam_epsilon\":1e-6"),
-        ("weight_decay_scope = \"all\"\n", "\"weight_decay_scope\":\"all\""),
+        (
+            "weight_decay_scope = \"all\"\n",
+            "\"weight_decay_scope\":\"all\"",
+        ),
         ("label_smoothing = 0.1\n", "\"label_smoothing\":0.1"),
-        ("layer_learning_rate_decay = 0.9\n", "\"layer_learning_rate_decay\":0.9"),
+        (
+            "layer_learning_rate_decay = 0.9\n",
+            "\"layer_learning_rate_decay\":0.9",
+        ),
         ("freeze = \"embeddings\"\n", "\"freeze\":\"embeddings\""),
         ("freeze = 3\n", "\"freeze\":3"),
         ("eval_every_steps = 100\n", "\"eval_every_steps\":100"),
@@ -128,7 +152,10 @@ fn recipe_keys_at_their_defaults_keep_every_hash() {
         let canonical = String::from_utf8(run.spec.canonical_bytes()).unwrap();
         assert!(canonical.contains(shown), "{lines}: {canonical}");
         assert_ne!(run.hash.as_str(), HASH, "{lines}");
-        assert!(hashes.insert(run.hash.clone()), "{lines}: a hash seen before");
+        assert!(
+            hashes.insert(run.hash.clone()),
+            "{lines}: a hash seen before"
+        );
         // What the spec holds reads back as the same settings.
         let read: bertlab::plan::spec::RunSpec =
             serde_json::from_slice(&run.spec.canonical_bytes()).unwrap();

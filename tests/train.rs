@@ -951,3 +951,182 @@ fn every_recipe_matches_torch() {
         }
     }
 }
+
+/// A model file's tensors by name without the `bert.` prefix (the source fixture has none).
+fn tensors_by_name(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(name, tensor)| {
+            (
+                name.trim_start_matches("bert.").to_string(),
+                tensor
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `eval_every_steps`: one metrics.csv row per evaluation (the one on an epoch's last step once),
+/// the kept weights are the best evaluation's, recorded as best_epoch and best_step in run.json,
+/// results.json and `bertlab results`; killed mid-epoch and resumed, the run is bit-identical.
+#[test]
+fn validation_every_n_steps_keeps_the_best_evaluation_and_resumes_bit_for_bit() {
+    let workspace = workspace();
+    // 192 training examples, batches of 16: 12 steps an epoch, 36 in all; every 4 steps.
+    let settings = "learning_rate = 2e-3\nbatch_size = 16\nepochs = 3\nwarmup_steps = 4\n\
+                    eval_every_steps = 4";
+    workspace.experiment("steps.toml", &experiment("steps", settings, ""));
+    let train = |store: &str, abort_after: Option<u64>| {
+        let mut command = bertlab_command(
+            &workspace,
+            &["--runs", store, "run", "experiments/steps.toml"],
+        );
+        if let Some(step) = abort_after {
+            command.env(
+                bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE,
+                step.to_string(),
+            );
+        }
+        command.output().unwrap()
+    };
+    let reference = train("runs-reference", None);
+    let stderr = String::from_utf8_lossy(&reference.stderr);
+    assert!(reference.status.success(), "{stderr}");
+    assert!(stderr.contains("epoch 1/3 step 4:"), "{stderr}");
+    let directory = &run_directories(&workspace.path().join("runs-reference"))[0];
+    let rows = metrics_without_time(directory);
+    let steps: Vec<u64> = rows.iter().map(|row| row[6].parse().unwrap()).collect();
+    let epochs: Vec<usize> = rows.iter().map(|row| row[0].parse().unwrap()).collect();
+    assert_eq!(steps, [4, 8, 12, 16, 20, 24, 28, 32, 36]);
+    assert_eq!(epochs, [1, 1, 1, 2, 2, 2, 3, 3, 3]);
+    let f1: Vec<f64> = rows.iter().map(|row| row[4].parse().unwrap()).collect();
+    let best = f1
+        .iter()
+        .position(|value| *value == f1.iter().copied().fold(f64::MIN, f64::max))
+        .unwrap();
+    let record = read_json(&directory.join("run.json"));
+    assert_eq!(record["best_step"].as_u64().unwrap(), steps[best]);
+    assert_eq!(
+        record["best_epoch"].as_u64().unwrap() as usize,
+        epochs[best]
+    );
+    let results = read_json(&directory.join("results.json"));
+    assert_eq!(results["best_step"].as_u64().unwrap(), steps[best]);
+    assert_eq!(results["epochs_run"], 3);
+    assert_eq!(
+        results["validation"]["macro_f1"].as_f64().unwrap(),
+        f1[best],
+        "the kept weights are the best evaluation's"
+    );
+    let table = workspace.bertlab(&["--runs", "runs-reference", "results", "--format", "csv"]);
+    assert_eq!(table.status, Some(0), "{}", table.stderr);
+    let mut reader = csv::Reader::from_reader(table.stdout.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = headers.iter().position(|name| name == "best_step").unwrap();
+    let row = reader.records().next().unwrap().unwrap();
+    assert_eq!(row[column].parse::<u64>().unwrap(), steps[best]);
+
+    // Step 18 is mid-epoch 2, after the evaluation at step 16: the checkpoint of epoch 1 resumes.
+    let killed = train("runs-killed", Some(18));
+    assert!(!killed.status.success(), "the abort hook kills the process");
+    let killed_directory = &run_directories(&workspace.path().join("runs-killed"))[0];
+    assert_eq!(
+        metrics_without_time(killed_directory).len(),
+        4,
+        "rows up to step 16"
+    );
+    let resumed = train("runs-killed", None);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        fingerprint(killed_directory),
+        fingerprint(directory),
+        "killed and resumed"
+    );
+}
+
+/// A recipe with every new knob (freezing, layer-wise decay, label smoothing, a cosine schedule
+/// with warmup steps, decay on all parameters, other betas, no clipping) still learns; the
+/// frozen embeddings and lowest layer are saved exactly as loaded and have no optimizer state in
+/// the checkpoint, while every other tensor trains.
+#[test]
+fn a_frozen_smoothed_layer_decayed_run_learns_and_keeps_the_frozen_tensors() {
+    let workspace = workspace();
+    let settings = "learning_rate = 5e-3\nbatch_size = 16\nepochs = 8\nwarmup_steps = 10\n\
+                    learning_rate_schedule = \"cosine\"\nfreeze = 1\nlayer_learning_rate_decay = 0.8\n\
+                    label_smoothing = 0.1\nweight_decay_scope = \"all\"\nadam_beta2 = 0.98\n\
+                    max_grad_norm = 0";
+    workspace.experiment("recipe.toml", &experiment("recipe", settings, ""));
+    // Killed in epoch 2: the checkpoint of epoch 1 shows what the optimizer holds.
+    let killed = bertlab_command(&workspace, &["run", "experiments/recipe.toml"])
+        .env(bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE, "14")
+        .output()
+        .unwrap();
+    assert!(
+        !killed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    let directory = &run_directories(&workspace.path().join("runs"))[0];
+    assert!(
+        directory.join("checkpoint/state.safetensors").is_file(),
+        "{}: {:?}",
+        String::from_utf8_lossy(&killed.stderr),
+        std::fs::read_dir(directory)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
+    let state = tensors_by_name(&directory.join("checkpoint/state.safetensors"));
+    let moments: Vec<&String> = state
+        .keys()
+        .filter(|name| name.starts_with("adamw.first."))
+        .collect();
+    assert!(!moments.is_empty());
+    for name in &moments {
+        assert!(
+            !name.contains("embeddings") && !name.contains("encoder.layer.0."),
+            "{name}: a frozen tensor has optimizer state"
+        );
+    }
+    assert!(moments.iter().any(|name| name.contains("encoder.layer.1.")));
+    assert!(moments.iter().any(|name| name.contains("classifier.")));
+
+    let output = workspace.bertlab(&["run", "experiments/recipe.toml"]);
+    assert_eq!(output.status, Some(0), "{}", output.stderr);
+    let results = read_json(&directory.join("results.json"));
+    let accuracy = results["validation"]["accuracy"].as_f64().unwrap();
+    let source = tensors_by_name(&workspace.path().join("models/tiny/model.safetensors"));
+    let saved = tensors_by_name(&directory.join("model/model.safetensors"));
+    let mut trained = 0;
+    for (name, values) in &saved {
+        let Some(before) = source.get(name) else {
+            continue; // the new head
+        };
+        let frozen = name.starts_with("embeddings.") || name.starts_with("encoder.layer.0.");
+        if frozen {
+            assert_eq!(
+                values, before,
+                "{name} is frozen and must be saved unchanged"
+            );
+        } else {
+            assert_ne!(values, before, "{name} must train");
+            trained += 1;
+        }
+    }
+    assert!(trained > 0);
+    assert!(
+        accuracy >= 0.9,
+        "validation accuracy {accuracy}: {}",
+        std::fs::read_to_string(directory.join("metrics.csv")).unwrap()
+    );
+}

@@ -401,3 +401,68 @@ fn end_epoch(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, steps: u64) -> EpochRow {
+        EpochRow {
+            epoch,
+            train_loss: 0.5,
+            validation_loss: 0.5,
+            validation_accuracy: 0.5,
+            validation_macro_f1: 0.5,
+            learning_rate: 1e-3,
+            steps,
+            epoch_seconds: 1.0,
+            train_samples_per_second: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_step_evaluation_is_due_every_n_steps_inside_an_epoch_once() {
+        let mut state = TrainingState::new("hash");
+        let batches = 12;
+        assert!(
+            !step_evaluation_due(4, &state, batches),
+            "not before the first step"
+        );
+        state.steps = 4;
+        state.next_batch = 4;
+        assert!(step_evaluation_due(4, &state, batches));
+        assert!(!step_evaluation_due(0, &state, batches), "0: off");
+        assert!(!step_evaluation_due(3, &state, batches));
+        state.history.push(row(1, 4));
+        assert!(
+            !step_evaluation_due(4, &state, batches),
+            "done already (a resume)"
+        );
+        state.steps = 12;
+        state.next_batch = 12;
+        assert!(
+            !step_evaluation_due(4, &state, batches),
+            "the epoch's own validation covers its last step"
+        );
+        // A checkpoint written after step 16 but before its evaluation: the resumed loop owes it.
+        state.history.push(row(1, 12));
+        state.epoch = 1;
+        state.steps = 16;
+        state.next_batch = 4;
+        assert!(step_evaluation_due(4, &state, batches));
+    }
+
+    #[test]
+    fn training_totals_count_each_epoch_once() {
+        let mut state = TrainingState::new("hash");
+        state.history = vec![row(1, 4), row(1, 8), row(2, 12), row(2, 16)];
+        state.history[1].epoch_seconds = 3.0;
+        state.history[3].epoch_seconds = 2.5;
+        // Stopped early in epoch 2 after 40 of its examples.
+        state.epoch = 1;
+        state.loss_examples = 40;
+        let (seconds, examples) = crate::train::finish::training_totals(&state, 100);
+        assert_eq!(seconds, 5.5);
+        assert_eq!(examples, 140);
+    }
+}

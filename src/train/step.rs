@@ -120,7 +120,7 @@ pub fn optimizer_step(
         // On a GPU the gradients stay there (summed over the group's batches as tensors).
         if group.len() == 1 || on_device {
             let tensors = model
-                .parameters()
+                .trainable_parameters()
                 .iter()
                 .map(|(_, var)| match grads.get(var) {
                     Some(gradient) => gradient.to_dtype(DType::F32)?.contiguous(),
