@@ -73,9 +73,14 @@ pub fn show_text(store: &RunStore, hash: &RunHash) -> anyhow::Result<String> {
         }
     }
     if let Ok(result) = run_files::read_result(&directory) {
+        // Runs validated every N steps say which step they kept.
+        let kept_step = match (spec["train"].get("eval_every_steps"), result.best_step) {
+            (Some(_), Some(step)) => format!(", step {step}"),
+            _ => String::new(),
+        };
         line(
             "kept epoch",
-            format!("{} of {}", result.best_epoch, result.epochs_run),
+            format!("{} of {}{kept_step}", result.best_epoch, result.epochs_run),
         );
     }
     let section = |out: &mut String, title: &str, file: &str| -> anyhow::Result<()> {
