@@ -175,7 +175,7 @@ fn step_evaluation_due(
 ) -> bool {
     eval_every_steps > 0
         && state.steps > 0
-        && state.steps % eval_every_steps == 0
+        && state.steps.is_multiple_of(eval_every_steps)
         && state.next_batch < batches_in_epoch
         && state.history.last().map(|row| row.steps) != Some(state.steps)
 }
