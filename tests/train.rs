@@ -1031,6 +1031,15 @@ fn validation_every_n_steps_keeps_the_best_evaluation_and_resumes_bit_for_bit() 
     let column = headers.iter().position(|name| name == "best_step").unwrap();
     let row = reader.records().next().unwrap().unwrap();
     assert_eq!(row[column].parse::<u64>().unwrap(), steps[best]);
+    let cell =
+        |name: &str| row[headers.iter().position(|header| header == name).unwrap()].to_string();
+    assert_eq!(cell("eval_every_steps"), "4");
+    assert_eq!(cell("warmup_steps"), "4");
+    assert_eq!(
+        cell("learning_rate_schedule"),
+        "linear",
+        "a key at its default, absent from the spec, shows its resolved value"
+    );
 
     // Step 18 is mid-epoch 2, after the evaluation at step 16: the checkpoint of epoch 1 resumes.
     let killed = train("runs-killed", Some(18));

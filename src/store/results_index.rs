@@ -14,13 +14,15 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::experiment::schema::{self, Section};
 use crate::plan::spec::RunHash;
 use crate::store::run_files::{RunResult, read_result};
 use crate::store::{RECORD_FILE, RunStatus, RunStore, SPEC_FILE};
 use crate::support::atomic_file;
 
 const INDEX_FILE: &str = ".results-index.json";
-const INDEX_VERSION: u32 = 1;
+/// 2: results carry `best_step`.
+const INDEX_VERSION: u32 = 2;
 
 /// What the table knows about one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,9 +83,23 @@ pub fn parameters_of(spec: &Value) -> Vec<(String, Value)> {
         }
     }
     if let Some(Value::Object(train)) = spec.get("train") {
-        for (key, value) in train {
-            parameters.push((key.clone(), value.clone()));
+        // A spec leaves out the keys at their defaults (so older hashes hold): the table shows
+        // the resolved value, so a sweep over a schedule reads `linear`, not an empty cell.
+        let mut resolved: BTreeMap<String, Value> = train.clone().into_iter().collect();
+        for key in schema::KEYS
+            .iter()
+            .filter(|key| key.section == Section::Train && key.hashed)
+        {
+            let default = match key.default {
+                schema::Default::Bool(value) => Value::Bool(value),
+                schema::Default::Integer(value) => Value::from(value),
+                schema::Default::Float(value) => Value::from(value),
+                schema::Default::Text(value) => Value::String(value.to_string()),
+                _ => continue,
+            };
+            resolved.entry(key.name.to_string()).or_insert(default);
         }
+        parameters.extend(resolved);
     }
     parameters
 }
