@@ -190,22 +190,29 @@ fn the_tiny_model_learns_a_separable_task_and_the_run_directory_is_complete() {
 const RESUMABLE: &str = "learning_rate = 5e-4\nbatch_size = 8\nepochs = 3\nwarmup_ratio = 0.2\n\
                          gradient_accumulation = 2\nclass_weights = \"balanced\"\nlength_bucketing = true";
 
+/// `bertlab --runs STORE run EXPERIMENT`, killed right after step `abort_after` when given.
+fn train_into(
+    workspace: &Workspace,
+    experiment: &str,
+    store: &str,
+    abort_after: Option<u64>,
+) -> std::process::Output {
+    let mut command = bertlab_command(workspace, &["--runs", store, "run", experiment]);
+    if let Some(step) = abort_after {
+        command.env(
+            bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE,
+            step.to_string(),
+        );
+    }
+    command.output().unwrap()
+}
+
 #[test]
 fn the_same_spec_killed_and_resumed_gives_bit_identical_results() {
     let workspace = workspace();
     workspace.experiment("resume.toml", &experiment("resume", RESUMABLE, ""));
     let train = |store: &str, abort_after: Option<u64>| {
-        let mut command = bertlab_command(
-            &workspace,
-            &["--runs", store, "run", "experiments/resume.toml"],
-        );
-        if let Some(step) = abort_after {
-            command.env(
-                bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE,
-                step.to_string(),
-            );
-        }
-        command.output().unwrap()
+        train_into(&workspace, "experiments/resume.toml", store, abort_after)
     };
     let reference = train("runs-reference", None);
     assert!(
@@ -449,6 +456,23 @@ fn two_runners_split_a_sweep_and_train_each_run_once() {
     assert_eq!(trained, 4);
 }
 
+/// The gradient of `loss` for each of `parameters`, flattened.
+fn flat_gradients(loss: &Tensor, parameters: &[(String, Var)]) -> Vec<Vec<f32>> {
+    let grads = loss.backward().unwrap();
+    parameters
+        .iter()
+        .map(|(_, var)| {
+            grads
+                .get(var)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// bertlab's AdamW, schedule and clipping against torch's on a toy problem
 /// (tests/fixtures/adamw-torch.json, from scripts/make_optimizer_fixture.py).
 #[test]
@@ -524,19 +548,7 @@ fn adamw_matches_torch_to_1e_6() {
             (got_loss - expected_loss).abs() < 1e-6,
             "step {step}: loss {got_loss} vs {expected_loss}"
         );
-        let grads = loss.backward().unwrap();
-        let mut gradients: Vec<Vec<f32>> = parameters
-            .iter()
-            .map(|(_, var)| {
-                grads
-                    .get(var)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap()
-            })
-            .collect();
+        let mut gradients = flat_gradients(&loss, &parameters);
         let norm = optimizer::clip_global_norm(&mut gradients, max_norm);
         let expected_norm = fixture["norms"][step as usize].as_f64().unwrap();
         assert!(
@@ -888,19 +900,7 @@ fn every_recipe_matches_torch() {
                 (got_loss - expected_loss).abs() < 1e-6,
                 "{name} step {step}: loss {got_loss} vs {expected_loss}"
             );
-            let grads = loss.backward().unwrap();
-            let mut gradients: Vec<Vec<f32>> = host
-                .iter()
-                .map(|(_, var)| {
-                    grads
-                        .get(var)
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1()
-                        .unwrap()
-                })
-                .collect();
+            let mut gradients = flat_gradients(&loss, &host);
             let norm = optimizer::clip_global_norm(&mut gradients, max_norm);
             let expected_norm = case["norms"][index].as_f64().unwrap();
             assert!(
@@ -983,17 +983,7 @@ fn validation_every_n_steps_keeps_the_best_evaluation_and_resumes_bit_for_bit() 
                     eval_every_steps = 4";
     workspace.experiment("steps.toml", &experiment("steps", settings, ""));
     let train = |store: &str, abort_after: Option<u64>| {
-        let mut command = bertlab_command(
-            &workspace,
-            &["--runs", store, "run", "experiments/steps.toml"],
-        );
-        if let Some(step) = abort_after {
-            command.env(
-                bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE,
-                step.to_string(),
-            );
-        }
-        command.output().unwrap()
+        train_into(&workspace, "experiments/steps.toml", store, abort_after)
     };
     let reference = train("runs-reference", None);
     let stderr = String::from_utf8_lossy(&reference.stderr);

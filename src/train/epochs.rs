@@ -144,18 +144,10 @@ pub fn run_epochs(
             break;
         }
 
-        let Some(outcome) = evaluation::evaluate(
-            context.model,
-            &context.data.validation,
-            context.pad_id,
-            context.data.classes.len(),
-            Some(context.options.interrupt),
-        )?
-        else {
-            checkpoint::save_state(context.directory, context.model, optimizer, state)?;
-            let position = format!("epoch {} validation (step {})", epoch + 1, state.steps);
-            progress.event(&format!("interrupted: checkpoint written at {position}"));
-            return Ok(LoopEnd::Interrupted { position });
+        let position = format!("epoch {} validation (step {})", epoch + 1, state.steps);
+        let outcome = match validate(context, optimizer, state, progress, position)? {
+            Ok(outcome) => outcome,
+            Err(position) => return Ok(LoopEnd::Interrupted { position }),
         };
         end_epoch(context, epochs, &outcome, state, progress)?;
         checkpoint::save_state(context.directory, context.model, optimizer, state)?;
@@ -163,6 +155,31 @@ pub fn run_epochs(
         last_validation = Some((state.history.len() - 1, outcome));
     }
     Ok(LoopEnd::Finished { last_validation })
+}
+
+/// Validates the model; a signal during validation writes a checkpoint (where the loop stands:
+/// the validation is run again on resume) and gives back `Err(position)`.
+fn validate(
+    context: &EpochLoop,
+    optimizer: &AdamW,
+    state: &TrainingState,
+    progress: &mut Progress,
+    position: String,
+) -> anyhow::Result<Result<SplitOutcome, String>> {
+    match evaluation::evaluate(
+        context.model,
+        &context.data.validation,
+        context.pad_id,
+        context.data.classes.len(),
+        Some(context.options.interrupt),
+    )? {
+        Some(outcome) => Ok(Ok(outcome)),
+        None => {
+            checkpoint::save_state(context.directory, context.model, optimizer, state)?;
+            progress.event(&format!("interrupted: checkpoint written at {position}"));
+            Ok(Err(position))
+        }
+    }
 }
 
 /// Whether the loop owes a validation inside the epoch before its next step: every
@@ -203,18 +220,10 @@ fn train_epoch(
     loop {
         if step_evaluation_due(steps.eval_every_steps, state, batches.len()) {
             state.epoch_seconds = segment_seconds_before + segment_start.elapsed().as_secs_f64();
-            let Some(outcome) = evaluation::evaluate(
-                context.model,
-                &context.data.validation,
-                context.pad_id,
-                context.data.classes.len(),
-                Some(context.options.interrupt),
-            )?
-            else {
-                checkpoint::save_state(context.directory, context.model, optimizer, state)?;
-                let position = format!("epoch {} step {} validation", epoch + 1, state.steps);
-                progress.event(&format!("interrupted: checkpoint written at {position}"));
-                return Ok(Some(position));
+            let position = format!("epoch {} step {} validation", epoch + 1, state.steps);
+            let outcome = match validate(context, optimizer, state, progress, position)? {
+                Ok(outcome) => outcome,
+                Err(position) => return Ok(Some(position)),
             };
             let decision = record_evaluation(context, steps.epochs, &outcome, state, progress)?;
             *last_validation = Some((state.history.len() - 1, outcome));
