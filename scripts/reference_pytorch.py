@@ -144,7 +144,11 @@ def main():
     with open(args.experiment, "rb") as handle:
         experiment = tomllib.load(handle)
     train_settings = experiment.get("train", {})
-    ignored = sorted(set(train_settings) - READ_KEYS)
+    # The kept evaluation is the best by macro-F1, bertlab's default selection_metric.
+    ignored = sorted(
+        key for key in set(train_settings) - READ_KEYS
+        if not (key == "selection_metric" and train_settings[key] == "macro_f1")
+    )
     if ignored:
         print(f"warning: [train] {', '.join(ignored)} not reproduced by this script", file=sys.stderr)
     model_path = os.path.join(os.path.dirname(os.path.abspath(args.experiment)), experiment["model"]["path"])
