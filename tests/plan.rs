@@ -435,3 +435,41 @@ fn the_model_directory_is_fingerprinted_once_for_a_whole_sweep() {
     plan(&[experiment], &PlanOptions::default(), &mut second).unwrap();
     assert_eq!(second.files_read(), 0, "the next plan reads nothing");
 }
+
+/// The recipe keys sweep like any other: `freeze` takes words and integers in one axis, and a
+/// point at a key's default is the same run as a file that never sets it (one run, merged).
+#[test]
+fn recipe_keys_sweep_and_a_default_point_is_the_unset_run() {
+    let workspace = Workspace::new();
+    let head = "name = \"recipes\"\n[data]\ntrain = \"../data/train.csv\"\n[model]\npath = \"../models/tiny\"\n[train]\nmax_length = 32\n";
+    workspace.experiment(
+        "sweep.toml",
+        &format!(
+            "{head}[grid]\nfreeze = [\"none\", \"embeddings\", 1, 2]\nlearning_rate_schedule = [\"linear\", \"constant\"]\n"
+        ),
+    );
+    workspace.experiment("plain.toml", head);
+    let rows = plan_json(&workspace, "experiments/sweep.toml");
+    assert_eq!(rows.len(), 8);
+    let unique: std::collections::HashSet<String> = hashes(&rows).into_iter().collect();
+    assert_eq!(unique.len(), 8);
+    let freeze: Vec<String> = rows.iter().map(|row| row["freeze"].to_string()).collect();
+    assert_eq!(
+        freeze,
+        [
+            "\"none\"",
+            "\"none\"",
+            "\"embeddings\"",
+            "\"embeddings\"",
+            "1",
+            "1",
+            "2",
+            "2"
+        ]
+    );
+    let plain = plan_json(&workspace, "experiments/plain.toml");
+    assert_eq!(
+        plain[0]["hash"], rows[0]["hash"],
+        "none + linear: the defaults"
+    );
+}
