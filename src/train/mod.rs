@@ -3,11 +3,13 @@
 //! Owns, in the order a run meets them: [`train_run`] here (the experiment copy, the data
 //! through the preprocessing cache, the model, a resumed checkpoint, then the loop and the
 //! finish), `epochs` (the epoch loop: seeded batches, optimizer steps, validation after every
-//! epoch, checkpoints), `step` (one optimizer step: dropout, class-weighted cross-entropy,
-//! backward, gradient accumulation, clipping, AdamW), `optimizer` (AdamW and clipping, with state
-//! bertlab owns), `schedule` (the learning rate of each step), `policy` (the kept epoch and early
+//! epoch and every `eval_every_steps` steps, checkpoints), `step` (one optimizer step: dropout,
+//! class-weighted, label-smoothed cross-entropy, backward, gradient accumulation, clipping, AdamW
+//! over the unfrozen parameters), `optimizer` (AdamW with per-tensor groups: weight-decay scope,
+//! layer-wise learning rates; clipping; state bertlab owns), `schedule` (the learning rate of each
+//! step: transformers' five schedules after a warmup), `policy` (the kept evaluation and early
 //! stopping, pure functions of the metric history), `evaluation` (scoring a split in evaluation
-//! mode), `checkpoint` (the resumable state on disk) and `finish` (the kept epoch evaluated on
+//! mode), `checkpoint` (the resumable state on disk) and `finish` (the kept weights evaluated on
 //! validation and test, the result files and the model written).
 //!
 //! Beside the loop, what uses a run's model the way training does: `device` (what
