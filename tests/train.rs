@@ -1129,3 +1129,55 @@ fn a_frozen_smoothed_layer_decayed_run_learns_and_keeps_the_frozen_tensors() {
         std::fs::read_to_string(directory.join("metrics.csv")).unwrap()
     );
 }
+
+/// With `eval_every_steps`, early stopping counts evaluations and may stop inside an epoch: the
+/// run ends `patience` evaluations after its best (a tie is no improvement), keeps the best, and
+/// counts the epoch in progress as run.
+#[test]
+fn early_stopping_counts_evaluations_and_can_stop_inside_an_epoch() {
+    let workspace = workspace();
+    // 12 steps an epoch; validation every 7 steps: accuracy reaches 1 and then only ties.
+    let settings = "learning_rate = 2e-3\nbatch_size = 16\nepochs = 8\nwarmup_ratio = 0.1\n\
+                    eval_every_steps = 7\nearly_stopping_patience = 4\nselection_metric = \"accuracy\"";
+    workspace.experiment("stop.toml", &experiment("stop", settings, ""));
+    let output = workspace.bertlab(&["run", "experiments/stop.toml"]);
+    assert_eq!(output.status, Some(0), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .contains("early stopping: 4 evaluations without improvement of validation accuracy"),
+        "{}",
+        output.stderr
+    );
+    let directory = &run_directories(&workspace.path().join("runs"))[0];
+    let rows = metrics_without_time(directory);
+    let accuracy: Vec<f64> = rows.iter().map(|row| row[3].parse().unwrap()).collect();
+    let steps: Vec<u64> = rows.iter().map(|row| row[6].parse().unwrap()).collect();
+    let best = accuracy
+        .iter()
+        .position(|value| *value == accuracy.iter().copied().fold(f64::MIN, f64::max))
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        best + 1 + 4,
+        "four evaluations after the best: {steps:?}"
+    );
+    let last_step = *steps.last().unwrap();
+    assert_ne!(
+        last_step % 12,
+        0,
+        "the stop came inside an epoch: {steps:?}"
+    );
+    let results = read_json(&directory.join("results.json"));
+    assert_eq!(results["stopped_early"], true);
+    assert_eq!(results["best_step"].as_u64().unwrap(), steps[best]);
+    let last_epoch: u64 = rows.last().unwrap()[0].parse().unwrap();
+    assert_eq!(results["epochs_run"].as_u64().unwrap(), last_epoch);
+    assert_eq!(
+        results["validation"]["accuracy"].as_f64().unwrap(),
+        accuracy[best],
+        "the kept weights are the best evaluation's"
+    );
+    assert!(directory.join("model/model.safetensors").is_file());
+    eprintln!("evaluations at steps {steps:?}, accuracy {accuracy:?}");
+}
