@@ -138,6 +138,8 @@ pub struct BertClassifier {
     depths: Vec<Depth>,
     /// The parameters that train: all but the frozen ones, in the same order.
     trainable: Vec<(String, Var)>,
+    /// Their depths, in the same order.
+    trainable_depths: Vec<Depth>,
     /// Frozen: nothing (`None`), the embeddings (`Some(0)`), or the embeddings and encoder layers
     /// `0..n` (`Some(n)`).
     frozen_layers: Option<usize>,
@@ -419,6 +421,7 @@ impl BertClassifier {
             parameters: Vec::new(),
             depths: Vec::new(),
             trainable: Vec::new(),
+            trainable_depths: Vec::new(),
             frozen_layers: None,
             kernels: Kernels::Fused,
             precision: Precision::Fp32,
@@ -429,7 +432,7 @@ impl BertClassifier {
             .iter()
             .map(|(name, _)| depth_of(name))
             .collect();
-        model.trainable = model.parameters.clone();
+        model.freeze(None)?;
         Ok((model, report))
     }
 
@@ -446,13 +449,13 @@ impl BertClassifier {
             );
         }
         self.frozen_layers = frozen_layers;
-        self.trainable = self
+        (self.trainable, self.trainable_depths) = self
             .parameters
             .iter()
             .zip(&self.depths)
             .filter(|(_, depth)| !self.is_frozen(**depth))
-            .map(|(parameter, _)| parameter.clone())
-            .collect();
+            .map(|(parameter, depth)| (parameter.clone(), *depth))
+            .unzip();
         Ok(())
     }
 
@@ -479,6 +482,11 @@ impl BertClassifier {
     /// [`BertClassifier::parameters`].
     pub fn trainable_parameters(&self) -> &[(String, Var)] {
         &self.trainable
+    }
+
+    /// The depth of every tensor of [`BertClassifier::trainable_parameters`], in its order.
+    pub fn trainable_depths(&self) -> &[Depth] {
+        &self.trainable_depths
     }
 
     /// The depth of every tensor of [`BertClassifier::parameters`], in its order.

@@ -193,6 +193,15 @@ impl Point<'_> {
             .and_then(|value| value.span.clone())
     }
 
+    /// Where a key is written, with no note; for a key left at its default, the span of
+    /// `instead` (the key that makes the default wrong) and the note " (the default)".
+    fn span_or_default(&self, full_name: &str, instead: &str) -> (Option<Range<usize>>, String) {
+        match self.span(full_name) {
+            Some(span) => (Some(span), String::new()),
+            None => (self.span(instead), " (the default)".to_string()),
+        }
+    }
+
     fn is_set(&self, full_name: &str) -> bool {
         self.located(key(full_name)).is_some()
     }
@@ -373,10 +382,7 @@ impl Planner<'_> {
         let max_positions = model.config.max_position_embeddings;
         let max_length = values.count("train.max_length");
         if max_length as u64 > max_positions {
-            let (span, written) = match point.span("train.max_length") {
-                Some(span) => (Some(span), String::new()),
-                None => (point.span("model.path"), " (the default)".to_string()),
-            };
+            let (span, written) = point.span_or_default("train.max_length", "model.path");
             push_unique(
                 problems,
                 Problem::new(
@@ -452,15 +458,16 @@ impl Planner<'_> {
         recipe_rules(point, &values, learning_rate_schedule, problems);
         let freeze = Freeze::from_setting(values.required("train.freeze"))
             .expect("the schema checked `freeze`");
+        let frozen = freeze.frozen_layers().unwrap_or(0);
         if let Some(layers) = model.config.num_hidden_layers
-            && freeze.frozen_layers() as u64 > layers
+            && frozen as u64 > layers
         {
             push_unique(
                 problems,
                 Problem::new(
                     format!(
                         "`train.freeze` = {} layers, but the model in {} has {layers}",
-                        freeze.frozen_layers(),
+                        frozen,
                         model_path.display()
                     ),
                     point.span("train.freeze"),
@@ -733,13 +740,8 @@ fn recipe_rules(
     let learning_rate = values.float("train.learning_rate");
     let end = values.float("train.polynomial_end_learning_rate");
     if schedule == LearningRateSchedule::Polynomial && end >= learning_rate {
-        let (span, written) = match point.span("train.polynomial_end_learning_rate") {
-            Some(span) => (Some(span), String::new()),
-            None => (
-                point.span("train.learning_rate"),
-                " (the default)".to_string(),
-            ),
-        };
+        let (span, written) =
+            point.span_or_default("train.polynomial_end_learning_rate", "train.learning_rate");
         push_unique(
             problems,
             Problem::new(

@@ -127,25 +127,13 @@ impl Freeze {
         }
     }
 
-    /// How many of the lowest encoder layers are frozen (the embeddings too, when any is).
-    pub fn frozen_layers(self) -> usize {
+    /// What the model freezes, as `BertClassifier::freeze` takes it: nothing (`None`), the
+    /// embeddings (`Some(0)`), or the embeddings and the lowest N encoder layers (`Some(N)`).
+    pub fn frozen_layers(self) -> Option<usize> {
         match self {
-            Freeze::None | Freeze::Embeddings => 0,
-            Freeze::Layers(layers) => layers,
-        }
-    }
-
-    pub fn freezes_embeddings(self) -> bool {
-        self != Freeze::None
-    }
-}
-
-impl fmt::Display for Freeze {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Freeze::None => f.write_str("none"),
-            Freeze::Embeddings => f.write_str("embeddings"),
-            Freeze::Layers(layers) => write!(f, "{layers}"),
+            Freeze::None => None,
+            Freeze::Embeddings => Some(0),
+            Freeze::Layers(layers) => Some(layers),
         }
     }
 }

@@ -73,7 +73,7 @@ pub enum LoopEnd {
 struct StepPlan {
     epochs: usize,
     accumulation: usize,
-    total_steps: u64,
+    /// The learning rate of each step; it knows the run's total steps.
     schedule: Schedule,
     /// Validate after every this many optimizer steps (0: after epochs only).
     eval_every_steps: u64,
@@ -97,7 +97,6 @@ pub fn run_epochs(
     let steps = StepPlan {
         epochs,
         accumulation,
-        total_steps,
         schedule: Schedule::for_run(train_settings, total_steps),
         eval_every_steps: train_settings.eval_every_steps,
     };
@@ -279,7 +278,7 @@ fn train_epoch(
             epoch: epoch + 1,
             epochs: steps.epochs,
             steps: state.steps,
-            total_steps: steps.total_steps,
+            total_steps: steps.schedule.total_steps,
             loss: state.loss_sum / state.loss_examples.max(1) as f64,
             samples_per_second: state.loss_examples as f64 / seconds.max(1e-9),
         });

@@ -45,11 +45,10 @@ use std::time::Instant;
 use anyhow::bail;
 use candle_core::{DType, Device, Tensor};
 
-use crate::model::Depth;
 use crate::model::bert::{BertClassifier, DropoutRates, LoadReport};
 use crate::model::{checkpoint as model_checkpoint, layers};
 use crate::plan::PlannedRun;
-use crate::plan::spec::{Freeze, Precision};
+use crate::plan::spec::Precision;
 use crate::store::run_files::{self, RunResult};
 use crate::support::atomic_file;
 use crate::support::progress::Progress;
@@ -103,11 +102,7 @@ pub fn load_training_model(
         attention: options.attention_dropout,
         classifier: options.classifier_dropout,
     })?;
-    model.freeze(match run.spec.train.freeze {
-        Freeze::None => None,
-        Freeze::Embeddings => Some(0),
-        Freeze::Layers(layers) => Some(layers),
-    })?;
+    model.freeze(run.spec.train.freeze.frozen_layers())?;
     Ok((model, report))
 }
 
@@ -116,19 +111,12 @@ pub fn load_training_model(
 /// `layer_learning_rate_decay`.
 pub fn run_optimizer(run: &PlannedRun, model: &BertClassifier) -> AdamW {
     let train = &run.spec.train;
-    let depths: Vec<Depth> = model
-        .parameters()
-        .iter()
-        .zip(model.parameter_depths())
-        .filter(|(_, depth)| !model.is_frozen(**depth))
-        .map(|(_, depth)| *depth)
-        .collect();
     let trainable = model.trainable_parameters();
     let names: Vec<&str> = trainable.iter().map(|(name, _)| name.as_str()).collect();
     AdamW::with_groups(
         trainable,
         AdamWSettings::for_run(train),
-        optimizer::parameter_groups(&names, &depths, model.layer_count(), train),
+        optimizer::parameter_groups(&names, model.trainable_depths(), model.layer_count(), train),
     )
 }
 

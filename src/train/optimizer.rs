@@ -209,10 +209,7 @@ impl AdamW {
         if !norm.is_finite() {
             return Ok(norm);
         }
-        let clip = (max_norm > 0.0)
-            .then(|| max_norm / (norm + 1e-6))
-            .filter(|coefficient| *coefficient < 1.0)
-            .map(|coefficient| coefficient as f32);
+        let clip = clip_coefficient(max_norm, norm);
         if self.device_moments.is_none() {
             let tensors = self
                 .moments
@@ -229,11 +226,11 @@ impl AdamW {
         }
         self.steps += 1;
         let settings = self.settings;
+        let constants = StepConstants::new(settings, self.steps);
         let one_minus_beta1 = (1.0 - settings.beta1) as f32 as f64;
         let one_minus_beta2 = (1.0 - settings.beta2) as f32 as f64;
         let beta2 = settings.beta2 as f32 as f64;
         let epsilon = settings.epsilon as f32 as f64;
-        let steps = self.steps;
         let Some(DeviceMoments(moments)) = &mut self.device_moments else {
             unreachable!("set above");
         };
@@ -243,9 +240,8 @@ impl AdamW {
             .zip(moments.iter_mut())
             .zip(&self.groups)
         {
-            let rate = learning_rate * group.learning_rate_scale;
-            let (step_size, bias_correction2_sqrt) = corrections(&settings, steps, rate);
-            let decay = decay_factor(settings.weight_decay, group, rate);
+            let (step_size, decay) = constants.for_tensor(group, learning_rate);
+            let bias_correction2_sqrt = constants.bias_correction2_sqrt;
             #[cfg(feature = "cuda")]
             if crate::model::cuda_kernels::available_for(var.as_tensor()) {
                 crate::model::cuda_kernels::adamw_in_place(
@@ -317,6 +313,7 @@ impl AdamW {
         self.check_lengths(parameters.len(), gradients.len())?;
         self.steps += 1;
         let settings = self.settings;
+        let constants = StepConstants::new(settings, self.steps);
         let (beta2, epsilon) = (settings.beta2 as f32, settings.epsilon as f32);
         let one_minus_beta1 = (1.0 - settings.beta1) as f32;
         let one_minus_beta2 = (1.0 - settings.beta2) as f32;
@@ -326,9 +323,8 @@ impl AdamW {
             .zip(self.moments.iter_mut())
             .zip(&self.groups)
         {
-            let rate = learning_rate * group.learning_rate_scale;
-            let (step_size, bias_correction2_sqrt) = corrections(&settings, self.steps, rate);
-            let decay = decay_factor(settings.weight_decay, group, rate);
+            let (step_size, decay) = constants.for_tensor(group, learning_rate);
+            let bias_correction2_sqrt = constants.bias_correction2_sqrt;
             let mut values = var
                 .as_tensor()
                 .to_dtype(DType::F32)?
@@ -540,21 +536,18 @@ impl AdamW {
         if !norm.is_finite() {
             return Ok(Some(norm));
         }
-        let clip = (max_norm > 0.0)
-            .then(|| max_norm / (norm + 1e-6))
-            .filter(|coefficient| *coefficient < 1.0)
-            .map(|coefficient| coefficient as f32);
+        let clip = clip_coefficient(max_norm, norm);
         self.steps += 1;
         let settings = self.settings;
+        let constants = StepConstants::new(settings, self.steps);
         for ((((name, var), gradient), moments), group) in parameters
             .iter()
             .zip(gradients)
             .zip(self.moments.iter_mut())
             .zip(&self.groups)
         {
-            let rate = learning_rate * group.learning_rate_scale;
-            let (step_size, bias_correction2_sqrt) = corrections(&settings, self.steps, rate);
-            let decay = decay_factor(settings.weight_decay, group, rate);
+            let (step_size, decay) = constants.for_tensor(group, learning_rate);
+            let bias_correction2_sqrt = constants.bias_correction2_sqrt;
             let (storage, layout) = gradient.storage_and_layout();
             let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) = &*storage else {
                 bail!("the gradient of {name} is not f32 on the CPU");
@@ -588,24 +581,45 @@ pub fn global_norm(gradients: &[Vec<f32>]) -> f64 {
         .sqrt()
 }
 
-/// What a parameter is multiplied by before the update: `1 - lr * weight_decay` for the tensors
-/// whose group decays (at the tensor's own learning rate), 1 for the others.
-fn decay_factor(weight_decay: f64, group: &ParameterGroup, learning_rate: f64) -> f32 {
-    if group.weight_decay {
-        (1.0 - learning_rate * weight_decay) as f32
-    } else {
-        1.0
+/// The constants of one optimizer step for every tensor, as torch computes them in f64 for the
+/// step count `t` already advanced: `1 - beta1^t` and `sqrt(1 - beta2^t)` (rounded to f32 once).
+struct StepConstants {
+    settings: AdamWSettings,
+    bias_correction1: f64,
+    bias_correction2_sqrt: f32,
+}
+
+impl StepConstants {
+    fn new(settings: AdamWSettings, steps: u64) -> StepConstants {
+        let step = steps as i32;
+        StepConstants {
+            settings,
+            bias_correction1: 1.0 - settings.beta1.powi(step),
+            bias_correction2_sqrt: (1.0 - settings.beta2.powi(step)).sqrt() as f32,
+        }
+    }
+
+    /// A tensor's step size `lr / (1 - beta1^t)` and what it is multiplied by before the update
+    /// (`1 - lr * weight_decay` when its group decays, else 1), at its own learning rate: the
+    /// schedule's `learning_rate` times the group's share.
+    fn for_tensor(&self, group: &ParameterGroup, learning_rate: f64) -> (f32, f32) {
+        let rate = learning_rate * group.learning_rate_scale;
+        let decay = if group.weight_decay {
+            (1.0 - rate * self.settings.weight_decay) as f32
+        } else {
+            1.0
+        };
+        ((rate / self.bias_correction1) as f32, decay)
     }
 }
 
-/// torch's step size `learning_rate / (1 - beta1^t)` and `sqrt(1 - beta2^t)` for the step
-/// count `t` already advanced, computed in f64 and rounded to f32 once.
-fn corrections(settings: &AdamWSettings, steps: u64, learning_rate: f64) -> (f32, f32) {
-    let step = steps as i32;
-    (
-        (learning_rate / (1.0 - settings.beta1.powi(step))) as f32,
-        (1.0 - settings.beta2.powi(step)).sqrt() as f32,
-    )
+/// torch's `clip_grad_norm_` coefficient `max_norm / (norm + 1e-6)` when it is below 1 (and
+/// `max_norm > 0`); `None`: the gradients stay as they are.
+fn clip_coefficient(max_norm: f64, norm: f64) -> Option<f32> {
+    (max_norm > 0.0 && norm.is_finite())
+        .then(|| max_norm / (norm + 1e-6))
+        .filter(|coefficient| *coefficient < 1.0)
+        .map(|coefficient| coefficient as f32)
 }
 
 /// Scales the gradients so their global norm is at most `max_norm` (0: no clipping), as
@@ -613,16 +627,12 @@ fn corrections(settings: &AdamWSettings, steps: u64, learning_rate: f64) -> (f32
 /// Returns the norm before clipping.
 pub fn clip_global_norm(gradients: &mut [Vec<f32>], max_norm: f64) -> f64 {
     let norm = global_norm(gradients);
-    if max_norm > 0.0 && norm.is_finite() {
-        let coefficient = max_norm / (norm + 1e-6);
-        if coefficient < 1.0 {
-            let coefficient = coefficient as f32;
-            for value in gradients
-                .iter_mut()
-                .flat_map(|gradient| gradient.iter_mut())
-            {
-                *value *= coefficient;
-            }
+    if let Some(coefficient) = clip_coefficient(max_norm, norm) {
+        for value in gradients
+            .iter_mut()
+            .flat_map(|gradient| gradient.iter_mut())
+        {
+            *value *= coefficient;
         }
     }
     norm
