@@ -13,6 +13,7 @@ use toml_edit::{Document, Item, Table, Value};
 
 use crate::experiment::diagnostics::{InputError, Located, Problem, Source};
 use crate::experiment::schema::{self, Bound, Key, Section, ValueKind, describe_range};
+use crate::experiment::search::{self, SearchTable};
 use crate::experiment::setting::{Setting, format_float};
 
 /// One `[grid]` entry: a key and the values it sweeps, in the order written.
@@ -55,6 +56,8 @@ pub struct ExperimentFile {
     /// The span of the `[grid]` header, when there is one.
     pub grid_span: Option<Range<usize>>,
     pub grid: Vec<GridAxis>,
+    /// The `[search]` table, when there is one.
+    pub search: Option<SearchTable>,
     /// Things that are allowed but probably not meant, rendered as warnings.
     pub warnings: Vec<Problem>,
 }
@@ -111,11 +114,17 @@ impl ExperimentFile {
             filters,
             grid_span,
             grid,
+            search,
             tables_seen,
             written,
         } = parser;
         let mut problems = problems;
-        let is_set = |full: &str| written.iter().any(|name| name == full);
+        let is_set = |full: &str| {
+            written.iter().any(|name| name == full)
+                || search
+                    .as_ref()
+                    .is_some_and(|search| search.space.iter().any(|d| d.key.full_name() == full))
+        };
         for key in schema::KEYS
             .iter()
             .filter(|key| matches!(key.default, schema::Default::Required))
@@ -151,6 +160,15 @@ impl ExperimentFile {
             };
             problems.push(problem);
         }
+        if let (Some(_), Some(grid_span)) = (&search, &grid_span) {
+            problems.push(
+                Problem::new("[grid] and [search] in one experiment file", Some(grid_span.clone()))
+                    .label("this grid")
+                    .help(
+                        "a search proposes its own trials: move the grid's keys into [search.space] as `choice = [...]`, or write one experiment file per grid point",
+                    ),
+            );
+        }
         if !problems.is_empty() {
             return Err(InputError::new(source, problems));
         }
@@ -163,6 +181,7 @@ impl ExperimentFile {
             filters,
             grid_span,
             grid,
+            search,
             warnings,
         })
     }
@@ -204,19 +223,20 @@ struct Parser {
     filters: Vec<Located<RowFilter>>,
     grid_span: Option<Range<usize>>,
     grid: Vec<GridAxis>,
+    search: Option<SearchTable>,
     tables_seen: Vec<(Section, Option<Range<usize>>)>,
     /// Full names of the keys written, valid or not.
     written: Vec<String>,
 }
 
 /// A table-like item: a `[table]`, a dotted key, or an inline table.
-enum TableLike<'a> {
+pub(crate) enum TableLike<'a> {
     Table(&'a Table),
     Inline(&'a toml_edit::InlineTable),
 }
 
 impl<'a> TableLike<'a> {
-    fn of(item: &'a Item) -> Option<TableLike<'a>> {
+    pub(crate) fn of(item: &'a Item) -> Option<TableLike<'a>> {
         match item {
             Item::Table(table) => Some(TableLike::Table(table)),
             Item::Value(Value::InlineTable(table)) => Some(TableLike::Inline(table)),
@@ -224,8 +244,16 @@ impl<'a> TableLike<'a> {
         }
     }
 
+    /// The span of the table (its header or its braces).
+    pub(crate) fn span(&self) -> Option<Range<usize>> {
+        match self {
+            TableLike::Table(table) => table.span(),
+            TableLike::Inline(table) => table.span(),
+        }
+    }
+
     /// (name, span of the key, item) in the order written.
-    fn entries(&self) -> Vec<(&'a str, Option<Range<usize>>, &'a Item)> {
+    pub(crate) fn entries(&self) -> Vec<(&'a str, Option<Range<usize>>, &'a Item)> {
         match self {
             TableLike::Table(table) => table
                 .iter()
@@ -242,14 +270,14 @@ impl<'a> TableLike<'a> {
     }
 }
 
-fn item_span(item: &Item) -> Option<Range<usize>> {
+pub(crate) fn item_span(item: &Item) -> Option<Range<usize>> {
     match item {
         Item::Value(value) => value.span(),
         other => other.span(),
     }
 }
 
-fn type_name(item: &Item) -> &'static str {
+pub(crate) fn type_name(item: &Item) -> &'static str {
     match item {
         Item::None => "nothing",
         Item::Value(value) => value.type_name(),
@@ -259,7 +287,7 @@ fn type_name(item: &Item) -> &'static str {
 }
 
 /// "a string", "an integer", for messages.
-fn with_article(noun: &str) -> String {
+pub(crate) fn with_article(noun: &str) -> String {
     match noun.chars().next() {
         Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {noun}"),
         _ => format!("a {noun}"),
@@ -466,7 +494,7 @@ impl Parser {
                         )
                         .map(|suggestion| format!("did you mean [{suggestion}]?"))
                         .unwrap_or_else(|| {
-                            "the tables are [data], [labels], [model], [train] and [grid]".into()
+                            "the tables are [data], [labels], [model], [train], [grid] and [search]".into()
                         });
                         self.problems.push(
                             Problem::new(format!("unknown table [{name}]"), key_span)
@@ -478,6 +506,7 @@ impl Parser {
                 },
             }
         }
+        self.search_rules();
     }
 
     fn unknown_key(&mut self, section: Section, name: &str, span: Option<Range<usize>>) {
@@ -563,6 +592,9 @@ impl Parser {
         match section {
             Section::Labels => self.labels(&table, header_span),
             Section::Grid => self.grid(&table, header_span),
+            Section::Search => {
+                self.search = search::parse_search(&table, header_span, &mut self.problems);
+            }
             _ => {
                 for (name, key_span, item) in table.entries() {
                     if section == Section::Data && name == "filter" {
@@ -858,6 +890,33 @@ impl Parser {
                 None
             }
             None => Some(filter),
+        }
+    }
+
+    /// `[search]` beside the rest of the file: no `[grid]` with it (a search is one set of
+    /// trials), and a searched key also set in its table is a warning (the search's values win).
+    fn search_rules(&mut self) {
+        let Some(search) = &self.search else {
+            return;
+        };
+        for dimension in &search.space {
+            if let Some((_, fixed)) = self
+                .values
+                .iter()
+                .find(|(key, _)| std::ptr::eq(*key, dimension.key))
+            {
+                self.warnings.push(
+                    Problem::new(
+                        format!(
+                            "`{}` is set in [{}] and searched in [search.space]; the search's values are used",
+                            dimension.key.full_name(),
+                            dimension.key.section.name()
+                        ),
+                        fixed.span.clone(),
+                    )
+                    .label("ignored"),
+                );
+            }
         }
     }
 

@@ -17,6 +17,7 @@ pub mod diagnostics;
 pub mod file;
 pub mod grid;
 pub mod schema;
+pub mod search;
 pub mod setting;
 
 pub use file::{ExperimentFile, GridAxis, LabelEntry, RowFilter};

@@ -18,15 +18,20 @@ pub enum Section {
     Model,
     Train,
     Grid,
+    /// `[search]`: the search's own settings (none of them enters a run's spec).
+    Search,
+    /// `[search.pruner]`.
+    SearchPruner,
 }
 
 impl Section {
-    pub const TABLES: [Section; 5] = [
+    pub const TABLES: [Section; 6] = [
         Section::Data,
         Section::Labels,
         Section::Model,
         Section::Train,
         Section::Grid,
+        Section::Search,
     ];
 
     /// The table's name as written in the file (`data` for `[data]`); empty for the top level.
@@ -38,6 +43,8 @@ impl Section {
             Section::Model => "model",
             Section::Train => "train",
             Section::Grid => "grid",
+            Section::Search => "search",
+            Section::SearchPruner => "search.pruner",
         }
     }
 
@@ -284,6 +291,41 @@ pub static KEYS: &[Key] = &[
         "`auto` (the first GPU when built with `cuda` and one is present, else the CPU), `cpu`, `cuda` or `cuda:N`; `bertlab run --devices` overrides it. Where a run executes, not what it is: not hashed (run.json records the device)."),
 ];
 
+pub const SEARCH_METHODS: &[&str] = &["random", "tpe"];
+pub const PRUNER_METHODS: &[&str] = &["asha"];
+/// The distributions of a `[search.space]` entry, and the modifiers they take.
+pub const DISTRIBUTIONS: &[&str] = &["uniform", "log_uniform", "int", "choice"];
+pub const DISTRIBUTION_MODIFIERS: &[&str] = &["step", "log"];
+
+/// The keys of `[search]` and `[search.pruner]` (the table `[search.space]` has its own rules:
+/// docs/search.md). None of them is a run setting: they decide which runs a search trains, and
+/// every one but `trials` is part of the search's identity.
+pub static SEARCH_KEYS: &[Key] = &[
+    key!(Search, "method", ValueKind::Choice(SEARCH_METHODS), Default::Text("tpe"), grid: false, hashed: false,
+        "`random`: every trial drawn at random from the space; `tpe`: random for `startup_trials` trials, then the Tree-structured Parzen Estimator (Optuna's TPE)."),
+    key!(Search, "trials", ValueKind::Integer { min: 1, max: 100_000 }, Default::Required, grid: false, hashed: false,
+        "How many trials the search runs in all, whatever each one's end (done, pruned, failed). Raising it later extends the same search: the first trials stay as they were."),
+    key!(Search, "seed", SEED, Default::Integer(0), grid: false, hashed: false,
+        "The search's own seed: which trials it proposes. `train.seed` stays a run setting."),
+    key!(Search, "parallel", ValueKind::Integer { min: 1, max: 1000 }, Default::Integer(1), grid: false, hashed: false,
+        "At most this many trials run at once: trial k is proposed from the results of trials 0..=k-parallel, so trials stay the same however many processes share the search (docs/search.md)."),
+    key!(Search, "startup_trials", ValueKind::Integer { min: 0, max: 100_000 }, Default::Integer(10), grid: false, hashed: false,
+        "TPE: this many random trials before the model proposes (Optuna's default, 10)."),
+    key!(SearchPruner, "method", ValueKind::Choice(PRUNER_METHODS), Default::Required, grid: false, hashed: false,
+        "`asha`: asynchronous successive halving. At each rung a trial continues only if its selection metric is among the top 1/`reduction_factor` of the trials it is compared with there; otherwise it ends `pruned`."),
+    key!(SearchPruner, "min_epochs", ValueKind::Integer { min: 1, max: 100_000 }, Default::Integer(1), grid: false, hashed: false,
+        "The first rung, in epochs; the next rungs are `min_epochs` x `reduction_factor`^i, below `train.epochs` (the last rung's ceiling)."),
+    key!(SearchPruner, "reduction_factor", ValueKind::Integer { min: 2, max: 1000 }, Default::Integer(3), grid: false, hashed: false,
+        "Keep the top 1/`reduction_factor` at each rung: rungs at 1, 3, 9, ... epochs for 3."),
+];
+
+/// Looks a `[search]` or `[search.pruner]` key up.
+pub fn find_search(section: Section, name: &str) -> Option<&'static Key> {
+    SEARCH_KEYS
+        .iter()
+        .find(|key| key.section == section && key.name == name)
+}
+
 /// The keys of one `[[data.filter]]` table.
 pub const FILTER_KEYS: &[&str] = &["column", "min", "max", "values"];
 
@@ -305,12 +347,14 @@ pub fn find_full(full_name: &str) -> Option<&'static Key> {
 pub fn names_in(section: Section) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = KEYS
         .iter()
+        .chain(SEARCH_KEYS)
         .filter(|key| key.section == section)
         .map(|key| key.name)
         .collect();
     match section {
         Section::Top => names.extend(Section::TABLES.iter().map(|section| section.name())),
         Section::Data => names.push("filter"),
+        Section::Search => names.extend(["space", "pruner"]),
         _ => {}
     }
     names
@@ -329,10 +373,21 @@ pub fn closest<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -
 /// The reference table of docs/experiment-file.md, generated from [`KEYS`] so that the
 /// documentation cannot drift from the parser (a test compares them).
 pub fn markdown_reference() -> String {
-    let mut out = String::from(
-        "| key | type | default | sweepable | hashed | meaning |\n|---|---|---|---|---|---|\n",
-    );
-    for key in KEYS {
+    key_table(KEYS, true)
+}
+
+/// The reference table of `[search]` and `[search.pruner]` in docs/experiment-file.md.
+pub fn markdown_search_reference() -> String {
+    key_table(SEARCH_KEYS, false)
+}
+
+fn key_table(keys: &[Key], run_settings: bool) -> String {
+    let mut out = String::from(if run_settings {
+        "| key | type | default | sweepable | hashed | meaning |\n|---|---|---|---|---|---|\n"
+    } else {
+        "| key | type | default | meaning |\n|---|---|---|---|\n"
+    });
+    for key in keys {
         let kind = match key.kind {
             ValueKind::Text => "string".to_string(),
             ValueKind::Name => "string `[a-z0-9][a-z0-9._-]*`".to_string(),
@@ -365,13 +420,20 @@ pub fn markdown_reference() -> String {
             Default::FromModel(field) => format!("config.json `{field}`"),
         };
         let yes_no = |flag: bool| if flag { "yes" } else { "no" };
-        out.push_str(&format!(
-            "| `{}` | {kind} | {default} | {} | {} | {} |\n",
-            key.full_name(),
-            yes_no(key.gridded),
-            yes_no(key.hashed),
-            key.meaning.replace('|', "\\|")
-        ));
+        let meaning = key.meaning.replace('|', "\\|");
+        if run_settings {
+            out.push_str(&format!(
+                "| `{}` | {kind} | {default} | {} | {} | {meaning} |\n",
+                key.full_name(),
+                yes_no(key.gridded),
+                yes_no(key.hashed),
+            ));
+        } else {
+            out.push_str(&format!(
+                "| `{}` | {kind} | {default} | {meaning} |\n",
+                key.full_name()
+            ));
+        }
     }
     out
 }

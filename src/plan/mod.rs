@@ -16,6 +16,7 @@
 
 pub mod fingerprint;
 pub mod model_directory;
+pub mod search;
 pub mod spec;
 
 use std::collections::{HashMap, HashSet};
@@ -80,6 +81,9 @@ pub struct Plan {
     pub runs: Vec<PlannedRun>,
     /// Grid points that resolved to the spec of an earlier run and were merged into it.
     pub merged_points: usize,
+    /// The searches of files with `[search]`, in file order; their trials are proposed while
+    /// the sweep runs (`search`), not planned here.
+    pub searches: Vec<search::PlannedSearch>,
 }
 
 impl Plan {
@@ -136,7 +140,15 @@ pub fn plan(
     let mut runs = Vec::new();
     let mut seen = HashSet::new();
     let mut merged_points = 0;
+    let mut searches = Vec::new();
     for (index, experiment) in experiments.iter().enumerate() {
+        if experiment.search.is_some() {
+            match planner.search(experiment, index, options.max_runs) {
+                Ok(search) => searches.push(search),
+                Err(error) => errors.push(error),
+            }
+            continue;
+        }
         match planner.experiment_runs(experiment, index, options) {
             Ok(experiment_runs) => {
                 for run in experiment_runs {
@@ -165,18 +177,19 @@ pub fn plan(
         experiments,
         runs,
         merged_points,
+        searches,
     })
 }
 
-struct Planner<'a> {
-    fingerprinter: &'a mut Fingerprinter,
-    models: HashMap<PathBuf, Result<ModelDirectory, ModelDirectoryProblem>>,
+pub(crate) struct Planner<'a> {
+    pub(crate) fingerprinter: &'a mut Fingerprinter,
+    pub(crate) models: HashMap<PathBuf, Result<ModelDirectory, ModelDirectoryProblem>>,
 }
 
 /// The settings of one grid point: the point's values over the file's.
-struct Point<'a> {
-    file: &'a ExperimentFile,
-    overrides: Vec<(&'static Key, &'a Located<Setting>)>,
+pub(crate) struct Point<'a> {
+    pub(crate) file: &'a ExperimentFile,
+    pub(crate) overrides: Vec<(&'static Key, &'a Located<Setting>)>,
 }
 
 impl Point<'_> {
@@ -207,7 +220,7 @@ impl Point<'_> {
     }
 }
 
-fn key(full_name: &str) -> &'static Key {
+pub(crate) fn key(full_name: &str) -> &'static Key {
     schema::find_full(full_name).unwrap_or_else(|| panic!("`{full_name}` is not in the schema"))
 }
 
@@ -319,7 +332,7 @@ impl Planner<'_> {
     }
 
     /// Resolves one grid point into a run, or records why it cannot be planned.
-    fn resolve(
+    pub(crate) fn resolve(
         &mut self,
         point: &Point,
         experiment: usize,
