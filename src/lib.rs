@@ -8,7 +8,8 @@
 //! `support` <- `experiment` (the file as written) <- `plan` (runs, specs, hashes) <- `data`
 //! (decode, clean, split) <- `tokenize` (ids, batches, the preprocessing cache) <- `model` (the
 //! classifier; it uses `support` alone) <- `metrics` <- `store` (run directories, claims, run
-//! files, the results index) <- `train` (one run) <- `sweep` (a plan carried out) <- `report`
+//! files, the results index) <- `train` (one run) <- `search` (trials proposed and settled from
+//! the store) <- `sweep` (a plan carried out) <- `report`
 //! (tables, compare, HTML) <- `commands` (one file per verb, and the command line).
 
 pub mod commands;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod report;
+pub mod search;
 pub mod store;
 pub mod support;
 pub mod sweep;

@@ -26,6 +26,7 @@ const STAGES: &[(&str, Uses)] = &[
     ("metrics", Only(&["support", "experiment", "plan"])),
     ("store", Only(&["support", "experiment", "plan", "metrics"])),
     ("train", Below),
+    ("search", Below),
     ("sweep", Below),
     ("report", Below),
     ("commands", Below),

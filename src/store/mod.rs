@@ -41,11 +41,15 @@ pub enum RunStatus {
     Failed,
     /// Stopped before it finished: marked so, or left `running` by a process that is gone.
     Interrupted,
+    /// Stopped at a rung by a search's pruner (ASHA): metrics and checkpoint kept, no test
+    /// evaluation and no model; a grid (or any plan) that holds the run continues it.
+    Pruned,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 5] = [
+    pub const ALL: [RunStatus; 6] = [
         RunStatus::Done,
+        RunStatus::Pruned,
         RunStatus::Running,
         RunStatus::Failed,
         RunStatus::Interrupted,
@@ -59,6 +63,7 @@ impl RunStatus {
             RunStatus::Done => "done",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Pruned => "pruned",
         }
     }
 }
@@ -101,6 +106,41 @@ pub struct RunRecord {
     /// Where and with what the run was (last) trained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// The trials of searches this run stands for (several when a search proposed the same
+    /// settings again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search_trials: Vec<SearchTrial>,
+    /// Why a search's pruner stopped the run (status `pruned`; cleared when a plan continues it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<PruneRecord>,
+}
+
+/// One trial of a search that a run stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchTrial {
+    /// The search's hash (64 hex digits; `searches/<first 12>.json` describes it).
+    pub search: String,
+    /// The trial's number, from 0.
+    pub trial: usize,
+}
+
+/// A rung decision that stopped a run: where, on what value, against what.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruneRecord {
+    /// The rung's number, from 1.
+    pub rung: usize,
+    /// The epochs trained when the rung was reached.
+    pub epochs: usize,
+    /// The selection metric (`macro_f1`, `accuracy`, `loss`).
+    pub metric: String,
+    /// The run's best value of the metric up to the rung.
+    pub value: f64,
+    /// The worst value that continued at this rung among the trials compared.
+    pub threshold: f64,
+    /// How many earlier trials it was compared with at the rung.
+    pub compared_with: usize,
+    /// How many of all those compared (itself included) go on: 1/reduction_factor of them.
+    pub continuing: usize,
 }
 
 impl RunRecord {
@@ -118,6 +158,8 @@ impl RunRecord {
             best_step: None,
             attempts: 0,
             provenance: None,
+            search_trials: Vec::new(),
+            pruned: None,
         }
     }
 }

@@ -21,6 +21,8 @@ pub mod stream {
     pub const TRAIN_SAMPLE: u64 = 5;
     /// Dropout masks of step `s` use stream `DROPOUT + s`.
     pub const DROPOUT: u64 = 1 << 32;
+    /// A search's proposal of trial `k` uses stream `SEARCH_TRIAL + k` under the search's seed.
+    pub const SEARCH_TRIAL: u64 = 1 << 48;
 }
 
 /// A seeded generator of uniform and normal numbers.

@@ -22,17 +22,22 @@ pub mod reproduce;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::plan::fingerprint::{Fingerprinter, default_cache_path};
+use crate::plan::search::{PlannedSearch, TrialResolver};
 use crate::plan::spec::DeviceRequest;
 use crate::plan::{Plan, PlannedRun};
+use crate::search::{self as search_stage, SearchRecord, SearchState, TrialOutcome};
 use crate::store::run_files;
-use crate::store::{Claim, Provenance, RunStatus, RunStore, hostname};
+use crate::store::{Claim, Provenance, RunStatus, RunStore, SearchTrial, hostname};
 use crate::support::progress::Progress;
 use crate::train::device::{self, ResolvedDevice};
+use crate::train::policy::PruningPlan;
 use crate::train::{self, TrainEnd, TrainOptions};
 
 /// How long to wait before looking again at runs other processes hold.
@@ -69,6 +74,9 @@ pub struct SweepReport {
     pub interrupted: bool,
     /// Stopped by `fail_fast`.
     pub stopped_on_failure: bool,
+    /// Per search of the plan: seconds this process's workers waited for earlier trials to
+    /// settle (trials that other processes or devices were training) before proposing more.
+    pub search_waits: Vec<f64>,
 }
 
 /// The commit bertlab was built from (see build.rs).
@@ -190,6 +198,14 @@ struct WorkerReport {
     own: Vec<Option<SweepRow>>,
     interrupted: bool,
     stopped_on_failure: bool,
+    /// Per search: seconds waited for earlier trials.
+    search_waits: Vec<f64>,
+}
+
+/// What the workers share to carry out the plan's searches.
+struct Searches<'a> {
+    /// Trial values into runs (fingerprints cached), one at a time.
+    resolver: &'a Mutex<TrialResolver>,
 }
 
 /// The devices runs train on, opened once per worker and kept for its later runs.
@@ -225,6 +241,10 @@ pub fn run_sweep(
     progress: &mut Progress,
 ) -> anyhow::Result<SweepReport> {
     let stop = AtomicBool::new(false);
+    let resolver = Mutex::new(TrialResolver::new(Fingerprinter::new(default_cache_path())));
+    let searches = Searches {
+        resolver: &resolver,
+    };
     let workers: Vec<WorkerReport> = if options.devices.len() <= 1 {
         let slot = options
             .devices
@@ -244,6 +264,7 @@ pub fn run_sweep(
             &stop,
             progress,
             "",
+            &searches,
         )?]
     } else {
         // Every device must open before any run starts: a typo fails the command, not a run.
@@ -267,6 +288,7 @@ pub fn run_sweep(
                 .map(|slot| {
                     let mut worker_progress = progress.worker();
                     let stop = &stop;
+                    let searches = &searches;
                     scope.spawn(move || {
                         let tag = format!(" {}", slot.label);
                         let mut devices = Devices {
@@ -282,6 +304,7 @@ pub fn run_sweep(
                             stop,
                             &mut worker_progress,
                             &tag,
+                            searches,
                         )
                     })
                 })
@@ -293,10 +316,21 @@ pub fn run_sweep(
         });
         outcomes.into_iter().collect::<anyhow::Result<Vec<_>>>()?
     };
+    if let Err(error) = resolver.lock().expect("the resolver lock").save() {
+        progress.message(&format!("warning: could not save the fingerprint cache: {error:#}"));
+    }
     let mut report = SweepReport {
         rows: Vec::with_capacity(plan.runs.len()),
         interrupted: workers.iter().any(|worker| worker.interrupted),
         stopped_on_failure: workers.iter().any(|worker| worker.stopped_on_failure),
+        search_waits: (0..plan.searches.len())
+            .map(|index| {
+                workers
+                    .iter()
+                    .map(|worker| worker.search_waits.get(index).copied().unwrap_or(0.0))
+                    .sum()
+            })
+            .collect(),
     };
     for (index, run) in plan.runs.iter().enumerate() {
         let own = workers
@@ -323,13 +357,18 @@ fn sweep_worker(
     stop: &AtomicBool,
     progress: &mut Progress,
     tag: &str,
+    searches: &Searches,
 ) -> anyhow::Result<WorkerReport> {
     let total = plan.runs.len();
     let mut rows: Vec<Option<SweepRow>> = vec![None; total];
     let mut report = WorkerReport {
         own: vec![None; total],
+        search_waits: vec![0.0; plan.searches.len()],
         ..WorkerReport::default()
     };
+    let mut search_complete = vec![false; plan.searches.len()];
+    let mut search_records: Vec<Option<SearchRecord>> = vec![None; plan.searches.len()];
+    let mut search_blocked = vec![false; plan.searches.len()];
     let mut announced_wait = false;
     // Runs seen held by another worker or process: their end is not news to this worker.
     let mut waited = vec![false; total];
@@ -385,7 +424,7 @@ fn sweep_worker(
                     waited[index] = true;
                     continue;
                 }
-                RunStatus::New | RunStatus::Interrupted | RunStatus::Failed => {}
+                RunStatus::New | RunStatus::Interrupted | RunStatus::Failed | RunStatus::Pruned => {}
             }
             let spec_bytes = run.spec.canonical_bytes();
             let lease = match store.claim(&run.hash, &spec_bytes) {
@@ -424,6 +463,7 @@ fn sweep_worker(
             }
             let row = match train_claimed(
                 plan, run, index, store, &lease, options, devices, interrupt, progress, &prefix,
+                None,
             ) {
                 Ok(row) => row,
                 Err(error) => {
@@ -449,18 +489,62 @@ fn sweep_worker(
                 break;
             }
         }
+        if !(report.interrupted || report.stopped_on_failure) {
+            for (index, search) in plan.searches.iter().enumerate() {
+                if search_complete[index] {
+                    continue;
+                }
+                if interrupt.load(Ordering::SeqCst) {
+                    report.interrupted = true;
+                    break;
+                }
+                let pass = search_pass(
+                    plan,
+                    search,
+                    store,
+                    options,
+                    devices,
+                    interrupt,
+                    progress,
+                    tag,
+                    searches,
+                    &mut search_records[index],
+                )?;
+                trained_one |= pass.trained;
+                search_complete[index] = pass.complete;
+                search_blocked[index] = pass.blocked;
+                if pass.interrupted {
+                    report.interrupted = true;
+                    break;
+                }
+            }
+        }
         if report.interrupted || report.stopped_on_failure {
             break;
         }
-        if rows.iter().all(Option::is_some) {
+        if rows.iter().all(Option::is_some) && search_complete.iter().all(|complete| *complete) {
             break;
         }
         if !trained_one {
+            for (index, blocked) in search_blocked.iter().enumerate() {
+                if *blocked {
+                    report.search_waits[index] += POLL_INTERVAL.as_secs_f64();
+                }
+            }
             if !announced_wait {
+                let trials = search_blocked.iter().filter(|blocked| **blocked).count();
                 progress.message(&format!(
-                    "waiting for {} run{} being trained elsewhere (another device or process){tag}",
+                    "waiting for {} run{} being trained elsewhere (another device or process){}{tag}",
                     waiting.len(),
-                    if waiting.len() == 1 { "" } else { "s" }
+                    if waiting.len() == 1 { "" } else { "s" },
+                    if trials > 0 {
+                        format!(
+                            " and for earlier trials of {trials} search{} before proposing more",
+                            if trials == 1 { "" } else { "es" }
+                        )
+                    } else {
+                        String::new()
+                    }
                 ));
                 announced_wait = true;
             }
@@ -468,6 +552,178 @@ fn sweep_worker(
         }
     }
     Ok(report)
+}
+
+/// What one pass over a search did.
+struct SearchPass {
+    /// This worker trained (or tried to train) a trial.
+    trained: bool,
+    /// Every trial proposed and settled.
+    complete: bool,
+    /// Trials wait for earlier ones that others are training.
+    blocked: bool,
+    interrupted: bool,
+}
+
+/// One pass over a search: its state from the store (its record rewritten when it changed, each
+/// settled trial listed in its run's `run.json`), then the first pending trial this worker can
+/// claim trained with its rungs.
+#[allow(clippy::too_many_arguments)]
+fn search_pass(
+    plan: &Plan,
+    search: &PlannedSearch,
+    store: &RunStore,
+    options: &SweepOptions,
+    devices: &mut Devices,
+    interrupt: &AtomicBool,
+    progress: &mut Progress,
+    tag: &str,
+    searches: &Searches,
+    last_record: &mut Option<SearchRecord>,
+) -> anyhow::Result<SearchPass> {
+    let file = &plan.experiments[search.experiment];
+    let state = {
+        let mut resolver = searches.resolver.lock().expect("the resolver lock");
+        search_stage::state_in_store(search, file, store, &mut resolver)?
+    };
+    let record = search_stage::search_record(search, file, &state);
+    if last_record.as_ref() != Some(&record) {
+        store.create()?;
+        search_stage::write_record(store, &record, &search_stage::record_path(store, search))?;
+        if let Some(previous) = last_record.as_ref() {
+            announce_settled(search, file, previous, &record, progress);
+        }
+        *last_record = Some(record);
+    }
+    list_trials_in_runs(store, search, &state)?;
+    let mut pass = SearchPass {
+        trained: false,
+        complete: state.is_complete(search),
+        blocked: state.blocked_at.is_some(),
+        interrupted: false,
+    };
+    for trial in &state.trials {
+        if trial.outcome != TrialOutcome::Pending {
+            continue;
+        }
+        let Ok(run) = &trial.run else {
+            continue;
+        };
+        let lease = match store.claim(&run.hash, &run.spec.canonical_bytes())? {
+            Claim::Claimed(lease) => lease,
+            Claim::Busy { .. } => continue,
+        };
+        if matches!(lease.previous, RunStatus::Done | RunStatus::Failed) {
+            // Finished elsewhere a moment ago: the next pass reads it.
+            pass.trained = true;
+            return Ok(pass);
+        }
+        let entry = SearchTrial {
+            search: search.hash.as_str().to_string(),
+            trial: trial.number,
+        };
+        lease.update(|record| {
+            if !record.search_trials.contains(&entry) {
+                record.search_trials.push(entry.clone());
+            }
+        })?;
+        let prefix = format!(
+            "[trial {}/{}] {}{tag}",
+            trial.number + 1,
+            search.trials,
+            run.hash.short()
+        );
+        let row = train_claimed(
+            plan,
+            run,
+            trial.number,
+            store,
+            &lease,
+            options,
+            devices,
+            interrupt,
+            progress,
+            &prefix,
+            trial.pruning.as_ref(),
+        );
+        let row = match row {
+            Ok(row) => row,
+            Err(error) => {
+                let reason = format!("{error:#}");
+                let _ = lease.set_status(RunStatus::Failed, Some(reason));
+                progress.finish_run();
+                unrecorded_failure(trial.number, &prefix, error, progress)
+            }
+        };
+        pass.trained = true;
+        pass.interrupted = row.status == RunStatus::Interrupted;
+        return Ok(pass);
+    }
+    Ok(pass)
+}
+
+/// Says which trials settled between two records of a search (the ones this worker did not
+/// train itself are news too: another process's trials).
+fn announce_settled(
+    search: &PlannedSearch,
+    file: &crate::experiment::ExperimentFile,
+    previous: &SearchRecord,
+    record: &SearchRecord,
+    progress: &mut Progress,
+) {
+    let settled = |status: &str| matches!(status, "done" | "pruned" | "failed");
+    let count = record
+        .trials
+        .iter()
+        .filter(|trial| settled(&trial.status))
+        .count();
+    let before = previous
+        .trials
+        .iter()
+        .filter(|trial| settled(&trial.status))
+        .count();
+    if count > before {
+        progress.message(&format!(
+            "{}: {count} of {} trials settled",
+            search.label(file),
+            search.trials
+        ));
+    }
+}
+
+/// Lists each settled trial in its run's `run.json` (`search_trials`), so a run tells which
+/// trials it stands for, also when it was trained before the search or repeats a trial.
+fn list_trials_in_runs(
+    store: &RunStore,
+    search: &PlannedSearch,
+    state: &SearchState,
+) -> anyhow::Result<()> {
+    for trial in &state.trials {
+        let (Some(hash), true) = (trial.hash(), trial.outcome.is_settled()) else {
+            continue;
+        };
+        let entry = SearchTrial {
+            search: search.hash.as_str().to_string(),
+            trial: trial.number,
+        };
+        let Some(record) = store.record(hash)? else {
+            continue;
+        };
+        if record.search_trials.contains(&entry) {
+            continue;
+        }
+        let Ok(run) = &trial.run else {
+            continue;
+        };
+        if let Claim::Claimed(lease) = store.claim(hash, &run.spec.canonical_bytes())? {
+            lease.update(|record| {
+                if !record.search_trials.contains(&entry) {
+                    record.search_trials.push(entry.clone());
+                }
+            })?;
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -482,6 +738,7 @@ fn train_claimed(
     interrupt: &AtomicBool,
     progress: &mut Progress,
     prefix: &str,
+    pruning: Option<&PruningPlan>,
 ) -> anyhow::Result<SweepRow> {
     let directory = lease.directory().to_path_buf();
     let experiment = &plan.experiments[run.experiment];
@@ -532,6 +789,7 @@ fn train_claimed(
                 interrupt,
                 experiment_text: &experiment.source.text,
                 device: &device.device,
+                pruning,
             },
             progress,
         )
@@ -544,6 +802,10 @@ fn train_claimed(
             lease.update(|record| {
                 record.status = status;
                 record.error = error;
+                if status != RunStatus::Interrupted {
+                    // A pruned run that a plan continued is no longer pruned.
+                    record.pruned = None;
+                }
                 record.finished_at = Some(finished);
                 record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
                 if let Some(result) = kept {
@@ -578,6 +840,37 @@ fn train_claimed(
             SweepRow {
                 run: index,
                 status: RunStatus::Done,
+                error: None,
+            }
+        }
+        Ok(TrainEnd::Pruned { pruned, kept }) => {
+            let line = format!(
+                "pruned at rung {} after {} epoch{}: validation {} {:.4}, threshold {:.4} among {} trials",
+                pruned.rung,
+                pruned.epochs,
+                if pruned.epochs == 1 { "" } else { "s" },
+                pruned.metric,
+                pruned.value,
+                pruned.threshold,
+                pruned.compared_with + 1
+            );
+            lease.update(|record| {
+                record.status = RunStatus::Pruned;
+                record.error = None;
+                record.finished_at = Some(finished);
+                record.duration_seconds = Some(record.duration_seconds.unwrap_or(0.0) + seconds);
+                record.pruned = Some(pruned.clone());
+                if let Some((epoch, step)) = kept {
+                    record.best_epoch = Some(epoch);
+                    record.best_step = Some(step);
+                }
+            })?;
+            progress.event(&line);
+            progress.finish_run();
+            progress.message(&format!("{prefix} {line}"));
+            SweepRow {
+                run: index,
+                status: RunStatus::Pruned,
                 error: None,
             }
         }

@@ -18,6 +18,7 @@ use candle_core::Tensor;
 
 use crate::model::bert::BertClassifier;
 use crate::plan::PlannedRun;
+use crate::store::PruneRecord;
 use crate::store::run_files::{self, EpochRow};
 use crate::support::atomic_file;
 use crate::support::progress::{Progress, StepStatus};
@@ -67,6 +68,12 @@ pub enum LoopEnd {
     },
     /// Stopped by a signal after writing a checkpoint; `position` says where.
     Interrupted { position: String },
+    /// Stopped at a rung of the search's pruner (the checkpoint of the rung's epoch end kept);
+    /// `kept`: the epoch and step of the best evaluation so far.
+    Pruned {
+        pruned: PruneRecord,
+        kept: Option<(usize, u64)>,
+    },
 }
 
 /// The step counts of a run, fixed by its settings and the training split's size.
@@ -117,6 +124,13 @@ pub fn run_epochs(
     }
 
     while state.epoch < epochs && !state.stopped {
+        if let Some(pruned) = rung_check(context, state, progress) {
+            let metric = context.run.spec.train.selection_metric;
+            let history = policy::selection_history(&state.history, metric);
+            let kept = policy::best_index(&history, metric.higher_is_better())
+                .map(|index| (state.history[index].epoch, state.history[index].steps));
+            return Ok(LoopEnd::Pruned { pruned, kept });
+        }
         let epoch = state.epoch;
         let batches = batches::epoch_batches(
             &lengths,
@@ -154,6 +168,48 @@ pub fn run_epochs(
         last_validation = Some((state.history.len() - 1, outcome));
     }
     Ok(LoopEnd::Finished { last_validation })
+}
+
+/// At the start of an epoch that follows a rung of the search's pruner (also on resume, so a
+/// process killed between the rung's checkpoint and its decision decides on restart): ASHA's
+/// decision on the best value so far, logged; `Some` when the trial stops there.
+fn rung_check(
+    context: &EpochLoop,
+    state: &TrainingState,
+    progress: &mut Progress,
+) -> Option<PruneRecord> {
+    let pruning = context.options.pruning?;
+    if state.next_batch != 0 {
+        return None;
+    }
+    let (rung, comparison) = pruning.rung_after(state.epoch)?;
+    let metric = context.run.spec.train.selection_metric;
+    let value = policy::value_at(&state.history, comparison.epochs, metric).unwrap_or(f64::NAN);
+    let decision = policy::rung_decision(
+        value,
+        &comparison.earlier,
+        pruning.reduction_factor,
+        metric.higher_is_better(),
+    );
+    let compared = comparison.earlier.len() + 1;
+    progress.event(&format!(
+        "rung {rung} ({} epoch{}): validation {metric} {value:.4}, {} among the top {} of {compared} trial{} (threshold {:.4})",
+        comparison.epochs,
+        if comparison.epochs == 1 { "" } else { "s" },
+        if decision.continues { "continues:" } else { "pruned: not" },
+        decision.continuing,
+        if compared == 1 { "" } else { "s" },
+        decision.threshold,
+    ));
+    (!decision.continues).then(|| PruneRecord {
+        rung,
+        epochs: comparison.epochs,
+        metric: metric.to_string(),
+        value,
+        threshold: decision.threshold,
+        compared_with: comparison.earlier.len(),
+        continuing: decision.continuing,
+    })
 }
 
 /// Validates the model; a signal during validation writes a checkpoint (where the loop stands:

@@ -68,6 +68,8 @@ pub struct TrainOptions<'a> {
     pub experiment_text: &'a str,
     /// Where to train (the sweep resolves `train.device` or its `--devices` slot).
     pub device: &'a Device,
+    /// A search trial's rungs (ASHA); `None` for a run of a grid.
+    pub pruning: Option<&'a policy::PruningPlan>,
 }
 
 /// How [`train_run`] ended without an error.
@@ -77,6 +79,12 @@ pub enum TrainEnd {
     /// Stopped by a signal after writing a checkpoint; `position` says where.
     Interrupted {
         position: String,
+    },
+    /// Stopped at a rung of a search's pruner: metrics and checkpoint kept, no test, no model;
+    /// `kept`: the epoch and step of the best evaluation so far.
+    Pruned {
+        pruned: crate::store::PruneRecord,
+        kept: Option<(usize, u64)>,
     },
 }
 
@@ -178,6 +186,7 @@ pub fn train_run(
     };
     match epochs::run_epochs(&epoch_loop, &mut optimizer, &mut state, progress)? {
         LoopEnd::Interrupted { position } => Ok(TrainEnd::Interrupted { position }),
+        LoopEnd::Pruned { pruned, kept } => Ok(TrainEnd::Pruned { pruned, kept }),
         LoopEnd::Finished { last_validation } => finish::finish(
             run,
             directory,

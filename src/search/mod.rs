@@ -1,0 +1,611 @@
+//! The search stage: which trials a search proposes and how each one ended, as a pure function
+//! of the experiment file and the runs' results in the store.
+//!
+//! Owns: [`search_state`] here (every trial so far: its values, its run, its outcome, what it is
+//! compared with at each rung), the search's record (`<store>/searches/<hash>.json`, rewritten
+//! whenever a trial settles) and `sampler` (random and TPE proposals, pure functions of the
+//! space, the observations and a seeded generator, testable alone on synthetic objectives).
+//!
+//! Reproducible trial for trial (docs/search.md): trial k is proposed only from the trials
+//! 0..=k-parallel, and only once all of them are settled (done, pruned or failed); its
+//! generator is the search seed's stream for k. At a rung it is compared with the values the
+//! same trials reached there. So the trials, their hashes and every prune decision follow from
+//! the file and earlier results alone, never from timing, processes or crashes; and at most
+//! `parallel` trials are ever in flight. Nothing the search decides is stored as the truth: the
+//! state is recomputed from the runs' records and `metrics.csv` whenever it is needed, so a crash
+//! loses nothing and two processes agree.
+//!
+//! Uses: every stage below it (`plan` resolves trial values into runs, `store` holds their
+//! results, `train::policy` is the rung rule the training loop applies). Never uses: `sweep`,
+//! `report`, `commands` (the sweep carries the trials out; the report draws them).
+
+pub mod sampler;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::experiment::search::{Distribution, SearchMethod, on_step_grid};
+use crate::experiment::{ExperimentFile, Setting};
+use crate::plan::PlannedRun;
+use crate::plan::search::{PlannedSearch, TrialResolver};
+use crate::plan::spec::RunHash;
+use crate::store::run_files::{self, EpochRow};
+use crate::store::{RunStatus, RunStore};
+use crate::support::atomic_file;
+use crate::support::random::{SeededRandom, stream};
+use crate::train::policy::{self, PruningPlan, RungComparison};
+use sampler::{Observation, Parameter, Score, TpeSettings, Value};
+
+/// How a trial stands.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum TrialOutcome {
+    /// Trained to its end (or stopped early by patience): `value` is its kept selection value.
+    Done { value: f64, epochs: usize },
+    /// Stopped at a rung: `value` is its best value up to the rung.
+    Pruned {
+        rung: usize,
+        epochs: usize,
+        value: f64,
+        threshold: f64,
+    },
+    /// Its run failed (or its values could not be resolved into a run).
+    Failed { reason: String },
+    /// Being trained, here or elsewhere (or waiting for the earlier trial it repeats).
+    Running,
+    /// Not trained yet (or to be continued: interrupted, or pruned at an earlier epoch than
+    /// this search's rules stop it).
+    Pending,
+}
+
+impl TrialOutcome {
+    /// Done, pruned or failed: nothing about it will change.
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self,
+            TrialOutcome::Done { .. } | TrialOutcome::Pruned { .. } | TrialOutcome::Failed { .. }
+        )
+    }
+
+    /// The status word of tables: done, pruned, failed, running, pending.
+    pub fn status(&self) -> &'static str {
+        match self {
+            TrialOutcome::Done { .. } => "done",
+            TrialOutcome::Pruned { .. } => "pruned",
+            TrialOutcome::Failed { .. } => "failed",
+            TrialOutcome::Running => "running",
+            TrialOutcome::Pending => "pending",
+        }
+    }
+
+    /// The trial's value of the selection metric, when it has one.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            TrialOutcome::Done { value, .. } | TrialOutcome::Pruned { value, .. } => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// Epochs the trial trained, when settled with a value.
+    pub fn epochs(&self) -> Option<usize> {
+        match self {
+            TrialOutcome::Done { epochs, .. } | TrialOutcome::Pruned { epochs, .. } => {
+                Some(*epochs)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One trial of a search.
+#[derive(Clone, Debug)]
+pub struct Trial {
+    /// From 0.
+    pub number: usize,
+    /// One value per dimension, as the run gets it.
+    pub values: Vec<Setting>,
+    /// The sampler's values (what later proposals observe).
+    pub sampled: Vec<Value>,
+    /// The trial's run, or why its values do not make one.
+    pub run: Result<PlannedRun, String>,
+    /// The earlier trial whose run this one is (the same settings proposed again).
+    pub same_as: Option<usize>,
+    /// The rungs and what the trial is compared with at each (empty without a pruner).
+    pub pruning: Option<PruningPlan>,
+    pub outcome: TrialOutcome,
+}
+
+impl Trial {
+    pub fn hash(&self) -> Option<&RunHash> {
+        self.run.as_ref().ok().map(|run| &run.hash)
+    }
+}
+
+/// Every trial of a search proposed so far, in order, and the next ones it cannot propose yet.
+#[derive(Clone, Debug)]
+pub struct SearchState {
+    pub trials: Vec<Trial>,
+    /// The trial number that waits for earlier trials to settle (none when all are proposed).
+    pub blocked_at: Option<usize>,
+}
+
+impl SearchState {
+    /// Every trial proposed and settled.
+    pub fn is_complete(&self, search: &PlannedSearch) -> bool {
+        self.trials.len() == search.trials && self.trials.iter().all(|trial| trial.outcome.is_settled())
+    }
+
+    /// The best trial so far (the first of equals), by its value.
+    pub fn best(&self, higher_is_better: bool) -> Option<&Trial> {
+        let values: Vec<f64> = self
+            .trials
+            .iter()
+            .map(|trial| match trial.outcome {
+                TrialOutcome::Done { value, .. } => value,
+                _ => f64::NAN,
+            })
+            .collect();
+        policy::best_index(&values, higher_is_better).map(|index| &self.trials[index])
+    }
+}
+
+/// What the store holds about a run, as the search reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunView {
+    pub status: RunStatus,
+    /// `metrics.csv` (for done and pruned runs).
+    pub history: Vec<EpochRow>,
+    /// The epochs at which a pruner stopped it (status `pruned`).
+    pub pruned_epochs: Option<usize>,
+    pub error: Option<String>,
+}
+
+impl RunView {
+    /// Reads a run's view from the store.
+    pub fn read(store: &RunStore, hash: &RunHash) -> anyhow::Result<RunView> {
+        let status = store.status(hash)?;
+        let record = store.record(hash)?;
+        let history = match status {
+            RunStatus::Done | RunStatus::Pruned => {
+                run_files::read_metrics(&store.run_directory(hash))?
+            }
+            _ => Vec::new(),
+        };
+        Ok(RunView {
+            status,
+            history,
+            pruned_epochs: record
+                .as_ref()
+                .and_then(|record| record.pruned.as_ref())
+                .map(|pruned| pruned.epochs),
+            error: record.and_then(|record| record.error),
+        })
+    }
+}
+
+/// The sampler's picture of the space.
+pub fn parameters(search: &PlannedSearch) -> Vec<Parameter> {
+    search
+        .dimensions
+        .iter()
+        .map(|dimension| match &dimension.distribution {
+            Distribution::Uniform { low, high, step } => Parameter::Float {
+                low: *low,
+                high: *high,
+                log: false,
+                step: step.map(|step| step.step),
+            },
+            Distribution::LogUniform { low, high } => Parameter::Float {
+                low: *low,
+                high: *high,
+                log: true,
+                step: None,
+            },
+            Distribution::Int {
+                low,
+                high,
+                step,
+                log,
+            } => Parameter::Integer {
+                low: *low,
+                high: *high,
+                log: *log,
+                step: *step,
+            },
+            Distribution::Choice(values) => Parameter::Categorical {
+                count: values.len(),
+            },
+        })
+        .collect()
+}
+
+/// The run settings of sampled values: stepped floats on their grid with the step's decimals,
+/// choices as written.
+pub fn settings_of(search: &PlannedSearch, sampled: &[Value]) -> Vec<Setting> {
+    search
+        .dimensions
+        .iter()
+        .zip(sampled)
+        .map(|(dimension, value)| match (&dimension.distribution, value) {
+            (Distribution::Uniform { low, high, step: Some(step) }, Value::Float(value)) => {
+                Setting::Float(on_step_grid(*value, *low, *high, *step))
+            }
+            (_, Value::Float(value)) => Setting::Float(*value),
+            (_, Value::Integer(value)) => Setting::Integer(*value),
+            (Distribution::Choice(values), Value::Choice(index)) => values[*index].clone(),
+            (distribution, value) => {
+                unreachable!("the sampler gave {value:?} for {distribution:?}")
+            }
+        })
+        .collect()
+}
+
+/// The generator of trial `number`'s proposal: the search seed's own stream for it, so a
+/// proposal never depends on how many draws other trials made.
+pub fn trial_random(seed: u64, number: usize) -> SeededRandom {
+    SeededRandom::new(seed, stream::SEARCH_TRIAL.wrapping_add(number as u64))
+}
+
+/// How a settled trial ranks for the sampler (lower is better).
+fn score(outcome: &TrialOutcome, higher_is_better: bool) -> Score {
+    let oriented = |value: f64| if higher_is_better { -value } else { value };
+    match outcome {
+        TrialOutcome::Done { value, .. } => Score::Completed {
+            value: oriented(*value),
+        },
+        TrialOutcome::Pruned { epochs, value, .. } => Score::Pruned {
+            epochs: *epochs,
+            value: oriented(*value),
+        },
+        _ => Score::Failed,
+    }
+}
+
+/// The values of trial `number`: random, or TPE from the settled observations it may see.
+pub fn propose(search: &PlannedSearch, number: usize, observed: &[Trial]) -> Vec<Value> {
+    let parameters = parameters(search);
+    let mut random = trial_random(search.seed, number);
+    match search.method {
+        SearchMethod::Random => sampler::random_proposal(&parameters, &mut random),
+        SearchMethod::Tpe => {
+            let higher_is_better = search.selection_metric.higher_is_better();
+            let observations: Vec<Observation> = observed
+                .iter()
+                .map(|trial| Observation {
+                    values: trial.sampled.clone(),
+                    score: score(&trial.outcome, higher_is_better),
+                })
+                .collect();
+            let settings = TpeSettings {
+                startup_trials: search.startup_trials,
+                ..TpeSettings::default()
+            };
+            sampler::tpe_proposal(&parameters, &observations, &settings, &mut random)
+        }
+    }
+}
+
+/// The rungs of trial `number` and, at each, the values the trials it may see reached there
+/// (those settled done or pruned at or above the rung, by their own histories).
+fn pruning_plan(
+    search: &PlannedSearch,
+    observed: &[Trial],
+    histories: &mut dyn FnMut(&RunHash) -> anyhow::Result<RunView>,
+) -> anyhow::Result<Option<PruningPlan>> {
+    let Some(pruner) = &search.pruner else {
+        return Ok(None);
+    };
+    let metric = search.selection_metric;
+    let mut rungs = Vec::new();
+    for &epochs in &pruner.rungs {
+        let mut earlier = Vec::new();
+        for trial in observed {
+            let reached = match trial.outcome {
+                TrialOutcome::Done { .. } => true,
+                TrialOutcome::Pruned {
+                    epochs: pruned_at, ..
+                } => pruned_at >= epochs,
+                _ => false,
+            };
+            let Some(hash) = trial.hash().filter(|_| reached) else {
+                continue;
+            };
+            let view = histories(hash)?;
+            if !rung_reached(&view, epochs) {
+                continue;
+            }
+            if let Some(value) = policy::value_at(&view.history, epochs, metric) {
+                earlier.push(value);
+            }
+        }
+        rungs.push(RungComparison { epochs, earlier });
+    }
+    Ok(Some(PruningPlan {
+        rungs,
+        reduction_factor: pruner.reduction_factor,
+    }))
+}
+
+/// Whether a run's history went past the rung at `epochs`: later rows exist, or a pruner
+/// stopped it exactly there (the training loop decides at the start of the next epoch).
+fn rung_reached(view: &RunView, epochs: usize) -> bool {
+    view.history.iter().any(|row| row.epoch > epochs) || view.pruned_epochs == Some(epochs)
+}
+
+/// A trial's outcome from its run's record and history: the rung decisions replayed with the
+/// trial's own comparisons (so a run trained before, by a grid or another search, counts exactly
+/// as if this search had trained it).
+pub fn outcome_of(
+    view: &RunView,
+    pruning: Option<&PruningPlan>,
+    search: &PlannedSearch,
+) -> TrialOutcome {
+    match view.status {
+        RunStatus::Failed => {
+            return TrialOutcome::Failed {
+                reason: view.error.clone().unwrap_or_else(|| "failed".into()),
+            };
+        }
+        RunStatus::Running => return TrialOutcome::Running,
+        RunStatus::New | RunStatus::Interrupted => return TrialOutcome::Pending,
+        RunStatus::Done | RunStatus::Pruned => {}
+    }
+    let metric = search.selection_metric;
+    if let Some(pruning) = pruning {
+        for (index, rung) in pruning.rungs.iter().enumerate() {
+            if !rung_reached(view, rung.epochs) {
+                if view.status == RunStatus::Done {
+                    // It ended before this rung (early stopping): done.
+                    break;
+                }
+                return TrialOutcome::Pending;
+            }
+            let value = policy::value_at(&view.history, rung.epochs, metric).unwrap_or(f64::NAN);
+            let decision = policy::rung_decision(
+                value,
+                &rung.earlier,
+                pruning.reduction_factor,
+                metric.higher_is_better(),
+            );
+            if !decision.continues {
+                return TrialOutcome::Pruned {
+                    rung: index + 1,
+                    epochs: rung.epochs,
+                    value,
+                    threshold: decision.threshold,
+                };
+            }
+        }
+    }
+    if view.status != RunStatus::Done {
+        // Pruned elsewhere at a rung this search passes it: to be continued.
+        return TrialOutcome::Pending;
+    }
+    TrialOutcome::Done {
+        value: policy::value_at(&view.history, usize::MAX, metric).unwrap_or(f64::NAN),
+        epochs: view.history.last().map_or(0, |row| row.epoch),
+    }
+}
+
+/// Every trial of `search` that can be proposed now, with its outcome, from the runs in the store
+/// (`views` reads one; the caller may cache).
+pub fn search_state(
+    search: &PlannedSearch,
+    file: &ExperimentFile,
+    resolver: &mut TrialResolver,
+    views: &mut dyn FnMut(&RunHash) -> anyhow::Result<RunView>,
+) -> anyhow::Result<SearchState> {
+    let mut trials: Vec<Trial> = Vec::new();
+    let mut blocked_at = None;
+    for number in 0..search.trials {
+        // Trial k sees trials 0..=k-parallel, and waits until all of them are settled.
+        let visible = (number + 1).saturating_sub(search.parallel);
+        if trials[..visible]
+            .iter()
+            .any(|trial| !trial.outcome.is_settled())
+        {
+            blocked_at = Some(number);
+            break;
+        }
+        let observed = &trials[..visible];
+        let sampled = propose(search, number, observed);
+        let values = settings_of(search, &sampled);
+        let run = resolver
+            .resolve(file, search.experiment, &search.dimensions, &values)
+            .map(|mut run| {
+                run.swept = search
+                    .dimensions
+                    .iter()
+                    .zip(&values)
+                    .map(|(dimension, value)| (dimension.key, value.clone()))
+                    .collect();
+                run
+            })
+            .map_err(|error| error.to_string());
+        let same_as = run.as_ref().ok().and_then(|run| {
+            trials
+                .iter()
+                .find(|earlier| earlier.hash() == Some(&run.hash))
+                .map(|earlier| earlier.number)
+        });
+        let pruning = pruning_plan(search, observed, views)?;
+        let outcome = match (&run, same_as) {
+            (Err(reason), _) => TrialOutcome::Failed {
+                reason: reason.clone(),
+            },
+            (Ok(_), Some(earlier)) => match &trials[earlier].outcome {
+                settled if settled.is_settled() => settled.clone(),
+                _ => TrialOutcome::Running,
+            },
+            (Ok(run), None) => outcome_of(&views(&run.hash)?, pruning.as_ref(), search),
+        };
+        trials.push(Trial {
+            number,
+            values,
+            sampled,
+            run,
+            same_as,
+            pruning,
+            outcome,
+        });
+    }
+    Ok(SearchState { trials, blocked_at })
+}
+
+/// [`search_state`] read from a store, each run's view read once.
+pub fn state_in_store(
+    search: &PlannedSearch,
+    file: &ExperimentFile,
+    store: &RunStore,
+    resolver: &mut TrialResolver,
+) -> anyhow::Result<SearchState> {
+    let mut views: std::collections::HashMap<RunHash, RunView> = std::collections::HashMap::new();
+    search_state(search, file, resolver, &mut |hash| {
+        if let Some(view) = views.get(hash) {
+            return Ok(view.clone());
+        }
+        let view = RunView::read(store, hash)?;
+        views.insert(hash.clone(), view.clone());
+        Ok(view)
+    })
+}
+
+/// `<store>/searches/`: one record per search.
+pub const SEARCHES_FOLDER: &str = "searches";
+
+/// Where a search's record lives.
+pub fn record_path(store: &RunStore, search: &PlannedSearch) -> PathBuf {
+    store
+        .root()
+        .join(SEARCHES_FOLDER)
+        .join(format!("{}.json", search.hash.short()))
+}
+
+/// One trial in the search's record.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct TrialRecord {
+    pub trial: usize,
+    /// The run's hash (absent when the values make no run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The searched keys' values, by full key name.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The search's record (`searches/<hash>.json`): its identity, its space and every trial so far.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct SearchRecord {
+    pub search: String,
+    pub experiment: String,
+    pub experiment_file: String,
+    pub method: String,
+    pub trials_planned: usize,
+    pub selection_metric: String,
+    pub higher_is_better: bool,
+    /// The identity (canonical JSON) parsed: method, seed, parallel, space, pruner, base run.
+    pub identity: serde_json::Value,
+    /// The searched keys, in order, and whether plots show them on a log axis.
+    pub keys: Vec<(String, bool)>,
+    pub trials: Vec<TrialRecord>,
+}
+
+/// The record of a search's state.
+pub fn search_record(
+    search: &PlannedSearch,
+    file: &ExperimentFile,
+    state: &SearchState,
+) -> SearchRecord {
+    let trials = state
+        .trials
+        .iter()
+        .map(|trial| {
+            let mut values = serde_json::Map::new();
+            for (dimension, value) in search.dimensions.iter().zip(&trial.values) {
+                values.insert(
+                    dimension.key.full_name(),
+                    serde_json::to_value(value).expect("a setting serializes"),
+                );
+            }
+            TrialRecord {
+                trial: trial.number,
+                run: trial.hash().map(|hash| hash.as_str().to_string()),
+                values,
+                status: trial.outcome.status().to_string(),
+                value: trial.outcome.value(),
+                epochs: trial.outcome.epochs(),
+                rung: match trial.outcome {
+                    TrialOutcome::Pruned { rung, .. } => Some(rung),
+                    _ => None,
+                },
+                same_as: trial.same_as,
+                error: match &trial.outcome {
+                    TrialOutcome::Failed { reason } => Some(reason.clone()),
+                    _ => None,
+                },
+            }
+        })
+        .collect();
+    SearchRecord {
+        search: search.hash.as_str().to_string(),
+        experiment: file.name.clone(),
+        experiment_file: file.path().display().to_string(),
+        method: search.method.as_str().to_string(),
+        trials_planned: search.trials,
+        selection_metric: search.selection_metric.to_string(),
+        higher_is_better: search.selection_metric.higher_is_better(),
+        identity: serde_json::from_slice(&search.identity).expect("the identity is JSON"),
+        keys: search
+            .dimensions
+            .iter()
+            .map(|dimension| (dimension.key.full_name(), dimension.distribution.is_log()))
+            .collect(),
+        trials,
+    }
+}
+
+/// Writes the search's record atomically.
+pub fn write_record(store: &RunStore, record: &SearchRecord, path: &Path) -> anyhow::Result<()> {
+    let _ = store;
+    if let Some(folder) = path.parent() {
+        std::fs::create_dir_all(folder)?;
+    }
+    let mut bytes = serde_json::to_vec_pretty(record)?;
+    bytes.push(b'\n');
+    atomic_file::write(path, &bytes)
+}
+
+/// Every search record in a store, by file name order.
+pub fn read_records(store: &RunStore) -> anyhow::Result<Vec<SearchRecord>> {
+    let folder = store.root().join(SEARCHES_FOLDER);
+    let entries = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error.into()),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path)?;
+            serde_json::from_slice(&bytes).map_err(|error| {
+                anyhow::anyhow!("{} is not a valid search record: {error}", path.display())
+            })
+        })
+        .collect()
+}
