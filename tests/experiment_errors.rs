@@ -75,6 +75,28 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ),
         ("freeze_above_model_layers", format!("{HEAD}[train]\nmax_length = 32\nfreeze = 9\n"), vec![]),
         (
+            "search_table_problems",
+            format!(
+                "{HEAD}[train]\nmax_length = 32\n[search]\nmethod = \"tpee\"\ntrials = 0\ntrails = 4\n[search.space]\nlearning_rate = {{ log_uniform = [0, 1e-3] }}\nbatch_size = {{ uniform = [8, 32] }}\nwarmup_ratio = {{ uniform = [0.0, 0.2], step = 0.5 }}\nselection_metric = {{ choice = [\"loss\"] }}\n\"model.hidden_dropout\" = {{ choice = [0.1, 0.1] }}\nseed = {{ int = [0, 3], log = true }}\nweight_decay = {{ normal = [0, 1] }}\nlearning_rat = {{ uniform = [1e-5, 1e-4] }}\n[search.pruner]\nmethod = \"asha\"\nreduction_factor = 1\n"
+            ),
+            vec![],
+        ),
+        (
+            "search_beside_a_grid",
+            format!(
+                "{HEAD}[train]\nmax_length = 32\n[grid]\nseed = [0, 1]\n[search]\ntrials = 4\n[search.space]\nlearning_rate = {{ log_uniform = [1e-5, 1e-3] }}\n"
+            ),
+            vec![],
+        ),
+        (
+            "search_rules_against_the_run",
+            format!(
+                "{HEAD}[train]\nmax_length = 32\nepochs = 3\nwarmup_steps = 10\n[search]\ntrials = 4\n[search.space]\nwarmup_ratio = {{ uniform = [0.0, 0.2] }}\nepochs = {{ int = [1, 3] }}\n[search.pruner]\nmethod = \"asha\"\nmin_epochs = 3\n"
+            ),
+            vec![],
+        ),
+        ("search_over_max_runs", format!("{HEAD}[train]\nmax_length = 32\n[search]\ntrials = 40\n[search.space]\nseed = {{ int = [0, 9] }}\n"), vec!["--max-runs", "10"]),
+        (
             "unknown_choice",
             format!("{HEAD}[train]\nmax_length = 32\nselection_metric = \"f1\"\ndevice = \"gpu\"\n"),
             vec![],

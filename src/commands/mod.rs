@@ -81,6 +81,72 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Plans with the user's fingerprint cache; a cache that cannot be written only costs time.
+/// The record of each search of a plan as the store has it now (trials settled, running, the
+/// next ones that can be proposed), without training anything.
+pub fn search_records(
+    plan: &Plan,
+    store: &crate::store::RunStore,
+) -> anyhow::Result<Vec<crate::search::SearchRecord>> {
+    let mut resolver = crate::plan::search::TrialResolver::new(Fingerprinter::new(
+        default_cache_path(),
+    ));
+    let mut records = Vec::new();
+    for search in &plan.searches {
+        let file = &plan.experiments[search.experiment];
+        let state = crate::search::state_in_store(search, file, store, &mut resolver)?;
+        records.push(crate::search::search_record(search, file, &state));
+    }
+    let _ = resolver.save();
+    Ok(records)
+}
+
+/// Whether a search is new or known to the store, and a note when the store holds another
+/// search of the same experiment (its `[search]` or settings changed: a new search).
+pub fn search_identity_note(
+    store: &crate::store::RunStore,
+    search: &crate::plan::search::PlannedSearch,
+    file: &crate::experiment::ExperimentFile,
+) -> anyhow::Result<String> {
+    let records = crate::search::read_records(store)?;
+    let label = search.label(file);
+    if let Some(known) = records
+        .iter()
+        .find(|record| record.search == search.hash.as_str())
+    {
+        let settled = known
+            .trials
+            .iter()
+            .filter(|trial| matches!(trial.status.as_str(), "done" | "pruned" | "failed"))
+            .count();
+        let extension = if search.trials > known.trials_planned {
+            format!(
+                "; trials raised from {} to {}: the search goes on where it stands",
+                known.trials_planned, search.trials
+            )
+        } else {
+            String::new()
+        };
+        return Ok(format!(
+            "{label}: in the store, {settled} trials settled{extension}"
+        ));
+    }
+    let others: Vec<&str> = records
+        .iter()
+        .filter(|record| record.experiment == file.name)
+        .map(|record| &record.search[..crate::plan::spec::SHORT_HASH_LENGTH])
+        .collect();
+    Ok(if others.is_empty() {
+        format!("{label}: a new search")
+    } else {
+        format!(
+            "{label}: a new search; the store holds {} of experiment {} ({}): the method, seed, parallel, space, pruner or a run setting differs, so this one starts afresh (only `trials` extends a search)",
+            crate::report::tables::count_of(others.len(), "other search"),
+            file.name,
+            others.join(", ")
+        )
+    })
+}
+
 pub fn make_plan(
     experiments: &[std::path::PathBuf],
     options: &PlanOptions,

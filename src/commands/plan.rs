@@ -3,8 +3,9 @@
 
 use std::io::Write;
 
-use crate::commands::{Outcome, make_plan};
+use crate::commands::{Outcome, make_plan, search_identity_note, search_records};
 use crate::plan::PlanOptions;
+use crate::report::search as report_search;
 use crate::report::tables::{self, PlanRow, TableFormat};
 use crate::store::RunStore;
 
@@ -16,6 +17,11 @@ pub fn execute(
     color: bool,
 ) -> anyhow::Result<Outcome> {
     let plan = make_plan(experiments, options, color)?;
+    let records = search_records(&plan, store)?;
+    for search in &plan.searches {
+        let file = &plan.experiments[search.experiment];
+        eprintln!("{}", search_identity_note(store, search, file)?);
+    }
     let keys = plan.varying_keys();
     let columns: Vec<String> = keys.iter().map(|key| key.column_name()).collect();
     let mut rows = Vec::with_capacity(plan.runs.len());
@@ -31,18 +37,52 @@ pub fn execute(
     let show_experiment = plan.experiments.len() > 1;
     let summary = tables::plan_summary(&rows);
     let mut stdout = std::io::stdout().lock();
+    let has_runs = !plan.runs.is_empty();
     match format {
         TableFormat::Table => {
-            stdout.write_all(tables::plan_table(&columns, &rows, show_experiment).as_bytes())?;
-            writeln!(stdout, "{summary}")?;
+            if has_runs {
+                stdout
+                    .write_all(tables::plan_table(&columns, &rows, show_experiment).as_bytes())?;
+                writeln!(stdout, "{summary}")?;
+            }
+            for record in &records {
+                if has_runs {
+                    writeln!(stdout)?;
+                }
+                stdout.write_all(report_search::search_table(record).as_bytes())?;
+                writeln!(stdout, "{}", report_search::search_summary(record))?;
+            }
         }
-        TableFormat::Json => {
+        TableFormat::Json if records.is_empty() => {
             stdout.write_all(tables::plan_json(&columns, &rows).as_bytes())?;
             eprintln!("{summary}");
         }
-        TableFormat::Csv => {
+        TableFormat::Json => {
+            // With searches: an object, the runs beside each search's record.
+            let runs: serde_json::Value = serde_json::from_str(&tables::plan_json(&columns, &rows))?;
+            let value = serde_json::json!({ "runs": runs, "searches": records });
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&value)?)?;
+            for record in &records {
+                eprintln!("{}", report_search::search_summary(record));
+            }
+        }
+        TableFormat::Csv if records.is_empty() => {
             stdout.write_all(&tables::plan_csv(&columns, &rows))?;
             eprintln!("{summary}");
+        }
+        TableFormat::Csv => {
+            if has_runs {
+                anyhow::bail!(
+                    "--format csv shows either the runs of grids or the trials of one search; plan the search files on their own, or use --format json"
+                );
+            }
+            if records.len() > 1 {
+                anyhow::bail!(
+                    "--format csv shows the trials of one search; plan one search file at a time, or use --format json"
+                );
+            }
+            stdout.write_all(&report_search::search_csv(&records[0]))?;
+            eprintln!("{}", report_search::search_summary(&records[0]));
         }
     }
     stdout.flush()?;

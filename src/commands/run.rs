@@ -20,9 +20,23 @@ pub fn execute(
     // The first SIGINT/SIGTERM asks for a checkpoint and a clean stop; a second one exits at once.
     let interrupt = interrupt_flag()?;
     store.create()?;
+    for search in &plan.searches {
+        let file = &plan.experiments[search.experiment];
+        eprintln!(
+            "{}",
+            crate::commands::search_identity_note(store, search, file)?
+        );
+    }
+    let mut planned = vec![crate::report::tables::count_of(plan.runs.len(), "run")];
+    if !plan.searches.is_empty() {
+        planned.push(crate::report::tables::count_of(
+            plan.searches.iter().map(|search| search.trials).sum(),
+            "search trial",
+        ));
+    }
     eprintln!(
         "{} planned, store {}",
-        crate::report::tables::count_of(plan.runs.len(), "run"),
+        planned.join(" and "),
         store.root().display()
     );
     let mut progress = crate::support::progress::Progress::new(progress_bars);
@@ -34,28 +48,52 @@ pub fn execute(
         crate::store::results_index::store_rows(store)?,
         &plan,
     )?;
-    let frame =
-        crate::report::results_table::only_changed(crate::report::results_table::frame(&rows)?)?;
-    stdout.write_all(crate::report::results_table::table_text(&frame)?.as_bytes())?;
+    if !plan.runs.is_empty() {
+        let frame = crate::report::results_table::only_changed(
+            crate::report::results_table::frame(&rows)?,
+        )?;
+        stdout.write_all(crate::report::results_table::table_text(&frame)?.as_bytes())?;
+    }
+    let records = crate::commands::search_records(&plan, store)?;
+    for record in &records {
+        if !plan.runs.is_empty() {
+            writeln!(stdout)?;
+        }
+        stdout.write_all(crate::report::search::search_table(record).as_bytes())?;
+    }
     stdout.flush()?;
     let count =
         |status: crate::store::RunStatus| rows.iter().filter(|row| row.status == status).count();
     let done = count(crate::store::RunStatus::Done);
     let failed = count(crate::store::RunStatus::Failed);
-    eprintln!(
-        "{done} of {} runs done, {failed} failed{}",
-        plan.runs.len(),
-        if report.interrupted {
-            " (interrupted: `bertlab run` again resumes)"
-        } else if report.stopped_on_failure {
-            " (stopped at the first failure: --fail-fast)"
-        } else {
-            ""
-        }
-    );
+    let stopped = if report.interrupted {
+        " (interrupted: `bertlab run` again resumes)"
+    } else if report.stopped_on_failure {
+        " (stopped at the first failure: --fail-fast)"
+    } else {
+        ""
+    };
+    if !plan.runs.is_empty() || records.is_empty() {
+        eprintln!("{done} of {} runs done, {failed} failed{stopped}", plan.runs.len());
+    }
+    for (record, waited) in records.iter().zip(&report.search_waits) {
+        eprintln!(
+            "{}; waited {waited:.0} s for earlier trials{}",
+            crate::report::search::search_summary(record),
+            if records.len() == 1 { stopped } else { "" }
+        );
+    }
+    // Every trial proposed and ended done or pruned.
+    let searches_finished = records.iter().all(|record| {
+        record.trials.len() == record.trials_planned
+            && record
+                .trials
+                .iter()
+                .all(|trial| matches!(trial.status.as_str(), "done" | "pruned"))
+    });
     Ok(if report.interrupted {
         Outcome::Interrupted
-    } else if done == plan.runs.len() {
+    } else if done == plan.runs.len() && searches_finished {
         Outcome::Success
     } else {
         Outcome::Failure

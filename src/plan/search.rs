@@ -178,6 +178,47 @@ impl Planner<'_> {
                 )),
             );
         }
+        // With a pruner, `train.epochs` is the file's (it cannot be searched).
+        let epochs_key = crate::plan::key("train.epochs");
+        let epochs = match (file.explicit(epochs_key), epochs_key.default) {
+            (Some(value), _) => value.value.as_integer() as usize,
+            (None, crate::experiment::schema::Default::Integer(value)) => value as usize,
+            _ => unreachable!("`train.epochs` has an integer default"),
+        };
+        let pruner = match &search.pruner {
+            None => None,
+            Some(pruner) => {
+                if let Some(dimension) = search.dimension(epochs_key) {
+                    problems.push(
+                        Problem::new(
+                            "`train.epochs` is searched, but a pruner fixes it: it is the last rung's ceiling",
+                            dimension.key_span.clone(),
+                        )
+                        .label("searched with a pruner")
+                        .help("set `epochs` in [train] and let the pruner stop trials early, or remove [search.pruner]"),
+                    );
+                }
+                let rungs = rungs(pruner.min_epochs, pruner.reduction_factor, epochs);
+                if rungs.is_empty() {
+                    problems.push(
+                        Problem::new(
+                            format!(
+                                "the pruner's first rung ({} epochs) is not below `train.epochs` = {epochs}: it would never stop a trial",
+                                pruner.min_epochs
+                            ),
+                            pruner.span.clone(),
+                        )
+                        .label("no rung below the last epoch")
+                        .help("lower `min_epochs`, raise `train.epochs` in [train], or remove [search.pruner]"),
+                    );
+                }
+                Some(PlannedPruner {
+                    min_epochs: pruner.min_epochs,
+                    reduction_factor: pruner.reduction_factor,
+                    rungs,
+                })
+            }
+        };
         let dimensions = &search.space;
         let low: Vec<Setting> = dimensions
             .iter()
@@ -217,41 +258,10 @@ impl Planner<'_> {
         let Some(base) = base.filter(|_| problems.is_empty()) else {
             return Err(file.error(problems));
         };
-        let epochs = base.spec.train.epochs;
-        let pruner = match &search.pruner {
-            None => None,
-            Some(pruner) => {
-                let epochs_key = crate::plan::key("train.epochs");
-                if let Some(dimension) = search.dimension(epochs_key) {
-                    problems.push(
-                        Problem::new(
-                            "`train.epochs` is searched, but a pruner fixes it: it is the last rung's ceiling",
-                            dimension.key_span.clone(),
-                        )
-                        .label("searched with a pruner")
-                        .help("set `epochs` in [train] and let the pruner stop trials early, or remove [search.pruner]"),
-                    );
-                }
-                let rungs = rungs(pruner.min_epochs, pruner.reduction_factor, epochs);
-                if rungs.is_empty() {
-                    problems.push(
-                        Problem::new(
-                            format!(
-                                "the pruner's first rung ({} epochs) is not below `train.epochs` = {epochs}: it would never stop a trial",
-                                pruner.min_epochs
-                            ),
-                            pruner.span.clone(),
-                        )
-                        .label("no rung below the last epoch")
-                        .help("lower `min_epochs`, raise `train.epochs` in [train], or remove [search.pruner]"),
-                    );
-                }
-                Some(PlannedPruner {
-                    min_epochs: pruner.min_epochs,
-                    reduction_factor: pruner.reduction_factor,
-                    rungs,
-                })
-            }
+        // A searched `epochs` (no pruner): a trial's most is the range's top.
+        let epochs = match search.dimension(epochs_key) {
+            Some(dimension) => corner_value(&dimension.distribution, true).as_integer() as usize,
+            None => epochs,
         };
         if !problems.is_empty() {
             return Err(file.error(problems));

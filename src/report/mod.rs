@@ -14,5 +14,6 @@
 pub mod compare;
 pub mod html;
 pub mod results_table;
+pub mod search;
 pub mod show;
 pub mod tables;

@@ -84,6 +84,23 @@ pub fn frame(rows: &[RunRow]) -> anyhow::Result<DataFrame> {
                 .collect::<Vec<_>>(),
         ),
     ];
+    // Search trials: the trial numbers a run stands for (only when some run has any).
+    if rows.iter().any(|row| !row.trials.is_empty()) {
+        columns.push(Column::new(
+            "trial".into(),
+            rows.iter()
+                .map(|row| {
+                    (!row.trials.is_empty()).then(|| {
+                        row.trials
+                            .iter()
+                            .map(|trial| trial.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ));
+    }
     for name in &parameter_names {
         let values: Vec<Value> = rows
             .iter()
@@ -122,7 +139,13 @@ pub fn frame(rows: &[RunRow]) -> anyhow::Result<DataFrame> {
     columns.push(Column::new(
         "epochs_run".into(),
         rows.iter()
-            .map(|row| row.result.as_ref().map(|result| result.epochs_run as i64))
+            .map(|row| {
+                row.result
+                    .as_ref()
+                    .map(|result| result.epochs_run)
+                    .or(row.pruned_epochs)
+                    .map(|epochs| epochs as i64)
+            })
             .collect::<Vec<_>>(),
     ));
     columns.push(Column::new(

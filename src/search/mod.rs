@@ -512,6 +512,8 @@ pub struct SearchRecord {
     pub experiment_file: String,
     pub method: String,
     pub trials_planned: usize,
+    /// The runs' `train.epochs`: a trial's most.
+    pub epochs: usize,
     pub selection_metric: String,
     pub higher_is_better: bool,
     /// The identity (canonical JSON) parsed: method, seed, parallel, space, pruner, base run.
@@ -563,6 +565,7 @@ pub fn search_record(
         experiment_file: file.path().display().to_string(),
         method: search.method.as_str().to_string(),
         trials_planned: search.trials,
+        epochs: search.epochs,
         selection_metric: search.selection_metric.to_string(),
         higher_is_better: search.selection_metric.higher_is_better(),
         identity: serde_json::from_slice(&search.identity).expect("the identity is JSON"),

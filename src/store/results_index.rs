@@ -21,8 +21,8 @@ use crate::store::{RECORD_FILE, RunStatus, RunStore, SPEC_FILE};
 use crate::support::atomic_file;
 
 const INDEX_FILE: &str = ".results-index.json";
-/// 2: results carry `best_step`.
-const INDEX_VERSION: u32 = 2;
+/// 2: results carry `best_step`. 3: rows carry search trials and pruned epochs.
+const INDEX_VERSION: u32 = 3;
 
 /// What the table knows about one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +35,12 @@ pub struct RunRow {
     pub result: Option<RunResult>,
     /// When the run last finished (done, failed or interrupted).
     pub finished_at: Option<String>,
+    /// The search trials the run stands for (`run.json`'s `search_trials`), by number.
+    #[serde(default)]
+    pub trials: Vec<usize>,
+    /// The epochs a pruned run trained before its rung stopped it.
+    #[serde(default)]
+    pub pruned_epochs: Option<usize>,
 }
 
 /// The hyperparameter columns of a spec: every `[train]` key by its name, the other `[data]` and
@@ -134,6 +140,14 @@ fn read_row(store: &RunStore, hash: &RunHash) -> anyhow::Result<RunRow> {
         status,
         parameters: parameters_of(&spec),
         result,
+        trials: record
+            .as_ref()
+            .map(|record| record.search_trials.iter().map(|entry| entry.trial).collect())
+            .unwrap_or_default(),
+        pruned_epochs: record
+            .as_ref()
+            .and_then(|record| record.pruned.as_ref())
+            .map(|pruned| pruned.epochs),
         finished_at: record.and_then(|record| {
             record
                 .finished_at
@@ -218,6 +232,8 @@ pub fn planned_rows(rows: Vec<RunRow>, plan: &crate::plan::Plan) -> anyhow::Resu
                 parameters: parameters_of(&serde_json::to_value(&run.spec)?),
                 result: None,
                 finished_at: None,
+                trials: Vec::new(),
+                pruned_epochs: None,
             }),
         }
     }

@@ -627,12 +627,7 @@ fn search_pass(
                 record.search_trials.push(entry.clone());
             }
         })?;
-        let prefix = format!(
-            "[trial {}/{}] {}{tag}",
-            trial.number + 1,
-            search.trials,
-            run.hash.short()
-        );
+        let prefix = format!("[trial {}] {}{tag}", trial.number, run.hash.short());
         let row = train_claimed(
             plan,
             run,
@@ -867,7 +862,13 @@ fn train_claimed(
             })?;
             progress.event(&line);
             progress.finish_run();
-            progress.message(&format!("{prefix} {line}"));
+            progress.message(&format!(
+                "{prefix} pruned in {}: rung {} after {} epoch{}",
+                short_duration(seconds),
+                pruned.rung,
+                pruned.epochs,
+                if pruned.epochs == 1 { "" } else { "s" }
+            ));
             SweepRow {
                 run: index,
                 status: RunStatus::Pruned,
