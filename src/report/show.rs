@@ -39,6 +39,40 @@ pub fn show_text(store: &RunStore, hash: &RunHash) -> anyhow::Result<String> {
         if let Some(error) = &record.error {
             line("error", error.clone());
         }
+        if let Some(pruned) = &record.pruned {
+            line(
+                "pruned",
+                format!(
+                    "at rung {} after {} epoch{}: validation {} {:.4}, not among the top {} of {} trials (threshold {:.4}); `bertlab run` on a plan holding this run continues it",
+                    pruned.rung,
+                    pruned.epochs,
+                    if pruned.epochs == 1 { "" } else { "s" },
+                    pruned.metric,
+                    pruned.value,
+                    pruned.continuing,
+                    pruned.compared_with + 1,
+                    pruned.threshold
+                ),
+            );
+        }
+        if !record.search_trials.is_empty() {
+            let mut by_search: Vec<(String, Vec<String>)> = Vec::new();
+            for entry in &record.search_trials {
+                let short = entry.search[..entry.search.len().min(12)].to_string();
+                match by_search.iter_mut().find(|(search, _)| *search == short) {
+                    Some((_, trials)) => trials.push(entry.trial.to_string()),
+                    None => by_search.push((short, vec![entry.trial.to_string()])),
+                }
+            }
+            line(
+                "trials",
+                by_search
+                    .iter()
+                    .map(|(search, trials)| format!("search {search}: trial {}", trials.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+        }
         if let Some(provenance) = &record.provenance {
             line(
                 "trained on",

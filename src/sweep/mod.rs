@@ -40,6 +40,15 @@ use crate::train::device::{self, ResolvedDevice};
 use crate::train::policy::PruningPlan;
 use crate::train::{self, TrainEnd, TrainOptions};
 
+/// `1 run`, `2 runs`.
+fn count_of(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
 /// How long to wait before looking again at runs other processes hold.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -368,7 +377,8 @@ fn sweep_worker(
     };
     let mut search_complete = vec![false; plan.searches.len()];
     let mut search_records: Vec<Option<SearchRecord>> = vec![None; plan.searches.len()];
-    let mut search_blocked = vec![false; plan.searches.len()];
+    // Per search: (trials running elsewhere, the next trial waits for earlier ones).
+    let mut search_waiting = vec![(0usize, false); plan.searches.len()];
     let mut announced_wait = false;
     // Runs seen held by another worker or process: their end is not news to this worker.
     let mut waited = vec![false; total];
@@ -512,7 +522,7 @@ fn sweep_worker(
                 )?;
                 trained_one |= pass.trained;
                 search_complete[index] = pass.complete;
-                search_blocked[index] = pass.blocked;
+                search_waiting[index] = (pass.running_elsewhere, pass.blocked);
                 if pass.interrupted {
                     report.interrupted = true;
                     break;
@@ -526,26 +536,36 @@ fn sweep_worker(
             break;
         }
         if !trained_one {
-            for (index, blocked) in search_blocked.iter().enumerate() {
-                if *blocked {
+            // A search this worker cannot go on with waits for earlier trials to settle.
+            for (index, complete) in search_complete.iter().enumerate() {
+                if !complete {
                     report.search_waits[index] += POLL_INTERVAL.as_secs_f64();
                 }
             }
             if !announced_wait {
-                let trials = search_blocked.iter().filter(|blocked| **blocked).count();
-                progress.message(&format!(
-                    "waiting for {} run{} being trained elsewhere (another device or process){}{tag}",
-                    waiting.len(),
-                    if waiting.len() == 1 { "" } else { "s" },
-                    if trials > 0 {
-                        format!(
-                            " and for earlier trials of {trials} search{} before proposing more",
-                            if trials == 1 { "" } else { "es" }
-                        )
-                    } else {
-                        String::new()
-                    }
-                ));
+                let trials: usize = search_waiting.iter().map(|(running, _)| running).sum();
+                let blocked = search_waiting.iter().any(|(_, blocked)| *blocked);
+                let mut waited_for = Vec::new();
+                if !waiting.is_empty() {
+                    waited_for.push(count_of(waiting.len(), "run"));
+                }
+                if trials > 0 {
+                    waited_for.push(count_of(trials, "search trial"));
+                }
+                let mut line = if waited_for.is_empty() {
+                    "waiting".to_string()
+                } else {
+                    format!(
+                        "waiting for {} being trained elsewhere (another device or process)",
+                        waited_for.join(" and ")
+                    )
+                };
+                if blocked {
+                    line.push_str(
+                        "; the next trial is proposed once the trials it learns from are settled",
+                    );
+                }
+                progress.message(&format!("{line}{tag}"));
                 announced_wait = true;
             }
             std::thread::sleep(POLL_INTERVAL);
@@ -560,7 +580,9 @@ struct SearchPass {
     trained: bool,
     /// Every trial proposed and settled.
     complete: bool,
-    /// Trials wait for earlier ones that others are training.
+    /// Trials others are training (here: on other devices; or in other processes).
+    running_elsewhere: usize,
+    /// The next trial waits for earlier ones to settle before it can be proposed.
     blocked: bool,
     interrupted: bool,
 }
@@ -599,6 +621,11 @@ fn search_pass(
     let mut pass = SearchPass {
         trained: false,
         complete: state.is_complete(search),
+        running_elsewhere: state
+            .trials
+            .iter()
+            .filter(|trial| trial.outcome == TrialOutcome::Running)
+            .count(),
         blocked: state.blocked_at.is_some(),
         interrupted: false,
     };
