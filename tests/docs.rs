@@ -32,3 +32,17 @@ fn example_experiments_parse() {
     }
     assert!(count > 0);
 }
+
+#[test]
+fn search_reference_matches_the_schema() {
+    let documented = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/experiment-file.md"
+    ))
+    .unwrap();
+    let generated = bertlab::experiment::schema::markdown_search_reference();
+    assert!(
+        documented.contains(&generated),
+        "docs/experiment-file.md must contain this table, generated from src/experiment/schema.rs:\n\n{generated}"
+    );
+}

@@ -24,7 +24,19 @@ pub fn execute(
     let frame =
         crate::report::results_table::only_changed(crate::report::results_table::frame(&rows)?)?;
     let (headers, cells) = crate::report::results_table::text_cells(&frame)?;
-    let html = html::report_html(store, &rows, &headers, &cells)?;
+    // The searches whose trials are among the rows.
+    let searches: Vec<crate::search::SearchRecord> = crate::search::read_records(store)?
+        .into_iter()
+        .filter(|record| {
+            record.trials.iter().any(|trial| {
+                trial
+                    .run
+                    .as_deref()
+                    .is_some_and(|run| rows.iter().any(|row| row.hash.as_str() == run))
+            })
+        })
+        .collect();
+    let html = html::report_html(store, &rows, &headers, &cells, &searches)?;
     crate::support::atomic_file::write(&options.output, html.as_bytes())?;
     eprintln!(
         "wrote {} ({}); curves.svg in each finished run's directory",

@@ -875,3 +875,126 @@ fn bounds(
     }
     Some((low, high))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::ExperimentFile;
+    use std::path::Path;
+
+    const HEAD: &str = "name = \"x\"\n[data]\ntrain = \"t.csv\"\n[model]\npath = \"m\"\n";
+
+    fn parse(text: &str) -> Result<ExperimentFile, crate::experiment::diagnostics::InputError> {
+        ExperimentFile::parse(Path::new("exp.toml"), &format!("{HEAD}{text}"))
+    }
+
+    #[test]
+    fn stepped_values_keep_the_decimals_of_the_step() {
+        let step = Step {
+            step: 0.05,
+            decimals: 2,
+        };
+        assert_eq!(on_step_grid(0.1 + 0.05 + 1e-12, 0.0, 0.2, step), 0.15);
+        assert_eq!(format!("{}", on_step_grid(0.149, 0.0, 0.2, step)), "0.15");
+        assert_eq!(on_step_grid(0.26, 0.0, 0.2, step), 0.2, "never above high");
+        assert_eq!(on_step_grid(-1.0, 0.0, 0.2, step), 0.0);
+        assert_eq!(decimals_of(0.05), 2);
+        assert_eq!(decimals_of(1e-3), 3);
+        assert_eq!(decimals_of(2.5e-4), 5);
+        assert_eq!(decimals_of(3.0), 0);
+        // 0.1 + k * 0.1 in floating point is 0.30000000000000004 for k = 2: the grid says 0.3.
+        let tenth = Step {
+            step: 0.1,
+            decimals: 1,
+        };
+        assert_eq!(format!("{}", on_step_grid(0.3, 0.1, 0.9, tenth)), "0.3");
+    }
+
+    #[test]
+    fn a_search_table_parses_in_the_order_written() {
+        let file = parse(
+            "[search]\nmethod = \"random\"\ntrials = 5\nparallel = 2\n[search.space]\nlearning_rate = { log_uniform = [1e-5, 1e-4] }\nwarmup_ratio = { uniform = [0, 0.2], step = 0.05 }\nbatch_size = { int = [8, 32], step = 8 }\nmodel.hidden_dropout = { choice = [0.0, 0.1] }\n\"model.path\" = { choice = [\"a\", \"b\"] }\n[search.pruner]\nmethod = \"asha\"\n",
+        )
+        .unwrap();
+        let search = file.search.unwrap();
+        assert_eq!(search.method, SearchMethod::Random);
+        assert_eq!((search.trials, search.parallel, search.seed), (5, 2, 0));
+        assert_eq!(search.startup_trials, 10, "Optuna's default");
+        let keys: Vec<String> = search
+            .space
+            .iter()
+            .map(|dimension| dimension.key.full_name())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "train.learning_rate",
+                "train.warmup_ratio",
+                "train.batch_size",
+                "model.hidden_dropout",
+                "model.path"
+            ]
+        );
+        assert_eq!(
+            search.space[1].distribution,
+            Distribution::Uniform {
+                low: 0.0,
+                high: 0.2,
+                step: Some(Step {
+                    step: 0.05,
+                    decimals: 2
+                })
+            }
+        );
+        assert_eq!(
+            search.space[2].distribution,
+            Distribution::Int {
+                low: 8,
+                high: 32,
+                step: 8,
+                log: false
+            }
+        );
+        let pruner = search.pruner.unwrap();
+        assert_eq!((pruner.min_epochs, pruner.reduction_factor), (1, 3));
+    }
+
+    #[test]
+    fn a_searched_required_key_need_not_be_set_and_a_set_one_warns() {
+        let text = "name = \"x\"\n[data]\ntrain = \"t.csv\"\n[train]\nlearning_rate = 1e-4\n[search]\ntrials = 2\n[search.space]\n\"model.path\" = { choice = [\"a\", \"b\"] }\nlearning_rate = { log_uniform = [1e-5, 1e-4] }\n";
+        let file = ExperimentFile::parse(Path::new("exp.toml"), text).unwrap();
+        assert_eq!(file.warnings.len(), 1);
+        assert!(file.warnings[0].message.contains("the search's values are used"));
+    }
+
+    #[test]
+    fn a_search_needs_trials_and_a_space() {
+        let messages = |text: &str| -> Vec<String> {
+            parse(text)
+                .unwrap_err()
+                .problems
+                .into_iter()
+                .map(|problem| problem.message)
+                .collect()
+        };
+        assert_eq!(
+            messages("[search]\nmethod = \"tpe\"\n"),
+            [
+                "missing required key `trials` in [search]",
+                "[search] has no [search.space]"
+            ]
+        );
+        assert_eq!(
+            messages("[search]\ntrials = 3\n[search.space]\n"),
+            ["[search.space] is empty"]
+        );
+        assert_eq!(
+            messages("[search]\ntrials = 3\n[search.space]\nseed = { int = [3, 3] }\nlearning_rate = { uniform = [1e-4, 1e-5] }\n[search.pruner]\nmin_epochs = 1\n"),
+            [
+                "`int` in `search.space.seed` has low 3 not below high 3",
+                "`uniform` in `search.space.learning_rate` has low 1e-4 not below high 1e-5",
+                "missing required key `method` in [search.pruner]",
+            ]
+        );
+    }
+}

@@ -1,5 +1,5 @@
 //! `bertlab report`: one self-contained HTML page (the results table, learning curves drawn as
-//! SVG with plotters, the confusion matrix of the best run), plus `curves.svg` in every run
+//! SVG with plotters, the confusion matrix of the best run, each search's picture), plus `curves.svg` in every run
 //! directory. Everything here is a pure function from run files to text.
 
 use plotters::prelude::*;
@@ -122,6 +122,7 @@ pub fn report_html(
     rows: &[RunRow],
     headers: &[String],
     cells: &[Vec<String>],
+    searches: &[crate::search::SearchRecord],
 ) -> anyhow::Result<String> {
     let mut f1_series = Vec::new();
     let mut loss_series = Vec::new();
@@ -227,6 +228,20 @@ pub fn report_html(
             html.push_str("</tr>\n");
         }
         html.push_str("</table>\n</div>\n");
+    }
+    for record in searches {
+        html.push_str(&format!(
+            "<h2>Search {} of {}</h2>\n<p>{}</p>\n<div class=\"charts\">\n",
+            &record.search[..12],
+            escape(&record.experiment),
+            escape(&crate::report::search::search_summary(record))
+        ));
+        for chart in crate::report::search::search_charts_svg(record)? {
+            html.push_str(&chart);
+        }
+        html.push_str("</div>\n<div class=\"table-box\">\n<pre>");
+        html.push_str(&escape(&crate::report::search::search_table(record)));
+        html.push_str("</pre>\n</div>\n");
     }
     html.push_str("</body>\n</html>\n");
     Ok(html)

@@ -184,3 +184,267 @@ pub fn search_summary(record: &SearchRecord) -> String {
     }
     line
 }
+
+/// The search's picture for the HTML report: the best value so far against the trial number
+/// (every trial's value beside it: done filled, pruned hollow), then the metric against each
+/// searched key (a log axis for log-scale keys); one SVG each.
+pub fn search_charts_svg(record: &SearchRecord) -> anyhow::Result<Vec<String>> {
+    use plotters::prelude::*;
+    let error = |error: String| anyhow::anyhow!("{error}");
+    let metric = format!("validation {}", record.selection_metric);
+    let valued: Vec<(usize, f64, bool)> = record
+        .trials
+        .iter()
+        .filter_map(|trial| {
+            let value = trial.value.filter(|value| value.is_finite())?;
+            Some((trial.trial, value, trial.status == "done"))
+        })
+        .collect();
+    let (mut low, mut high) = valued.iter().fold(
+        (f64::INFINITY, f64::NEG_INFINITY),
+        |(low, high), &(_, value, _)| (low.min(value), high.max(value)),
+    );
+    if !low.is_finite() {
+        (low, high) = (0.0, 1.0);
+    }
+    let margin = ((high - low) * 0.1).max(1e-3);
+    let y_range = (low - margin)..(high + margin);
+    let blue = RGBColor(31, 119, 180);
+    let orange = RGBColor(255, 127, 14);
+    let mut charts = Vec::new();
+
+    // Best so far against the trial number.
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 360)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| error(e.to_string()))?;
+        let trials = record.trials_planned.max(record.trials.len()).max(1) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{}: best so far per trial", record.experiment),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(-0.5f64..trials - 0.5, y_range.clone())
+            .map_err(|e| error(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("trial")
+            .y_desc(metric.as_str())
+            .x_label_formatter(&|x| format!("{}", x.round() as i64))
+            .light_line_style(RGBColor(245, 245, 245))
+            .draw()
+            .map_err(|e| error(e.to_string()))?;
+        let mut best: Option<f64> = None;
+        let mut line = Vec::new();
+        for trial in &record.trials {
+            if let (Some(value), "done") = (trial.value, trial.status.as_str())
+                && value.is_finite()
+            {
+                let better = match best {
+                    None => true,
+                    Some(current) if record.higher_is_better => value > current,
+                    Some(current) => value < current,
+                };
+                if better {
+                    best = Some(value);
+                }
+            }
+            if let Some(best) = best {
+                line.push((trial.trial as f64, best));
+            }
+        }
+        chart
+            .draw_series(LineSeries::new(line, orange.stroke_width(2)))
+            .map_err(|e| error(e.to_string()))?
+            .label("best done trial so far")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], orange));
+        chart
+            .draw_series(valued.iter().map(|&(trial, value, done)| {
+                let style = if done {
+                    blue.filled()
+                } else {
+                    blue.stroke_width(1)
+                };
+                Circle::new((trial as f64, value), 4, style)
+            }))
+            .map_err(|e| error(e.to_string()))?
+            .label("trials (hollow: pruned, at its rung)")
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, blue.filled()));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| error(e.to_string()))?;
+        root.present().map_err(|e| error(e.to_string()))?;
+    }
+    charts.push(svg);
+
+    // The metric against each searched key.
+    for (key, log) in &record.keys {
+        let points: Vec<(f64, f64, bool)> = record
+            .trials
+            .iter()
+            .filter_map(|trial| {
+                let value = trial.value.filter(|value| value.is_finite())?;
+                let x = trial.values.get(key)?.as_f64()?;
+                Some((x, value, trial.status == "done"))
+            })
+            .collect();
+        if points.is_empty() {
+            // Not numeric (a choice of strings): the table shows it.
+            continue;
+        }
+        let (x_low, x_high) = points.iter().fold(
+            (f64::INFINITY, f64::NEG_INFINITY),
+            |(low, high), &(x, _, _)| (low.min(x), high.max(x)),
+        );
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (640, 360)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| error(e.to_string()))?;
+            let caption = format!("{metric} against {}", column_name(key));
+            let mut builder = ChartBuilder::on(&root);
+            builder
+                .caption(caption, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(56);
+            let style = |done: bool| {
+                if done {
+                    blue.filled()
+                } else {
+                    blue.stroke_width(1)
+                }
+            };
+            let x_name = column_name(key);
+            if *log && x_low > 0.0 {
+                let mut chart = builder
+                    .build_cartesian_2d((x_low / 1.5..x_high * 1.5).log_scale(), y_range.clone())
+                    .map_err(|e| error(e.to_string()))?;
+                chart
+                    .configure_mesh()
+                    .x_desc(format!("{x_name} (log scale)"))
+                    .y_desc(metric.as_str())
+                    .x_label_formatter(&|x| format_float(*x))
+                    .light_line_style(RGBColor(245, 245, 245))
+                    .draw()
+                    .map_err(|e| error(e.to_string()))?;
+                chart
+                    .draw_series(
+                        points
+                            .iter()
+                            .map(|&(x, y, done)| Circle::new((x, y), 4, style(done))),
+                    )
+                    .map_err(|e| error(e.to_string()))?;
+            } else {
+                let pad = ((x_high - x_low) * 0.05).max(1e-9);
+                let mut chart = builder
+                    .build_cartesian_2d((x_low - pad)..(x_high + pad), y_range.clone())
+                    .map_err(|e| error(e.to_string()))?;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_name)
+                    .y_desc(metric.as_str())
+                    .x_label_formatter(&|x| format_float(*x))
+                    .light_line_style(RGBColor(245, 245, 245))
+                    .draw()
+                    .map_err(|e| error(e.to_string()))?;
+                chart
+                    .draw_series(
+                        points
+                            .iter()
+                            .map(|&(x, y, done)| Circle::new((x, y), 4, style(done))),
+                    )
+                    .map_err(|e| error(e.to_string()))?;
+            }
+            root.present().map_err(|e| error(e.to_string()))?;
+        }
+        charts.push(svg);
+    }
+    Ok(charts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::TrialRecord;
+
+    fn trial(number: usize, status: &str, value: Option<f64>, epochs: Option<usize>) -> TrialRecord {
+        let mut values = serde_json::Map::new();
+        values.insert(
+            "train.learning_rate".into(),
+            serde_json::json!(1.234567e-4 * (number + 1) as f64),
+        );
+        values.insert("model.path".into(), serde_json::json!("../models/a"));
+        TrialRecord {
+            trial: number,
+            run: Some(format!("{number:x}").repeat(64)[..64].to_string()),
+            values,
+            status: status.into(),
+            value,
+            epochs,
+            rung: (status == "pruned").then_some(1),
+            same_as: None,
+            error: (status == "failed").then(|| "diverged at epoch 1 step 3: the loss is NaN".into()),
+        }
+    }
+
+    fn record() -> SearchRecord {
+        SearchRecord {
+            search: "ab".repeat(32),
+            experiment: "tiny".into(),
+            experiment_file: "exp.toml".into(),
+            method: "tpe".into(),
+            trials_planned: 6,
+            epochs: 3,
+            selection_metric: "macro_f1".into(),
+            higher_is_better: true,
+            identity: serde_json::json!({}),
+            keys: vec![
+                ("train.learning_rate".into(), true),
+                ("model.path".into(), false),
+            ],
+            trials: vec![
+                trial(0, "done", Some(0.61), Some(3)),
+                trial(1, "pruned", Some(0.4), Some(1)),
+                trial(2, "done", Some(0.72), Some(3)),
+                trial(3, "failed", None, None),
+                trial(4, "running", None, None),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_table_marks_the_best_done_trial_and_the_summary_counts_epochs() {
+        let record = record();
+        assert_eq!(best_trial(&record), Some(2));
+        insta::assert_snapshot!(search_table(&record), @r"
+        tiny search abababababab (tpe, 5 of 6 trials proposed)
+        trial  run           status   epochs  learning_rate  model.path   val_macro_f1  note
+        0      000000000000  done     3       1.235e-4       ../models/a  0.6100
+        1      111111111111  pruned   1       2.469e-4       ../models/a  0.4000        rung 1
+        2      222222222222  done     3       3.704e-4       ../models/a  0.7200        best
+        3      333333333333  failed           4.938e-4       ../models/a                diverged at epoch 1 step 3: the loss is NaN
+        4      444444444444  running          6.173e-4       ../models/a
+        ");
+        assert_eq!(
+            search_summary(&record),
+            "tiny search abababababab: 6 trials (2 done, 1 pruned, 1 failed, 1 running, 1 to be proposed); 7 of 18 epochs trained; best trial 2 (validation macro_f1 0.7200, run 222222222222)"
+        );
+        let csv = String::from_utf8(search_csv(&record)).unwrap();
+        assert!(csv.starts_with("trial,run,status,epochs,learning_rate,model.path,val_macro_f1,note\n0,000000000000,done,3,"));
+        assert_eq!(search_charts_svg(&record).unwrap().len(), 2, "model.path is not numeric");
+    }
+
+    #[test]
+    fn loss_picks_the_lowest() {
+        let mut record = record();
+        record.higher_is_better = false;
+        record.selection_metric = "loss".into();
+        assert_eq!(best_trial(&record), Some(0));
+    }
+}

@@ -29,7 +29,7 @@ use crate::experiment::search::{Distribution, SearchMethod, on_step_grid};
 use crate::experiment::{ExperimentFile, Setting};
 use crate::plan::PlannedRun;
 use crate::plan::search::{PlannedSearch, TrialResolver};
-use crate::plan::spec::RunHash;
+use crate::plan::spec::{RunHash, SelectionMetric};
 use crate::store::run_files::{self, EpochRow};
 use crate::store::{RunStatus, RunStore};
 use crate::support::atomic_file;
@@ -339,7 +339,7 @@ fn rung_reached(view: &RunView, epochs: usize) -> bool {
 pub fn outcome_of(
     view: &RunView,
     pruning: Option<&PruningPlan>,
-    search: &PlannedSearch,
+    metric: SelectionMetric,
 ) -> TrialOutcome {
     match view.status {
         RunStatus::Failed => {
@@ -351,7 +351,6 @@ pub fn outcome_of(
         RunStatus::New | RunStatus::Interrupted => return TrialOutcome::Pending,
         RunStatus::Done | RunStatus::Pruned => {}
     }
-    let metric = search.selection_metric;
     if let Some(pruning) = pruning {
         for (index, rung) in pruning.rungs.iter().enumerate() {
             if !rung_reached(view, rung.epochs) {
@@ -438,7 +437,11 @@ pub fn search_state(
                 settled if settled.is_settled() => settled.clone(),
                 _ => TrialOutcome::Running,
             },
-            (Ok(run), None) => outcome_of(&views(&run.hash)?, pruning.as_ref(), search),
+            (Ok(run), None) => outcome_of(
+                &views(&run.hash)?,
+                pruning.as_ref(),
+                search.selection_metric,
+            ),
         };
         trials.push(Trial {
             number,
@@ -611,4 +614,135 @@ pub fn read_records(store: &RunStore) -> anyhow::Result<Vec<SearchRecord>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, macro_f1: f64) -> EpochRow {
+        EpochRow {
+            epoch,
+            train_loss: 0.5,
+            validation_loss: 1.0 - macro_f1,
+            validation_accuracy: macro_f1,
+            validation_macro_f1: macro_f1,
+            learning_rate: 1e-4,
+            steps: epoch as u64 * 10,
+            epoch_seconds: 1.0,
+            train_samples_per_second: 1.0,
+        }
+    }
+
+    fn view(status: RunStatus, values: &[f64], pruned_epochs: Option<usize>) -> RunView {
+        RunView {
+            status,
+            history: values
+                .iter()
+                .enumerate()
+                .map(|(index, &value)| row(index + 1, value))
+                .collect(),
+            pruned_epochs,
+            error: None,
+        }
+    }
+
+    /// Rungs after epochs 1 and 2 of 4, reduction factor 2.
+    fn plan(rung_one: &[f64], rung_two: &[f64]) -> PruningPlan {
+        PruningPlan {
+            rungs: vec![
+                RungComparison {
+                    epochs: 1,
+                    earlier: rung_one.to_vec(),
+                },
+                RungComparison {
+                    epochs: 2,
+                    earlier: rung_two.to_vec(),
+                },
+            ],
+            reduction_factor: 2,
+        }
+    }
+
+    #[test]
+    fn a_done_run_is_replayed_through_the_rungs() {
+        let metric = SelectionMetric::MacroF1;
+        let done = view(RunStatus::Done, &[0.5, 0.6, 0.7, 0.65], None);
+        assert_eq!(
+            outcome_of(&done, None, metric),
+            TrialOutcome::Done {
+                value: 0.7,
+                epochs: 4
+            }
+        );
+        // Top half at rung 1 (0.5 against 0.4 and 0.3), but not at rung 2 (0.6 against 0.8 and 0.9).
+        assert_eq!(
+            outcome_of(&done, Some(&plan(&[0.4, 0.3], &[0.8, 0.9])), metric),
+            TrialOutcome::Pruned {
+                rung: 2,
+                epochs: 2,
+                value: 0.6,
+                threshold: 0.8
+            }
+        );
+        assert_eq!(
+            outcome_of(&done, Some(&plan(&[0.4], &[0.55])), metric),
+            TrialOutcome::Done {
+                value: 0.7,
+                epochs: 4
+            }
+        );
+    }
+
+    #[test]
+    fn a_pruned_run_is_pruned_where_its_rung_says_and_pending_where_it_stopped_short() {
+        let metric = SelectionMetric::MacroF1;
+        let pruned_at_one = view(RunStatus::Pruned, &[0.3], Some(1));
+        assert_eq!(
+            outcome_of(&pruned_at_one, Some(&plan(&[0.4, 0.5], &[])), metric),
+            TrialOutcome::Pruned {
+                rung: 1,
+                epochs: 1,
+                value: 0.3,
+                threshold: 0.4
+            }
+        );
+        // Another search pruned it at epoch 1, where this one lets it go on: to be continued.
+        assert_eq!(
+            outcome_of(&pruned_at_one, Some(&plan(&[0.2], &[])), metric),
+            TrialOutcome::Pending
+        );
+        // Stopped early by patience before rung 2: done.
+        let early = view(RunStatus::Done, &[0.5], None);
+        assert_eq!(
+            outcome_of(&early, Some(&plan(&[], &[0.9])), metric),
+            TrialOutcome::Done {
+                value: 0.5,
+                epochs: 1
+            }
+        );
+        assert_eq!(
+            outcome_of(&view(RunStatus::Interrupted, &[], None), None, metric),
+            TrialOutcome::Pending
+        );
+        assert!(matches!(
+            outcome_of(&view(RunStatus::Failed, &[], None), None, metric),
+            TrialOutcome::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn loss_is_lower_is_better_at_the_rungs() {
+        let metric = SelectionMetric::Loss;
+        // Validation loss 1 - f1: 0.5 at epoch 1 against earlier 0.4 and 0.45: pruned.
+        let done = view(RunStatus::Done, &[0.5, 0.9, 0.9, 0.9], None);
+        assert!(matches!(
+            outcome_of(&done, Some(&plan(&[0.4, 0.45], &[])), metric),
+            TrialOutcome::Pruned { rung: 1, .. }
+        ));
+        assert!(matches!(
+            outcome_of(&done, Some(&plan(&[0.6, 0.55], &[])), metric),
+            TrialOutcome::Done { .. }
+        ));
+    }
 }
