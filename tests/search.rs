@@ -146,6 +146,21 @@ fn a_search_is_the_same_trial_for_trial_in_one_two_or_killed_processes() {
     assert!(stdout.contains("tiny-search search"), "{stdout}");
     assert!(stdout.contains("trial  run"), "{stdout}");
 
+    // The report draws the search: best so far, and the metric against each numeric key.
+    let report = bertlab_command(
+        &workspace,
+        "one",
+        &["report", "--output", "report.html"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(report.status.code(), Some(0));
+    let html = std::fs::read_to_string(workspace.path().join("report.html")).unwrap();
+    assert!(html.contains("<h2>Search "), "no search section");
+    assert!(html.contains("best so far per trial"));
+    assert!(html.contains("learning_rate (log scale)"));
+    assert!(html.contains("against warmup_ratio"));
+
     // Two processes at once on one store.
     let spawn = || {
         bertlab_command(&workspace, "two", &["run", experiment])
@@ -172,7 +187,13 @@ fn a_search_is_the_same_trial_for_trial_in_one_two_or_killed_processes() {
         if status == "failed" {
             continue;
         }
-        let run_record = read_json(&workspace.path().join("two").join(&run[..12]).join("run.json"));
+        let run_record = read_json(
+            &workspace
+                .path()
+                .join("two")
+                .join(&run[..12])
+                .join("run.json"),
+        );
         assert_eq!(run_record["attempts"], 1, "{run}");
     }
 
@@ -246,7 +267,10 @@ fn raising_trials_extends_the_search_and_keeps_its_first_trials() {
     assert_eq!(output.status.code(), Some(0));
     let seven = outcome(&workspace.path().join("runs"));
     let extended = record(&workspace.path().join("runs"));
-    assert_eq!(extended["search"], first_record["search"], "the same search");
+    assert_eq!(
+        extended["search"], first_record["search"],
+        "the same search"
+    );
     assert_eq!(seven.0.len(), 7);
     assert_eq!(&seven.0[..4], &four.0[..], "the first trials are untouched");
 
@@ -264,7 +288,10 @@ fn raising_trials_extends_the_search_and_keeps_its_first_trials() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&plan.stderr);
-    assert!(stderr.contains("a new search; the store holds 1 other search"), "{stderr}");
+    assert!(
+        stderr.contains("a new search; the store holds 1 other search"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -274,7 +301,10 @@ fn asha_prunes_failed_trials_are_failed_and_a_grid_continues_a_pruned_run() {
     // A text column that does not exist fails its trials at the data stage.
     workspace.experiment(
         "search.toml",
-        &search_experiment(10, "\"data.text_column\" = { choice = [\"text\", \"missing\"] }\n"),
+        &search_experiment(
+            10,
+            "\"data.text_column\" = { choice = [\"text\", \"missing\"] }\n",
+        ),
     );
     let output = run_to_end(&workspace, "runs", experiment);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -282,7 +312,11 @@ fn asha_prunes_failed_trials_are_failed_and_a_grid_continues_a_pruned_run() {
     let store = workspace.path().join("runs");
     let record = record(&store);
     let trials = record["trials"].as_array().unwrap();
-    assert_eq!(trials.len(), 10, "a failed trial counts; the search goes on");
+    assert_eq!(
+        trials.len(),
+        10,
+        "a failed trial counts; the search goes on"
+    );
     let status = |wanted: &str| {
         trials
             .iter()
@@ -332,7 +366,9 @@ fn asha_prunes_failed_trials_are_failed_and_a_grid_continues_a_pruned_run() {
     assert!(!directory.join("results.json").exists());
     let log = std::fs::read_to_string(directory.join("train.log")).unwrap();
     assert!(log.contains("pruned: not among the top"), "{log}");
-    let show = bertlab_command(&workspace, "runs", &["show", run]).output().unwrap();
+    let show = bertlab_command(&workspace, "runs", &["show", run])
+        .output()
+        .unwrap();
     let shown = String::from_utf8_lossy(&show.stdout);
     assert!(shown.contains("status      pruned"), "{shown}");
     assert!(

@@ -87,9 +87,8 @@ pub fn search_records(
     plan: &Plan,
     store: &crate::store::RunStore,
 ) -> anyhow::Result<Vec<crate::search::SearchRecord>> {
-    let mut resolver = crate::plan::search::TrialResolver::new(Fingerprinter::new(
-        default_cache_path(),
-    ));
+    let mut resolver =
+        crate::plan::search::TrialResolver::new(Fingerprinter::new(default_cache_path()));
     let mut records = Vec::new();
     for search in &plan.searches {
         let file = &plan.experiments[search.experiment];

@@ -59,7 +59,8 @@ pub fn execute(
         }
         TableFormat::Json => {
             // With searches: an object, the runs beside each search's record.
-            let runs: serde_json::Value = serde_json::from_str(&tables::plan_json(&columns, &rows))?;
+            let runs: serde_json::Value =
+                serde_json::from_str(&tables::plan_json(&columns, &rows))?;
             let value = serde_json::json!({ "runs": runs, "searches": records });
             writeln!(stdout, "{}", serde_json::to_string_pretty(&value)?)?;
             for record in &records {

@@ -74,7 +74,10 @@ pub fn execute(
         ""
     };
     if !plan.runs.is_empty() || records.is_empty() {
-        eprintln!("{done} of {} runs done, {failed} failed{stopped}", plan.runs.len());
+        eprintln!(
+            "{done} of {} runs done, {failed} failed{stopped}",
+            plan.runs.len()
+        );
     }
     for (record, waited) in records.iter().zip(&report.search_waits) {
         eprintln!(

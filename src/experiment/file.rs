@@ -494,7 +494,8 @@ impl Parser {
                         )
                         .map(|suggestion| format!("did you mean [{suggestion}]?"))
                         .unwrap_or_else(|| {
-                            "the tables are [data], [labels], [model], [train], [grid] and [search]".into()
+                            "the tables are [data], [labels], [model], [train], [grid] and [search]"
+                                .into()
                         });
                         self.problems.push(
                             Problem::new(format!("unknown table [{name}]"), key_span)

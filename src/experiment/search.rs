@@ -294,8 +294,11 @@ pub(crate) fn parse_search(
             .any(|problem| problem.message.contains("search.trials"))
     {
         problems.push(
-            Problem::new("missing required key `trials` in [search]", header_span.clone())
-                .help("add `trials = N`: how many trials the search runs in all"),
+            Problem::new(
+                "missing required key `trials` in [search]",
+                header_span.clone(),
+            )
+            .help("add `trials = N`: how many trials the search runs in all"),
         );
     }
     if !space_seen {
@@ -390,12 +393,9 @@ fn space_key(
         Some(key) if key.gridded => Some(key),
         Some(key) => {
             problems.push(
-                Problem::new(
-                    format!("`{}` cannot be searched", key.full_name()),
-                    span,
-                )
-                .label("not sweepable")
-                .help(format!("set it in [{}] instead", key.section.name())),
+                Problem::new(format!("`{}` cannot be searched", key.full_name()), span)
+                    .label("not sweepable")
+                    .help(format!("set it in [{}] instead", key.section.name())),
             );
             None
         }
@@ -403,7 +403,9 @@ fn space_key(
             let help = match name.split_once('.') {
                 Some((section, inner)) => match Section::from_name(section) {
                     Some(section) => schema::closest(inner, schema::names_in(section))
-                        .map(|suggestion| format!("did you mean `{}.{suggestion}`?", section.name()))
+                        .map(|suggestion| {
+                            format!("did you mean `{}.{suggestion}`?", section.name())
+                        })
                         .unwrap_or_else(|| format!("[{}] has no key `{inner}`", section.name())),
                     None => format!(
                         "search `section.key` with section one of data, model, train; `{section}` is none of them"
@@ -423,7 +425,8 @@ fn space_key(
                             .map(|suggestion| format!("did you mean `{suggestion}`?"))
                     })
                     .unwrap_or_else(|| {
-                        "a bare name searches a [train] key; write \"section.key\" for others".into()
+                        "a bare name searches a [train] key; write \"section.key\" for others"
+                            .into()
                     }),
             };
             problems.push(
@@ -455,7 +458,10 @@ fn parse_space(table: &TableLike, problems: &mut Vec<Problem>) -> Vec<SearchDime
         let Some(key) = space_key(&name, key_span.clone(), problems) else {
             continue;
         };
-        if space.iter().any(|dimension| std::ptr::eq(dimension.key, key)) {
+        if space
+            .iter()
+            .any(|dimension| std::ptr::eq(dimension.key, key))
+        {
             problems.push(
                 Problem::new(
                     format!("`{}` is searched twice in [search.space]", key.full_name()),
@@ -705,7 +711,9 @@ fn parse_distribution(
                         .as_float()
                         .or_else(|| step_value.as_integer().map(|integer| integer as f64));
                     match number {
-                        Some(number) if number.is_finite() && number > 0.0 && number <= high - low => {
+                        Some(number)
+                            if number.is_finite() && number > 0.0 && number <= high - low =>
+                        {
                             Some(Step {
                                 step: number,
                                 decimals: decimals_of(number).max(decimals_of(low)),
@@ -790,9 +798,7 @@ fn parse_distribution(
             if log && (step != 1 || low < 1) {
                 problems.push(
                     Problem::new(
-                        format!(
-                            "`log = true` in {what} needs a low end of at least 1 and no step"
-                        ),
+                        format!("`log = true` in {what} needs a low end of at least 1 and no step"),
                         value.span(),
                     )
                     .label("not log-uniform")
@@ -838,11 +844,7 @@ fn bounds(
     };
     let mut ends = Vec::new();
     for (end, element) in ["low", "high"].into_iter().zip(pair.iter()) {
-        match check_value(
-            key,
-            element,
-            &format!("the {end} end of {what}"),
-        ) {
+        match check_value(key, element, &format!("the {end} end of {what}")) {
             Ok(setting) => ends.push(match setting {
                 Setting::Integer(integer) => integer as f64,
                 other => other.as_float(),
@@ -964,7 +966,11 @@ mod tests {
         let text = "name = \"x\"\n[data]\ntrain = \"t.csv\"\n[train]\nlearning_rate = 1e-4\n[search]\ntrials = 2\n[search.space]\n\"model.path\" = { choice = [\"a\", \"b\"] }\nlearning_rate = { log_uniform = [1e-5, 1e-4] }\n";
         let file = ExperimentFile::parse(Path::new("exp.toml"), text).unwrap();
         assert_eq!(file.warnings.len(), 1);
-        assert!(file.warnings[0].message.contains("the search's values are used"));
+        assert!(
+            file.warnings[0]
+                .message
+                .contains("the search's values are used")
+        );
     }
 
     #[test]
@@ -989,7 +995,9 @@ mod tests {
             ["[search.space] is empty"]
         );
         assert_eq!(
-            messages("[search]\ntrials = 3\n[search.space]\nseed = { int = [3, 3] }\nlearning_rate = { uniform = [1e-4, 1e-5] }\n[search.pruner]\nmin_epochs = 1\n"),
+            messages(
+                "[search]\ntrials = 3\n[search.space]\nseed = { int = [3, 3] }\nlearning_rate = { uniform = [1e-4, 1e-5] }\n[search.pruner]\nmin_epochs = 1\n"
+            ),
             [
                 "`int` in `search.space.seed` has low 3 not below high 3",
                 "`uniform` in `search.space.learning_rate` has low 1e-4 not below high 1e-5",

@@ -3,7 +3,8 @@
 //!
 //! Owns: [`plan`] here (defaults filled in, some from the model's `config.json`; grid points
 //! expanded; cross-key rules checked; data and model files found and fingerprinted; points that
-//! resolve to the same spec merged into one run), `spec` (the resolved settings of a run, the
+//! resolve to the same spec merged into one run), `search` (a file's search planned: its corners
+//! resolved, its rungs, its identity; trial values resolved into runs), `spec` (the resolved settings of a run, the
 //! canonical JSON of its spec and the run hash), `fingerprint` (content hashes of files, cached)
 //! and `model_directory` (which files of a Hugging Face directory define the model, and the few
 //! `config.json` values planning needs).

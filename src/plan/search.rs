@@ -78,12 +78,20 @@ impl PlannedSearch {
 /// A value of a dimension at one end: the low end or first choice, or the high end or last.
 pub fn corner_value(distribution: &Distribution, high: bool) -> Setting {
     match distribution {
-        Distribution::Uniform { low, high: top, .. } | Distribution::LogUniform { low, high: top } => {
+        Distribution::Uniform { low, high: top, .. }
+        | Distribution::LogUniform { low, high: top } => {
             Setting::Float(if high { *top } else { *low })
         }
         Distribution::Int {
-            low, high: top, step, ..
-        } => Setting::Integer(if high { low + (top - low) / step * step } else { *low }),
+            low,
+            high: top,
+            step,
+            ..
+        } => Setting::Integer(if high {
+            low + (top - low) / step * step
+        } else {
+            *low
+        }),
         Distribution::Choice(values) => {
             if high {
                 values.last().expect("choices are not empty").clone()
@@ -124,7 +132,10 @@ impl TrialResolver {
             .map(|(dimension, value)| {
                 (
                     dimension.key,
-                    Located::new(value.clone(), dimension.span.clone().or(dimension.key_span.clone())),
+                    Located::new(
+                        value.clone(),
+                        dimension.span.clone().or(dimension.key_span.clone()),
+                    ),
                 )
             })
             .collect();

@@ -4,6 +4,7 @@
 //! Owns: `tables` (the text table every command prints, the plan's and the data report's
 //! exporters), `results_table` (the polars frame of the store's runs: `--where`, sorting,
 //! `--only-changed`, `--group-seeds`, and the table, markdown, CSV, JSON and Parquet exporters),
+//! `search` (a search's trials as a table, a summary line, CSV and the report's charts),
 //! `compare` (what differs between runs, figures side by side), `show` (one run's summary) and
 //! `html` (the HTML report page and the learning curves as SVG).
 //!

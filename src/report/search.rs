@@ -74,12 +74,20 @@ fn rows(record: &SearchRecord) -> (Vec<String>, Vec<Vec<String>>) {
                     .map(|run| run[..SHORT_HASH_LENGTH.min(run.len())].to_string())
                     .unwrap_or_default(),
                 trial.status.clone(),
-                trial.epochs.map(|epochs| epochs.to_string()).unwrap_or_default(),
+                trial
+                    .epochs
+                    .map(|epochs| epochs.to_string())
+                    .unwrap_or_default(),
             ];
             for (key, _) in &record.keys {
                 row.push(trial.values.get(key).map(cell).unwrap_or_default());
             }
-            row.push(trial.value.map(|value| format!("{value:.4}")).unwrap_or_default());
+            row.push(
+                trial
+                    .value
+                    .map(|value| format!("{value:.4}"))
+                    .unwrap_or_default(),
+            );
             let mut notes = Vec::new();
             if best == Some(index) {
                 notes.push("best".to_string());
@@ -373,7 +381,12 @@ mod tests {
     use super::*;
     use crate::search::TrialRecord;
 
-    fn trial(number: usize, status: &str, value: Option<f64>, epochs: Option<usize>) -> TrialRecord {
+    fn trial(
+        number: usize,
+        status: &str,
+        value: Option<f64>,
+        epochs: Option<usize>,
+    ) -> TrialRecord {
         let mut values = serde_json::Map::new();
         values.insert(
             "train.learning_rate".into(),
@@ -389,7 +402,8 @@ mod tests {
             epochs,
             rung: (status == "pruned").then_some(1),
             same_as: None,
-            error: (status == "failed").then(|| "diverged at epoch 1 step 3: the loss is NaN".into()),
+            error: (status == "failed")
+                .then(|| "diverged at epoch 1 step 3: the loss is NaN".into()),
         }
     }
 
@@ -437,7 +451,11 @@ mod tests {
         );
         let csv = String::from_utf8(search_csv(&record)).unwrap();
         assert!(csv.starts_with("trial,run,status,epochs,learning_rate,model.path,val_macro_f1,note\n0,000000000000,done,3,"));
-        assert_eq!(search_charts_svg(&record).unwrap().len(), 2, "model.path is not numeric");
+        assert_eq!(
+            search_charts_svg(&record).unwrap().len(),
+            2,
+            "model.path is not numeric"
+        );
     }
 
     #[test]

@@ -133,7 +133,8 @@ pub struct SearchState {
 impl SearchState {
     /// Every trial proposed and settled.
     pub fn is_complete(&self, search: &PlannedSearch) -> bool {
-        self.trials.len() == search.trials && self.trials.iter().all(|trial| trial.outcome.is_settled())
+        self.trials.len() == search.trials
+            && self.trials.iter().all(|trial| trial.outcome.is_settled())
     }
 
     /// The best trial so far (the first of equals), by its value.
@@ -227,17 +228,24 @@ pub fn settings_of(search: &PlannedSearch, sampled: &[Value]) -> Vec<Setting> {
         .dimensions
         .iter()
         .zip(sampled)
-        .map(|(dimension, value)| match (&dimension.distribution, value) {
-            (Distribution::Uniform { low, high, step: Some(step) }, Value::Float(value)) => {
-                Setting::Float(on_step_grid(*value, *low, *high, *step))
-            }
-            (_, Value::Float(value)) => Setting::Float(*value),
-            (_, Value::Integer(value)) => Setting::Integer(*value),
-            (Distribution::Choice(values), Value::Choice(index)) => values[*index].clone(),
-            (distribution, value) => {
-                unreachable!("the sampler gave {value:?} for {distribution:?}")
-            }
-        })
+        .map(
+            |(dimension, value)| match (&dimension.distribution, value) {
+                (
+                    Distribution::Uniform {
+                        low,
+                        high,
+                        step: Some(step),
+                    },
+                    Value::Float(value),
+                ) => Setting::Float(on_step_grid(*value, *low, *high, *step)),
+                (_, Value::Float(value)) => Setting::Float(*value),
+                (_, Value::Integer(value)) => Setting::Integer(*value),
+                (Distribution::Choice(values), Value::Choice(index)) => values[*index].clone(),
+                (distribution, value) => {
+                    unreachable!("the sampler gave {value:?} for {distribution:?}")
+                }
+            },
+        )
         .collect()
 }
 
@@ -602,7 +610,10 @@ pub fn read_records(store: &RunStore) -> anyhow::Result<Vec<SearchRecord>> {
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|extension| extension == "json"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
         .collect();
     paths.sort();
     paths

@@ -142,7 +142,13 @@ fn read_row(store: &RunStore, hash: &RunHash) -> anyhow::Result<RunRow> {
         result,
         trials: record
             .as_ref()
-            .map(|record| record.search_trials.iter().map(|entry| entry.trial).collect())
+            .map(|record| {
+                record
+                    .search_trials
+                    .iter()
+                    .map(|entry| entry.trial)
+                    .collect()
+            })
             .unwrap_or_default(),
         pruned_epochs: record
             .as_ref()

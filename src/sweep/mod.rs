@@ -12,6 +12,13 @@
 //! their reason while the sweep goes on (unless `fail_fast`), and runs that another process holds
 //! waited for (and taken over if that process dies).
 //!
+//! Searches: after the plan's runs, each worker takes the plan's searches pass by pass: the
+//! search's state is recomputed from the store (`search::state_in_store`), its record rewritten
+//! when it changed, and the first pending trial nobody holds is claimed and trained with its
+//! rungs (the pruner's comparisons fixed before it starts); a worker with nothing to do waits for
+//! earlier trials to settle (the time is reported). A trial's run is claimed like any run, so
+//! processes and devices share a search as they share a grid.
+//!
 //! With several devices (`bertlab run --devices 0,1,2,3`) one worker per GPU carries out the same
 //! loop on its own thread: the run store's claims, which already split a sweep between processes,
 //! split it between the workers, so each GPU trains one run at a time until the sweep is done.
@@ -326,7 +333,9 @@ pub fn run_sweep(
         outcomes.into_iter().collect::<anyhow::Result<Vec<_>>>()?
     };
     if let Err(error) = resolver.lock().expect("the resolver lock").save() {
-        progress.message(&format!("warning: could not save the fingerprint cache: {error:#}"));
+        progress.message(&format!(
+            "warning: could not save the fingerprint cache: {error:#}"
+        ));
     }
     let mut report = SweepReport {
         rows: Vec::with_capacity(plan.runs.len()),
@@ -434,7 +443,8 @@ fn sweep_worker(
                     waited[index] = true;
                     continue;
                 }
-                RunStatus::New | RunStatus::Interrupted | RunStatus::Failed | RunStatus::Pruned => {}
+                RunStatus::New | RunStatus::Interrupted | RunStatus::Failed | RunStatus::Pruned => {
+                }
             }
             let spec_bytes = run.spec.canonical_bytes();
             let lease = match store.claim(&run.hash, &spec_bytes) {

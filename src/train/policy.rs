@@ -111,7 +111,8 @@ pub fn rung_decision(
     let compared = earlier.len() + 1;
     let continuing = compared.div_ceil(reduction_factor.max(1));
     let at_least_as_good = |other: f64, than: f64| {
-        !other.is_nan() && (than.is_nan() || other == than || improves(other, than, higher_is_better))
+        !other.is_nan()
+            && (than.is_nan() || other == than || improves(other, than, higher_is_better))
     };
     let ahead = earlier
         .iter()
