@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bertlab::store::run_files::TIME_COLUMNS;
-use common::{Workspace, separable_csv};
+use common::{Workspace, metrics_without_time, separable_csv};
 use serde_json::Value;
 
 fn workspace() -> Workspace {
@@ -78,27 +77,6 @@ fn record(store: &Path) -> Value {
     read_json(&records.pop().unwrap())
 }
 
-/// metrics.csv without its time columns.
-fn metrics_without_time(directory: &Path) -> Vec<Vec<String>> {
-    let mut reader = csv::Reader::from_path(directory.join("metrics.csv")).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    let keep: Vec<usize> = headers
-        .iter()
-        .enumerate()
-        .filter(|(_, name)| !TIME_COLUMNS.contains(name))
-        .map(|(index, _)| index)
-        .collect();
-    reader
-        .records()
-        .map(|record| {
-            let record = record.unwrap();
-            keep.iter()
-                .map(|&index| record[index].to_string())
-                .collect()
-        })
-        .collect()
-}
-
 /// Everything a search's outcome is made of: per trial (run, status, epochs, value), and each
 /// trained run's metrics without times.
 type SearchOutcome = (Vec<(String, String, Value, Value)>, Vec<Vec<Vec<String>>>);
@@ -147,13 +125,9 @@ fn a_search_is_the_same_trial_for_trial_in_one_two_or_killed_processes() {
     assert!(stdout.contains("trial  run"), "{stdout}");
 
     // The report draws the search: best so far, and the metric against each numeric key.
-    let report = bertlab_command(
-        &workspace,
-        "one",
-        &["report", "--output", "report.html"],
-    )
-    .output()
-    .unwrap();
+    let report = bertlab_command(&workspace, "one", &["report", "--output", "report.html"])
+        .output()
+        .unwrap();
     assert_eq!(report.status.code(), Some(0));
     let html = std::fs::read_to_string(workspace.path().join("report.html")).unwrap();
     assert!(html.contains("<h2>Search "), "no search section");
@@ -379,6 +353,33 @@ fn asha_prunes_failed_trials_are_failed_and_a_grid_continues_a_pruned_run() {
         "{shown}"
     );
     assert!(shown.contains("trials      search "), "{shown}");
+
+    // `results` shows trials like any run: their trial numbers and the epochs they trained.
+    let results = bertlab_command(
+        &workspace,
+        "runs",
+        &["results", experiment, "--format", "csv"],
+    )
+    .output()
+    .unwrap();
+    let table = String::from_utf8_lossy(&results.stdout);
+    let mut reader = csv::Reader::from_reader(table.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|header| header == name).unwrap();
+    let (hash, status, trial, epochs_run) = (
+        column("hash"),
+        column("status"),
+        column("trial"),
+        column("epochs_run"),
+    );
+    let pruned_row = reader
+        .records()
+        .map(|record| record.unwrap())
+        .find(|record| record[hash].starts_with(run))
+        .expect("the pruned run is a row");
+    assert_eq!(&pruned_row[status], "pruned");
+    assert_eq!(pruned_row[trial], pruned_trial["trial"].to_string());
+    assert_eq!(pruned_row[epochs_run], prune["epochs"].to_string());
 
     // A plain experiment with the pruned trial's values is the same run: it continues it.
     let values = &pruned_trial["values"];

@@ -9,11 +9,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bertlab::store::run_files::TIME_COLUMNS;
 use bertlab::train::optimizer::{self, AdamW};
 use bertlab::train::schedule;
 use candle_core::{DType, Device, Tensor, Var};
-use common::{Workspace, run_directories, separable_csv};
+use common::{Workspace, metrics_without_time, run_directories, separable_csv};
 use serde_json::Value;
 
 fn workspace() -> Workspace {
@@ -37,27 +36,6 @@ fn read_json(path: &Path) -> Value {
         &std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display())),
     )
     .unwrap()
-}
-
-/// metrics.csv without its time columns.
-fn metrics_without_time(directory: &Path) -> Vec<Vec<String>> {
-    let mut reader = csv::Reader::from_path(directory.join("metrics.csv")).unwrap();
-    let headers = reader.headers().unwrap().clone();
-    let keep: Vec<usize> = headers
-        .iter()
-        .enumerate()
-        .filter(|(_, name)| !TIME_COLUMNS.contains(name))
-        .map(|(index, _)| index)
-        .collect();
-    reader
-        .records()
-        .map(|record| {
-            let record = record.unwrap();
-            keep.iter()
-                .map(|&index| record[index].to_string())
-                .collect()
-        })
-        .collect()
 }
 
 /// Everything a run's results are made of, for bit-for-bit comparison.

@@ -191,7 +191,20 @@ pub fn select_rows(
     let mut rows = results_index::store_rows(store)?;
     if !selection.experiments.is_empty() {
         let plan = make_plan(&selection.experiments, &PlanOptions::default(), color)?;
+        let stored = rows.clone();
         rows = results_index::planned_rows(rows, &plan)?;
+        // A search's trials, in trial order: the runs the store holds (a trial not trained yet
+        // has no row; one that repeats a trial is its run's row once).
+        for record in search_records(&plan, store)? {
+            for run in record.trials.iter().filter_map(|trial| trial.run.as_deref()) {
+                if rows.iter().any(|row| row.hash.as_str() == run) {
+                    continue;
+                }
+                if let Some(row) = stored.iter().find(|row| row.hash.as_str() == run) {
+                    rows.push(row.clone());
+                }
+            }
+        }
     }
     if let Some(name) = selection.experiment.as_deref() {
         rows.retain(|row| row.experiment.as_deref() == Some(name));

@@ -906,37 +906,19 @@ impl Parser {
                 .iter()
                 .find(|(key, _)| std::ptr::eq(*key, dimension.key))
             {
-                self.warnings.push(
-                    Problem::new(
-                        format!(
-                            "`{}` is set in [{}] and searched in [search.space]; the search's values are used",
-                            dimension.key.full_name(),
-                            dimension.key.section.name()
-                        ),
-                        fixed.span.clone(),
-                    )
-                    .label("ignored"),
-                );
+                self.warnings.push(overridden_warning(
+                    dimension.key,
+                    fixed,
+                    "searched in [search.space]",
+                    "the search's values",
+                ));
             }
         }
     }
 
     fn grid(&mut self, table: &TableLike, header_span: Option<Range<usize>>) {
         self.grid_span = header_span;
-        let mut axes: Vec<(String, Option<Range<usize>>, &Item)> = Vec::new();
-        for (name, key_span, item) in table.entries() {
-            // An unquoted dotted key (`model.path = [...]`) arrives as a nested table.
-            if let (Some(_), Some(inner)) = (Section::from_name(name), TableLike::of(item))
-                && !matches!(item, Item::Value(_))
-            {
-                for (inner_name, inner_span, inner_item) in inner.entries() {
-                    axes.push((format!("{name}.{inner_name}"), inner_span, inner_item));
-                }
-                continue;
-            }
-            axes.push((name.to_string(), key_span, item));
-        }
-        for (name, key_span, item) in axes {
+        for (name, key_span, item) in flattened_entries(table) {
             let Some(key) = self.grid_key(&name, key_span.clone()) else {
                 continue;
             };
@@ -1006,85 +988,150 @@ impl Parser {
                 .iter()
                 .find(|(key, _)| std::ptr::eq(*key, axis.key))
             {
-                self.warnings.push(
-                    Problem::new(
-                        format!(
-                            "`{}` is set in [{}] and swept in [grid]; the [grid] values are used",
-                            axis.key.full_name(),
-                            axis.key.section.name()
-                        ),
-                        fixed.span.clone(),
-                    )
-                    .label("ignored"),
-                );
+                self.warnings.push(overridden_warning(
+                    axis.key,
+                    fixed,
+                    "swept in [grid]",
+                    "the [grid] values",
+                ));
             }
         }
     }
 
     /// Resolves a `[grid]` key: a bare name is a `[train]` key, `section.key` any sweepable key.
     fn grid_key(&mut self, name: &str, span: Option<Range<usize>>) -> Option<&'static Key> {
-        let found = if name.contains('.') {
-            schema::find_full(name)
-        } else {
-            schema::find(Section::Train, name)
-        };
-        match found {
-            Some(key) if key.gridded => Some(key),
-            Some(key) => {
-                self.problems.push(
-                    Problem::new(
-                        format!("`{}` cannot be swept in [grid]", key.full_name()),
-                        span,
-                    )
-                    .label("not sweepable")
-                    .help(format!("set it in [{}] instead", key.section.name())),
-                );
-                None
-            }
-            None => {
-                let help = if let Some((section, inner)) = name.split_once('.') {
-                    match (section, Section::from_name(section)) {
-                        ("labels", _) | ("data", _) if inner == "filter" || section == "labels" => {
-                            format!(
-                                "[{section}] cannot be swept; write one experiment file per variant"
-                            )
-                        }
-                        (_, Some(section)) => schema::closest(inner, schema::names_in(section))
-                            .map(|suggestion| {
-                                format!("did you mean `{}.{suggestion}`?", section.name())
-                            })
-                            .unwrap_or_else(|| {
-                                format!("[{}] has no key `{inner}`", section.name())
-                            }),
-                        (_, None) => format!(
-                            "sweep `section.key` with section one of data, model, train; `{section}` is none of them"
-                        ),
-                    }
-                } else if let Some(other) = schema::KEYS
-                    .iter()
-                    .find(|key| key.name == name && key.gridded && key.section != Section::Train)
-                {
-                    format!(
-                        "did you mean `\"{}\"`? bare names sweep [train] keys",
-                        other.full_name()
-                    )
-                } else {
-                    schema::closest(name, schema::names_in(Section::Train))
-                        .map(|suggestion| format!("did you mean `{suggestion}`?"))
-                        .unwrap_or_else(|| {
-                            "a bare name sweeps a [train] key; write \"section.key\" for others"
-                                .into()
-                        })
-                };
-                self.problems.push(
-                    Problem::new(format!("unknown key `{name}` in [grid]"), span)
-                        .label("unknown key")
-                        .help(help),
-                );
+        match sweepable_key(name, span, &SWEEP_IN_GRID) {
+            Ok(key) => Some(key),
+            Err(problem) => {
+                self.problems.push(problem);
                 None
             }
         }
     }
+}
+
+/// Where sweepable keys are named, for [`sweepable_key`]'s messages.
+pub(crate) struct SweepTable {
+    /// `[grid]`, `[search.space]`.
+    pub table: &'static str,
+    /// `swept in [grid]`, `searched`.
+    pub swept: &'static str,
+    /// `sweep`, `search`.
+    pub verb: &'static str,
+    /// `sweeps`, `searches`.
+    pub verbs: &'static str,
+}
+
+const SWEEP_IN_GRID: SweepTable = SweepTable {
+    table: "[grid]",
+    swept: "swept in [grid]",
+    verb: "sweep",
+    verbs: "sweeps",
+};
+
+/// Resolves a key named where settings are swept (`[grid]`, `[search.space]`): a bare name is a
+/// `[train]` key, `section.key` any sweepable key; otherwise a problem with a did-you-mean.
+pub(crate) fn sweepable_key(
+    name: &str,
+    span: Option<Range<usize>>,
+    table: &SweepTable,
+) -> Result<&'static Key, Problem> {
+    let found = if name.contains('.') {
+        schema::find_full(name)
+    } else {
+        schema::find(Section::Train, name)
+    };
+    match found {
+        Some(key) if key.gridded => Ok(key),
+        Some(key) => Err(Problem::new(
+            format!("`{}` cannot be {}", key.full_name(), table.swept),
+            span,
+        )
+        .label("not sweepable")
+        .help(format!("set it in [{}] instead", key.section.name()))),
+        None => {
+            let verb = table.verb;
+            let help = if let Some((section, inner)) = name.split_once('.') {
+                match (section, Section::from_name(section)) {
+                    ("labels", _) | ("data", _) if inner == "filter" || section == "labels" => {
+                        format!(
+                            "[{section}] cannot be {}; write one experiment file per variant",
+                            if verb == "sweep" { "swept" } else { "searched" }
+                        )
+                    }
+                    (_, Some(section)) => schema::closest(inner, schema::names_in(section))
+                        .map(|suggestion| {
+                            format!("did you mean `{}.{suggestion}`?", section.name())
+                        })
+                        .unwrap_or_else(|| format!("[{}] has no key `{inner}`", section.name())),
+                    (_, None) => format!(
+                        "{verb} `section.key` with section one of data, model, train; `{section}` is none of them"
+                    ),
+                }
+            } else if let Some(other) = schema::KEYS
+                .iter()
+                .find(|key| key.name == name && key.gridded && key.section != Section::Train)
+            {
+                format!(
+                    "did you mean `\"{}\"`? bare names {verb} [train] keys",
+                    other.full_name()
+                )
+            } else {
+                schema::closest(name, schema::names_in(Section::Train))
+                    .map(|suggestion| format!("did you mean `{suggestion}`?"))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "a bare name {} a [train] key; write \"section.key\" for others",
+                            table.verbs
+                        )
+                    })
+            };
+            Err(
+                Problem::new(format!("unknown key `{name}` in {}", table.table), span)
+                    .label("unknown key")
+                    .help(help),
+            )
+        }
+    }
+}
+
+/// The entries of a table where sweepable keys are named, an unquoted dotted key
+/// (`model.path = ...`, which TOML makes a nested table) flattened into `model.path`.
+pub(crate) fn flattened_entries<'a>(
+    table: &TableLike<'a>,
+) -> Vec<(String, Option<Range<usize>>, &'a Item)> {
+    let mut entries = Vec::new();
+    for (name, key_span, item) in table.entries() {
+        if let (Some(_), Some(inner)) = (Section::from_name(name), TableLike::of(item))
+            && !matches!(item, Item::Value(_))
+        {
+            for (inner_name, inner_span, inner_item) in inner.entries() {
+                entries.push((format!("{name}.{inner_name}"), inner_span, inner_item));
+            }
+            continue;
+        }
+        entries.push((name.to_string(), key_span, item));
+    }
+    entries
+}
+
+/// The warning for a key set in its table and also swept (`where_swept`: "swept in [grid]"):
+/// the fixed value is dead.
+pub(crate) fn overridden_warning(
+    key: &Key,
+    fixed: &Located<Setting>,
+    where_swept: &str,
+    winner: &str,
+) -> Problem {
+    Problem::new(
+        format!(
+            "`{}` is set in [{}] and {where_swept}; {winner} are used",
+            key.full_name(),
+            key.section.name()
+        ),
+        fixed.span.clone(),
+    )
+    .label("ignored")
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ use std::ops::Range;
 use toml_edit::{Item, Value};
 
 use crate::experiment::diagnostics::{Located, Problem};
-use crate::experiment::file::{TableLike, check_value, item_span, type_name, with_article};
+use crate::experiment::file::{
+    SweepTable, TableLike, check_value, flattened_entries, item_span, sweepable_key, type_name,
+    with_article,
+};
 use crate::experiment::schema::{self, Key, Section, ValueKind};
 use crate::experiment::setting::{Setting, format_float};
 
@@ -369,20 +372,23 @@ fn parse_pruner(
     })
 }
 
-/// Resolves a `[search.space]` key as `[grid]` does: a bare name is a `[train]` key,
-/// `section.key` any sweepable key.
+/// Where `[search.space]` names its keys, for the messages.
+const SEARCH_SPACE: SweepTable = SweepTable {
+    table: "[search.space]",
+    swept: "searched",
+    verb: "search",
+    verbs: "searches",
+};
+
+/// Resolves a `[search.space]` key as `[grid]` does (a bare name is a `[train]` key,
+/// `section.key` any sweepable key), but the selection metric, the search's objective.
 fn space_key(
     name: &str,
     span: Option<Range<usize>>,
     problems: &mut Vec<Problem>,
 ) -> Option<&'static Key> {
-    let found = if name.contains('.') {
-        schema::find_full(name)
-    } else {
-        schema::find(Section::Train, name)
-    };
-    match found {
-        Some(key) if key.full_name() == "train.selection_metric" => {
+    match sweepable_key(name, span.clone(), &SEARCH_SPACE) {
+        Ok(key) if key.full_name() == "train.selection_metric" => {
             problems.push(
                 Problem::new("`train.selection_metric` cannot be searched", span)
                     .label("the search's objective")
@@ -390,71 +396,17 @@ fn space_key(
             );
             None
         }
-        Some(key) if key.gridded => Some(key),
-        Some(key) => {
-            problems.push(
-                Problem::new(format!("`{}` cannot be searched", key.full_name()), span)
-                    .label("not sweepable")
-                    .help(format!("set it in [{}] instead", key.section.name())),
-            );
-            None
-        }
-        None => {
-            let help = match name.split_once('.') {
-                Some((section, inner)) => match Section::from_name(section) {
-                    Some(section) => schema::closest(inner, schema::names_in(section))
-                        .map(|suggestion| {
-                            format!("did you mean `{}.{suggestion}`?", section.name())
-                        })
-                        .unwrap_or_else(|| format!("[{}] has no key `{inner}`", section.name())),
-                    None => format!(
-                        "search `section.key` with section one of data, model, train; `{section}` is none of them"
-                    ),
-                },
-                None => schema::KEYS
-                    .iter()
-                    .find(|key| key.name == name && key.gridded && key.section != Section::Train)
-                    .map(|other| {
-                        format!(
-                            "did you mean `\"{}\"`? bare names search [train] keys",
-                            other.full_name()
-                        )
-                    })
-                    .or_else(|| {
-                        schema::closest(name, schema::names_in(Section::Train))
-                            .map(|suggestion| format!("did you mean `{suggestion}`?"))
-                    })
-                    .unwrap_or_else(|| {
-                        "a bare name searches a [train] key; write \"section.key\" for others"
-                            .into()
-                    }),
-            };
-            problems.push(
-                Problem::new(format!("unknown key `{name}` in [search.space]"), span)
-                    .label("unknown key")
-                    .help(help),
-            );
+        Ok(key) => Some(key),
+        Err(problem) => {
+            problems.push(problem);
             None
         }
     }
 }
 
 fn parse_space(table: &TableLike, problems: &mut Vec<Problem>) -> Vec<SearchDimension> {
-    let mut entries: Vec<(String, Option<Range<usize>>, &Item)> = Vec::new();
-    for (name, key_span, item) in table.entries() {
-        // An unquoted dotted key (`model.hidden_dropout = {...}`) arrives as a nested table.
-        if let (Some(_), Some(inner)) = (Section::from_name(name), TableLike::of(item))
-            && !matches!(item, Item::Value(_))
-        {
-            for (inner_name, inner_span, inner_item) in inner.entries() {
-                entries.push((format!("{name}.{inner_name}"), inner_span, inner_item));
-            }
-            continue;
-        }
-        entries.push((name.to_string(), key_span, item));
-    }
     let mut space: Vec<SearchDimension> = Vec::new();
-    for (name, key_span, item) in entries {
+    for (name, key_span, item) in flattened_entries(table) {
         let Some(key) = space_key(&name, key_span.clone(), problems) else {
             continue;
         };

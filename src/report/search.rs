@@ -328,47 +328,38 @@ pub fn search_charts_svg(record: &SearchRecord) -> anyhow::Result<Vec<String>> {
                     blue.stroke_width(1)
                 }
             };
+            // A log-scale key is drawn at log10 of its values, labelled with the values.
+            let log = *log && x_low > 0.0;
+            let axis = |x: f64| if log { x.log10() } else { x };
+            let (x_low, x_high) = (axis(x_low), axis(x_high));
+            let pad = ((x_high - x_low) * 0.05).max(1e-9);
+            let mut chart = builder
+                .build_cartesian_2d((x_low - pad)..(x_high + pad), y_range.clone())
+                .map_err(|e| error(e.to_string()))?;
             let x_name = column_name(key);
-            if *log && x_low > 0.0 {
-                let mut chart = builder
-                    .build_cartesian_2d((x_low / 1.5..x_high * 1.5).log_scale(), y_range.clone())
-                    .map_err(|e| error(e.to_string()))?;
-                chart
-                    .configure_mesh()
-                    .x_desc(format!("{x_name} (log scale)"))
-                    .y_desc(metric.as_str())
-                    .x_label_formatter(&|x| format_float(*x))
-                    .light_line_style(RGBColor(245, 245, 245))
-                    .draw()
-                    .map_err(|e| error(e.to_string()))?;
-                chart
-                    .draw_series(
-                        points
-                            .iter()
-                            .map(|&(x, y, done)| Circle::new((x, y), 4, style(done))),
-                    )
-                    .map_err(|e| error(e.to_string()))?;
-            } else {
-                let pad = ((x_high - x_low) * 0.05).max(1e-9);
-                let mut chart = builder
-                    .build_cartesian_2d((x_low - pad)..(x_high + pad), y_range.clone())
-                    .map_err(|e| error(e.to_string()))?;
-                chart
-                    .configure_mesh()
-                    .x_desc(x_name)
-                    .y_desc(metric.as_str())
-                    .x_label_formatter(&|x| format_float(*x))
-                    .light_line_style(RGBColor(245, 245, 245))
-                    .draw()
-                    .map_err(|e| error(e.to_string()))?;
-                chart
-                    .draw_series(
-                        points
-                            .iter()
-                            .map(|&(x, y, done)| Circle::new((x, y), 4, style(done))),
-                    )
-                    .map_err(|e| error(e.to_string()))?;
-            }
+            chart
+                .configure_mesh()
+                .x_desc(if log {
+                    format!("{x_name} (log scale)")
+                } else {
+                    x_name
+                })
+                .y_desc(metric.as_str())
+                .x_label_formatter(&|x| {
+                    let value = if log { 10f64.powf(*x) } else { *x };
+                    let shown: f64 = format!("{value:.2e}").parse().unwrap_or(value);
+                    format_float(shown)
+                })
+                .light_line_style(RGBColor(245, 245, 245))
+                .draw()
+                .map_err(|e| error(e.to_string()))?;
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .map(|&(x, y, done)| Circle::new((axis(x), y), 4, style(done))),
+                )
+                .map_err(|e| error(e.to_string()))?;
             root.present().map_err(|e| error(e.to_string()))?;
         }
         charts.push(svg);

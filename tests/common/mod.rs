@@ -278,3 +278,24 @@ learning_rate = [2e-5, 3e-5, 5e-5]
 batch_size = [16, 32]
 seed = [0, 1, 2]
 "#;
+
+/// metrics.csv without its time columns (which differ between two trainings of the same run).
+pub fn metrics_without_time(directory: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_path(directory.join("metrics.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let keep: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !bertlab::store::run_files::TIME_COLUMNS.contains(name))
+        .map(|(index, _)| index)
+        .collect();
+    reader
+        .records()
+        .map(|record| {
+            let record = record.unwrap();
+            keep.iter()
+                .map(|&index| record[index].to_string())
+                .collect()
+        })
+        .collect()
+}
