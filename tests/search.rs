@@ -69,9 +69,14 @@ fn read_json(path: &Path) -> Value {
 /// The one search record of a store.
 fn record(store: &Path) -> Value {
     let folder = store.join("searches");
+    // A process killed while writing the record may leave its temporary file (`*.tmp`).
     let mut records: Vec<PathBuf> = std::fs::read_dir(&folder)
         .unwrap()
         .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
         .collect();
     assert_eq!(records.len(), 1, "{records:?}");
     read_json(&records.pop().unwrap())
@@ -193,8 +198,13 @@ fn a_search_is_the_same_trial_for_trial_in_one_two_or_killed_processes() {
     loop {
         let settled = std::fs::read_dir(&search_folder)
             .ok()
-            .and_then(|mut entries| entries.next())
-            .and_then(|entry| std::fs::read(entry.unwrap().path()).ok())
+            .and_then(|entries| {
+                entries.map(|entry| entry.unwrap().path()).find(|path| {
+                    path.extension()
+                        .is_some_and(|extension| extension == "json")
+                })
+            })
+            .and_then(|path| std::fs::read(path).ok())
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .map(|record| {
                 record["trials"]

@@ -196,7 +196,11 @@ pub fn select_rows(
         // A search's trials, in trial order: the runs the store holds (a trial not trained yet
         // has no row; one that repeats a trial is its run's row once).
         for record in search_records(&plan, store)? {
-            for run in record.trials.iter().filter_map(|trial| trial.run.as_deref()) {
+            for run in record
+                .trials
+                .iter()
+                .filter_map(|trial| trial.run.as_deref())
+            {
                 if rows.iter().any(|row| row.hash.as_str() == run) {
                     continue;
                 }
