@@ -33,17 +33,10 @@ fn search_experiment(trials: usize, space_extra: &str) -> String {
     )
 }
 
+/// The real binary on the store `store` (a folder of the workspace).
 fn bertlab_command(workspace: &Workspace, store: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bertlab"));
-    command
-        .arg("--runs")
-        .arg(store)
-        .args(args)
-        .current_dir(workspace.path())
-        .env("BERTLAB_CACHE_DIR", workspace.path().join("cache"))
-        .env("NO_COLOR", "1")
-        .env_remove("BERTLAB_RUNS")
-        .env_remove(bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE);
+    let mut command = workspace.command(&["--runs", store]);
+    command.args(args);
     command
 }
 

@@ -49,15 +49,7 @@ fn fingerprint(directory: &Path) -> (Vec<Vec<String>>, Vec<u8>, Vec<u8>, Vec<u8>
 }
 
 fn bertlab_command(workspace: &Workspace, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bertlab"));
-    command
-        .args(args)
-        .current_dir(workspace.path())
-        .env("BERTLAB_CACHE_DIR", workspace.path().join("cache"))
-        .env("NO_COLOR", "1")
-        .env_remove("BERTLAB_RUNS")
-        .env_remove(bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE);
-    command
+    workspace.command(args)
 }
 
 #[test]

@@ -223,6 +223,20 @@ impl Workspace {
         path
     }
 
+    /// The real binary in the workspace, with its own fingerprint cache, no colour, no store
+    /// from the environment and no test hook: to spawn, or to add to.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bertlab"));
+        command
+            .args(args)
+            .current_dir(self.path())
+            .env("BERTLAB_CACHE_DIR", self.path().join("cache"))
+            .env("NO_COLOR", "1")
+            .env_remove("BERTLAB_RUNS")
+            .env_remove(bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE);
+        command
+    }
+
     /// Runs the real binary in the workspace, with its own fingerprint cache and no colour.
     pub fn bertlab(&self, args: &[&str]) -> Output {
         let output = Command::new(env!("CARGO_BIN_EXE_bertlab"))
