@@ -260,6 +260,18 @@ impl Planner<'_> {
             let before = problems.len();
             let run = self.resolve(&point, experiment, &mut problems);
             if problems.len() > before {
+                // Say which trial values the rule refused: they are not written anywhere.
+                let values: Vec<String> = dimensions
+                    .iter()
+                    .zip(corner)
+                    .map(|(dimension, value)| format!("{} = {value}", dimension.key.column_name()))
+                    .collect();
+                for problem in &mut problems[before..] {
+                    problem.message.push_str(&format!(
+                        " (a trial of the search could take {})",
+                        values.join(", ")
+                    ));
+                }
                 continue;
             }
             if base.is_none() {
