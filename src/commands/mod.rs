@@ -112,11 +112,7 @@ pub fn search_identity_note(
         .iter()
         .find(|record| record.search == search.hash.as_str())
     {
-        let settled = known
-            .trials
-            .iter()
-            .filter(|trial| matches!(trial.status.as_str(), "done" | "pruned" | "failed"))
-            .count();
+        let settled = known.settled();
         let extension = if search.trials > known.trials_planned {
             format!(
                 "; trials raised from {} to {}: the search goes on where it stands",

@@ -102,6 +102,27 @@ pub fn corner_value(distribution: &Distribution, high: bool) -> Setting {
     }
 }
 
+/// A trial's values as the overrides of a point, each located at its `[search.space]` entry (so
+/// a rule the value breaks points there).
+fn located_values(
+    dimensions: &[SearchDimension],
+    values: &[Setting],
+) -> Vec<(&'static Key, Located<Setting>)> {
+    dimensions
+        .iter()
+        .zip(values)
+        .map(|(dimension, value)| {
+            (
+                dimension.key,
+                Located::new(
+                    value.clone(),
+                    dimension.span.clone().or(dimension.key_span.clone()),
+                ),
+            )
+        })
+        .collect()
+}
+
 /// Turns trial values into runs: the planner's resolution (defaults, model values, cross-key
 /// rules, fingerprints) on the file with the trial's values over it.
 pub struct TrialResolver {
@@ -126,19 +147,7 @@ impl TrialResolver {
         dimensions: &[SearchDimension],
         values: &[Setting],
     ) -> Result<PlannedRun, InputError> {
-        let located: Vec<(&'static Key, Located<Setting>)> = dimensions
-            .iter()
-            .zip(values)
-            .map(|(dimension, value)| {
-                (
-                    dimension.key,
-                    Located::new(
-                        value.clone(),
-                        dimension.span.clone().or(dimension.key_span.clone()),
-                    ),
-                )
-            })
-            .collect();
+        let located = located_values(dimensions, values);
         let point = Point {
             file,
             overrides: located.iter().map(|(key, value)| (*key, value)).collect(),
@@ -243,16 +252,7 @@ impl Planner<'_> {
         }
         let mut base = None;
         for corner in &corners {
-            let located: Vec<(&'static Key, Located<Setting>)> = dimensions
-                .iter()
-                .zip(corner)
-                .map(|(dimension, value)| {
-                    (
-                        dimension.key,
-                        Located::new(value.clone(), dimension.span.clone()),
-                    )
-                })
-                .collect();
+            let located = located_values(dimensions, corner);
             let point = Point {
                 file,
                 overrides: located.iter().map(|(key, value)| (*key, value)).collect(),

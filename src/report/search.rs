@@ -3,38 +3,30 @@
 //! CSV; pure functions of the search's record (`search::SearchRecord`).
 
 use crate::experiment::format_float;
+use crate::experiment::schema::{self, Key};
+use crate::metrics::improves;
 use crate::plan::spec::SHORT_HASH_LENGTH;
 use crate::report::tables::{count_of, text_table};
 use crate::search::SearchRecord;
+use crate::train::policy::best_index;
+
+/// Each trial's value when it is done (pruned and unfinished trials: NaN).
+fn done_value(trial: &crate::search::TrialRecord) -> f64 {
+    match (trial.value, trial.status.as_str()) {
+        (Some(value), "done") => value,
+        _ => f64::NAN,
+    }
+}
 
 /// The index of the best done trial (the first of equals).
 pub fn best_trial(record: &SearchRecord) -> Option<usize> {
-    let mut best: Option<(usize, f64)> = None;
-    for (index, trial) in record.trials.iter().enumerate() {
-        let (Some(value), "done") = (trial.value, trial.status.as_str()) else {
-            continue;
-        };
-        if value.is_nan() {
-            continue;
-        }
-        let better = match best {
-            None => true,
-            Some((_, current)) if record.higher_is_better => value > current,
-            Some((_, current)) => value < current,
-        };
-        if better {
-            best = Some((index, value));
-        }
-    }
-    best.map(|(index, _)| index)
+    let values: Vec<f64> = record.trials.iter().map(done_value).collect();
+    best_index(&values, record.higher_is_better)
 }
 
-/// How a searched key is shown: `learning_rate` for `[train]` keys, `model.x` otherwise.
+/// How a searched key is shown: the schema's column name (`learning_rate`, `model.x`).
 fn column_name(full_name: &str) -> String {
-    full_name
-        .strip_prefix("train.")
-        .unwrap_or(full_name)
-        .to_string()
+    schema::find_full(full_name).map_or_else(|| full_name.to_string(), Key::column_name)
 }
 
 fn cell(value: &serde_json::Value) -> String {
@@ -248,17 +240,11 @@ pub fn search_charts_svg(record: &SearchRecord) -> anyhow::Result<Vec<String>> {
         let mut best: Option<f64> = None;
         let mut line = Vec::new();
         for trial in &record.trials {
-            if let (Some(value), "done") = (trial.value, trial.status.as_str())
-                && value.is_finite()
+            let value = done_value(trial);
+            if value.is_finite()
+                && best.is_none_or(|current| improves(value, current, record.higher_is_better))
             {
-                let better = match best {
-                    None => true,
-                    Some(current) if record.higher_is_better => value > current,
-                    Some(current) => value < current,
-                };
-                if better {
-                    best = Some(value);
-                }
+                best = Some(value);
             }
             if let Some(best) = best {
                 line.push((trial.trial as f64, best));

@@ -33,14 +33,7 @@ pub enum TableFormat {
     Csv,
 }
 
-/// A count and its noun, singular for one: `1 run`, `2 runs`, `0 runs`.
-pub fn count_of(count: usize, noun: &str) -> String {
-    if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{count} {noun}s")
-    }
-}
+pub use crate::support::progress::count_of;
 
 /// Left-aligned columns separated by two spaces, with a header row; no trailing spaces.
 pub fn text_table(headers: &[String], rows: &[Vec<String>]) -> String {

@@ -21,6 +21,7 @@
 
 pub mod sampler;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -31,7 +32,7 @@ use crate::plan::PlannedRun;
 use crate::plan::search::{PlannedSearch, TrialResolver};
 use crate::plan::spec::{RunHash, SelectionMetric};
 use crate::store::run_files::{self, EpochRow};
-use crate::store::{RunStatus, RunStore};
+use crate::store::{RunStatus, RunStore, SearchTrial};
 use crate::support::atomic_file;
 use crate::support::random::{SeededRandom, stream};
 use crate::train::policy::{self, PruningPlan, RungComparison};
@@ -114,6 +115,11 @@ pub struct Trial {
     /// The rungs and what the trial is compared with at each (empty without a pruner).
     pub pruning: Option<PruningPlan>,
     pub outcome: TrialOutcome,
+    /// Per rung of the pruner: the trial's value there, when its outcome reached the rung (what
+    /// later trials are compared with).
+    pub rung_values: Vec<Option<f64>>,
+    /// Whether its run's `run.json` lists this trial already.
+    pub listed: bool,
 }
 
 impl Trial {
@@ -136,19 +142,6 @@ impl SearchState {
         self.trials.len() == search.trials
             && self.trials.iter().all(|trial| trial.outcome.is_settled())
     }
-
-    /// The best trial so far (the first of equals), by its value.
-    pub fn best(&self, higher_is_better: bool) -> Option<&Trial> {
-        let values: Vec<f64> = self
-            .trials
-            .iter()
-            .map(|trial| match trial.outcome {
-                TrialOutcome::Done { value, .. } => value,
-                _ => f64::NAN,
-            })
-            .collect();
-        policy::best_index(&values, higher_is_better).map(|index| &self.trials[index])
-    }
 }
 
 /// What the store holds about a run, as the search reads it.
@@ -160,13 +153,14 @@ pub struct RunView {
     /// The epochs at which a pruner stopped it (status `pruned`).
     pub pruned_epochs: Option<usize>,
     pub error: Option<String>,
+    /// The search trials its `run.json` lists.
+    pub search_trials: Vec<SearchTrial>,
 }
 
 impl RunView {
     /// Reads a run's view from the store.
     pub fn read(store: &RunStore, hash: &RunHash) -> anyhow::Result<RunView> {
-        let status = store.status(hash)?;
-        let record = store.record(hash)?;
+        let (record, status) = store.record_and_status(hash)?;
         let history = match status {
             RunStatus::Done | RunStatus::Pruned => {
                 run_files::read_metrics(&store.run_directory(hash))?
@@ -180,6 +174,10 @@ impl RunView {
                 .as_ref()
                 .and_then(|record| record.pruned.as_ref())
                 .map(|pruned| pruned.epochs),
+            search_trials: record
+                .as_ref()
+                .map(|record| record.search_trials.clone())
+                .unwrap_or_default(),
             error: record.and_then(|record| record.error),
         })
     }
@@ -294,45 +292,49 @@ pub fn propose(search: &PlannedSearch, number: usize, observed: &[Trial]) -> Vec
     }
 }
 
-/// The rungs of trial `number` and, at each, the values the trials it may see reached there
-/// (those settled done or pruned at or above the rung, by their own histories).
-fn pruning_plan(
-    search: &PlannedSearch,
-    observed: &[Trial],
-    histories: &mut dyn FnMut(&RunHash) -> anyhow::Result<RunView>,
-) -> anyhow::Result<Option<PruningPlan>> {
+/// The rungs of a trial and, at each, the values the trials it may see reached there.
+fn pruning_plan(search: &PlannedSearch, observed: &[Trial]) -> Option<PruningPlan> {
+    let pruner = search.pruner.as_ref()?;
+    let rungs = pruner
+        .rungs
+        .iter()
+        .enumerate()
+        .map(|(index, &epochs)| RungComparison {
+            epochs,
+            earlier: observed
+                .iter()
+                .filter_map(|trial| trial.rung_values.get(index).copied().flatten())
+                .collect(),
+        })
+        .collect();
+    Some(PruningPlan {
+        rungs,
+        reduction_factor: pruner.reduction_factor,
+    })
+}
+
+/// A settled trial's value at each rung of the pruner: its best value up to the rung when its
+/// outcome went that far (done, or pruned at or above it) and its run's history reached the rung.
+fn rung_values(search: &PlannedSearch, outcome: &TrialOutcome, view: &RunView) -> Vec<Option<f64>> {
     let Some(pruner) = &search.pruner else {
-        return Ok(None);
+        return Vec::new();
     };
-    let metric = search.selection_metric;
-    let mut rungs = Vec::new();
-    for &epochs in &pruner.rungs {
-        let mut earlier = Vec::new();
-        for trial in observed {
-            let reached = match trial.outcome {
+    pruner
+        .rungs
+        .iter()
+        .map(|&epochs| {
+            let reached = match outcome {
                 TrialOutcome::Done { .. } => true,
                 TrialOutcome::Pruned {
                     epochs: pruned_at, ..
-                } => pruned_at >= epochs,
+                } => *pruned_at >= epochs,
                 _ => false,
             };
-            let Some(hash) = trial.hash().filter(|_| reached) else {
-                continue;
-            };
-            let view = histories(hash)?;
-            if !rung_reached(&view, epochs) {
-                continue;
-            }
-            if let Some(value) = policy::value_at(&view.history, epochs, metric) {
-                earlier.push(value);
-            }
-        }
-        rungs.push(RungComparison { epochs, earlier });
-    }
-    Ok(Some(PruningPlan {
-        rungs,
-        reduction_factor: pruner.reduction_factor,
-    }))
+            (reached && rung_reached(view, epochs))
+                .then(|| policy::value_at(&view.history, epochs, search.selection_metric))
+                .flatten()
+        })
+        .collect()
 }
 
 /// Whether a run's history went past the rung at `epochs`: later rows exist, or a pruner
@@ -396,13 +398,14 @@ pub fn outcome_of(
 }
 
 /// Every trial of `search` that can be proposed now, with its outcome, from the runs in the store
-/// (`views` reads one; the caller may cache).
+/// (`read_view` reads one run's view; each run is read once).
 pub fn search_state(
     search: &PlannedSearch,
     file: &ExperimentFile,
     resolver: &mut TrialResolver,
-    views: &mut dyn FnMut(&RunHash) -> anyhow::Result<RunView>,
+    read_view: &mut dyn FnMut(&RunHash) -> anyhow::Result<RunView>,
 ) -> anyhow::Result<SearchState> {
+    let mut views: HashMap<RunHash, RunView> = HashMap::new();
     let mut trials: Vec<Trial> = Vec::new();
     let mut blocked_at = None;
     for number in 0..search.trials {
@@ -436,21 +439,42 @@ pub fn search_state(
                 .find(|earlier| earlier.hash() == Some(&run.hash))
                 .map(|earlier| earlier.number)
         });
-        let pruning = pruning_plan(search, observed, views)?;
-        let outcome = match (&run, same_as) {
-            (Err(reason), _) => TrialOutcome::Failed {
-                reason: reason.clone(),
-            },
-            (Ok(_), Some(earlier)) => match &trials[earlier].outcome {
-                settled if settled.is_settled() => settled.clone(),
-                _ => TrialOutcome::Running,
-            },
-            (Ok(run), None) => outcome_of(
-                &views(&run.hash)?,
-                pruning.as_ref(),
-                search.selection_metric,
-            ),
+        let pruning = pruning_plan(search, observed);
+        let view = match &run {
+            Ok(run) => {
+                if !views.contains_key(&run.hash) {
+                    views.insert(run.hash.clone(), read_view(&run.hash)?);
+                }
+                views.get(&run.hash)
+            }
+            Err(_) => None,
         };
+        let (outcome, values_at_rungs) = match (&run, same_as, view) {
+            (Err(reason), _, _) => (
+                TrialOutcome::Failed {
+                    reason: reason.clone(),
+                },
+                Vec::new(),
+            ),
+            // The same run as an earlier trial: its outcome, once it has one.
+            (Ok(_), Some(earlier), _) => match &trials[earlier].outcome {
+                settled if settled.is_settled() => {
+                    (settled.clone(), trials[earlier].rung_values.clone())
+                }
+                _ => (TrialOutcome::Running, Vec::new()),
+            },
+            (Ok(_), None, view) => {
+                let view = view.expect("every run's view is read above");
+                let outcome = outcome_of(view, pruning.as_ref(), search.selection_metric);
+                let at_rungs = rung_values(search, &outcome, view);
+                (outcome, at_rungs)
+            }
+        };
+        let listed = view.is_some_and(|view| {
+            view.search_trials
+                .iter()
+                .any(|entry| entry.trial == number && entry.search == search.hash.as_str())
+        });
         trials.push(Trial {
             number,
             values,
@@ -459,26 +483,22 @@ pub fn search_state(
             same_as,
             pruning,
             outcome,
+            rung_values: values_at_rungs,
+            listed,
         });
     }
     Ok(SearchState { trials, blocked_at })
 }
 
-/// [`search_state`] read from a store, each run's view read once.
+/// [`search_state`] read from a store.
 pub fn state_in_store(
     search: &PlannedSearch,
     file: &ExperimentFile,
     store: &RunStore,
     resolver: &mut TrialResolver,
 ) -> anyhow::Result<SearchState> {
-    let mut views: std::collections::HashMap<RunHash, RunView> = std::collections::HashMap::new();
     search_state(search, file, resolver, &mut |hash| {
-        if let Some(view) = views.get(hash) {
-            return Ok(view.clone());
-        }
-        let view = RunView::read(store, hash)?;
-        views.insert(hash.clone(), view.clone());
-        Ok(view)
+        RunView::read(store, hash)
     })
 }
 
@@ -513,6 +533,16 @@ pub struct TrialRecord {
     pub same_as: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl SearchRecord {
+    /// How many trials are settled (done, pruned or failed).
+    pub fn settled(&self) -> usize {
+        self.trials
+            .iter()
+            .filter(|trial| matches!(trial.status.as_str(), "done" | "pruned" | "failed"))
+            .count()
+    }
 }
 
 /// The search's record (`searches/<hash>.json`): its identity, its space and every trial so far.
@@ -590,8 +620,7 @@ pub fn search_record(
 }
 
 /// Writes the search's record atomically.
-pub fn write_record(store: &RunStore, record: &SearchRecord, path: &Path) -> anyhow::Result<()> {
-    let _ = store;
+pub fn write_record(record: &SearchRecord, path: &Path) -> anyhow::Result<()> {
     if let Some(folder) = path.parent() {
         std::fs::create_dir_all(folder)?;
     }
@@ -655,6 +684,7 @@ mod tests {
                 .collect(),
             pruned_epochs,
             error: None,
+            search_trials: Vec::new(),
         }
     }
 

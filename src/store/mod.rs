@@ -317,9 +317,24 @@ impl RunStore {
     /// A run's status: `new` when the store does not hold it; a `running` record whose lock no
     /// live process holds is reported `interrupted`.
     pub fn status(&self, hash: &RunHash) -> anyhow::Result<RunStatus> {
+        Ok(self.record_and_status(hash)?.1)
+    }
+
+    /// A run's `run.json` (if any) and its status as [`RunStore::status`] reports it, from one
+    /// read of the record.
+    pub fn record_and_status(
+        &self,
+        hash: &RunHash,
+    ) -> anyhow::Result<(Option<RunRecord>, RunStatus)> {
         let Some(record) = self.record(hash)? else {
-            return Ok(RunStatus::New);
+            return Ok((None, RunStatus::New));
         };
+        let status = self.live_status(hash, &record)?;
+        Ok((Some(record), status))
+    }
+
+    /// A record's status, with `running` checked against the lock.
+    fn live_status(&self, hash: &RunHash, record: &RunRecord) -> anyhow::Result<RunStatus> {
         if record.status != RunStatus::Running {
             return Ok(record.status);
         }

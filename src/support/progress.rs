@@ -1,7 +1,8 @@
 //! What a running sweep tells the user on stderr, and what each run writes to its `train.log`.
 //! On a terminal, an indicatif bar per run (run i/N and hash, epoch, step, loss, samples/s,
 //! ETA); otherwise plain lines, one per `PLAIN_INTERVAL` and one per event. Every event line also
-//! goes to the run's `train.log`, timestamped, rewritten atomically.
+//! goes to the run's `train.log`, timestamped, rewritten atomically. `count_of` words the counts
+//! of every message and table (`1 run`, `2 runs`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -180,5 +181,14 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish_run();
+    }
+}
+
+/// A count and its noun, singular for one: `1 run`, `2 runs`, `0 runs`.
+pub fn count_of(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
     }
 }

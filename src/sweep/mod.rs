@@ -42,19 +42,10 @@ use crate::plan::{Plan, PlannedRun};
 use crate::search::{self as search_stage, SearchRecord, SearchState, TrialOutcome};
 use crate::store::run_files;
 use crate::store::{Claim, Provenance, RunStatus, RunStore, SearchTrial, hostname};
-use crate::support::progress::Progress;
+use crate::support::progress::{Progress, count_of};
 use crate::train::device::{self, ResolvedDevice};
 use crate::train::policy::PruningPlan;
 use crate::train::{self, TrainEnd, TrainOptions};
-
-/// `1 run`, `2 runs`.
-fn count_of(count: usize, noun: &str) -> String {
-    if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{count} {noun}s")
-    }
-}
 
 /// How long to wait before looking again at runs other processes hold.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -621,7 +612,7 @@ fn search_pass(
     let record = search_stage::search_record(search, file, &state);
     if last_record.as_ref() != Some(&record) {
         store.create()?;
-        search_stage::write_record(store, &record, &search_stage::record_path(store, search))?;
+        search_stage::write_record(&record, &search_stage::record_path(store, search))?;
         if let Some(previous) = last_record.as_ref() {
             announce_settled(search, file, previous, &record, progress);
         }
@@ -703,17 +694,7 @@ fn announce_settled(
     record: &SearchRecord,
     progress: &mut Progress,
 ) {
-    let settled = |status: &str| matches!(status, "done" | "pruned" | "failed");
-    let count = record
-        .trials
-        .iter()
-        .filter(|trial| settled(&trial.status))
-        .count();
-    let before = previous
-        .trials
-        .iter()
-        .filter(|trial| settled(&trial.status))
-        .count();
+    let (count, before) = (record.settled(), previous.settled());
     if count > before {
         progress.message(&format!(
             "{}: {count} of {} trials settled",
@@ -731,23 +712,17 @@ fn list_trials_in_runs(
     state: &SearchState,
 ) -> anyhow::Result<()> {
     for trial in &state.trials {
-        let (Some(hash), true) = (trial.hash(), trial.outcome.is_settled()) else {
+        if trial.listed || !trial.outcome.is_settled() {
+            continue;
+        }
+        let Ok(run) = &trial.run else {
             continue;
         };
         let entry = SearchTrial {
             search: search.hash.as_str().to_string(),
             trial: trial.number,
         };
-        let Some(record) = store.record(hash)? else {
-            continue;
-        };
-        if record.search_trials.contains(&entry) {
-            continue;
-        }
-        let Ok(run) = &trial.run else {
-            continue;
-        };
-        if let Claim::Claimed(lease) = store.claim(hash, &run.spec.canonical_bytes())? {
+        if let Claim::Claimed(lease) = store.claim(&run.hash, &run.spec.canonical_bytes())? {
             lease.update(|record| {
                 if !record.search_trials.contains(&entry) {
                     record.search_trials.push(entry.clone());
