@@ -121,6 +121,132 @@ batches of consecutive examples. Nothing is written to the run store.")]
 
 Exit status: 0 every check passed, 1 a check failed, 2 an error.")]
     DeviceCheck(DeviceCheckArgs),
+    /// Run sweeps on a Slurm cluster: a job array of workers sharing the run store.
+    #[command(subcommand)]
+    Slurm(SlurmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlurmCommand {
+    /// Submit a job array whose tasks each run `bertlab run` on the same experiments and store;
+    /// the store's claims share the runs out. Prints the job id.
+    #[command(after_help = "Examples:
+  bertlab --runs /shared/runs slurm submit experiments/tweets-sentiment.toml --workers 8 --gpus-per-worker 1 --time 04:00:00 --partition gpu
+  bertlab slurm submit experiments/tweets-search.toml --workers 4 --cpus-per-worker 16 --sbatch-arg=--exclusive
+  bertlab slurm submit experiments/quickstart.toml --dry-run   (print the job script, write nothing)
+
+Each task gets Slurm's warning signal before its time limit: it checkpoints its run, stops and
+goes back in the queue; the run resumes from its checkpoint (on CPU the result is bit-identical to
+an uninterrupted run). The submission folder <store>/slurm/<time>-<id>/ holds job.sh,
+submission.json and one log per task. The store must be on storage every node mounts, with
+file locks shared between nodes (docs/cluster.md).
+Exit status: 0 submitted, 2 an error (Slurm's commands missing, sbatch refused, a bad file).")]
+    Submit(SlurmSubmitArgs),
+    /// The array's tasks (from scontrol) beside the runs each trained or is training, and the
+    /// sweep's progress.
+    #[command(after_help = "Examples:
+  bertlab slurm status          (the newest submission in the store)
+  bertlab slurm status 4211     (by job id, or by submission folder name)")]
+    Status(SlurmStatusArgs),
+    /// Cancel a submission's job (or one task, `JOB_TASK`): runs being trained checkpoint and
+    /// stop as `interrupted`; `bertlab run` or a new submission resumes them.
+    #[command(after_help = "Examples:
+  bertlab slurm cancel 4211
+  bertlab slurm cancel 4211_3")]
+    Cancel(SlurmCancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmSubmitArgs {
+    /// Experiment files (TOML).
+    #[arg(required = true, value_name = "EXPERIMENT.toml")]
+    pub experiments: Vec<PathBuf>,
+
+    /// Array tasks, each a worker training one run at a time (one run per GPU with
+    /// --gpus-per-worker above 1).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub workers: u32,
+
+    /// The partition (sbatch --partition).
+    #[arg(long, value_name = "P")]
+    pub partition: Option<String>,
+
+    /// GPUs per worker (sbatch --gres=gpu:G); the worker trains one run per GPU. Needs a build
+    /// with the `cuda` feature.
+    #[arg(long, default_value_t = 0, value_name = "G")]
+    pub gpus_per_worker: u32,
+
+    /// CPUs per worker (sbatch --cpus-per-task); the matrix products use that many threads.
+    #[arg(long, value_name = "C", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cpus_per_worker: Option<u32>,
+
+    /// Time limit of each task, as sbatch takes it: MM:SS, HH:MM:SS or D-HH:MM:SS.
+    #[arg(long, value_name = "HH:MM:SS", value_parser = parse_time_limit)]
+    pub time: Option<String>,
+
+    /// The account to charge (sbatch --account).
+    #[arg(long, value_name = "A")]
+    pub account: Option<String>,
+
+    /// One more #SBATCH line, as given (repeatable): --sbatch-arg=--exclusive
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
+
+    /// Seconds before the time limit that Slurm warns a task: time for a step and a checkpoint.
+    #[arg(long, default_value_t = crate::sweep::slurm::script::DEFAULT_SIGNAL_BEFORE_SECONDS, value_name = "S", value_parser = clap::value_parser!(u32).range(10..=65535))]
+    pub signal_before: u32,
+
+    /// Print the job script to stdout and write or submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Passed on to each worker's `bertlab run`.
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Passed on to each worker's `bertlab run`.
+    #[arg(long)]
+    pub retry_failed: bool,
+
+    /// Refuse grids with more runs than this (also passed on to the workers).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmStatusArgs {
+    /// The job id, or the submission folder's name; default: the newest submission.
+    #[arg(value_name = "JOB")]
+    pub job: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmCancelArgs {
+    /// The job id (`4211`), or one task of it (`4211_3`).
+    #[arg(value_name = "JOB")]
+    pub job: String,
+}
+
+/// `--time`: what sbatch accepts as a time limit with a day, hour, minute and second part.
+fn parse_time_limit(text: &str) -> Result<String, String> {
+    let (days, clock) = match text.split_once('-') {
+        Some((days, clock)) => (Some(days), clock),
+        None => (None, text),
+    };
+    let days_ok = days.is_none_or(|days| !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()));
+    let parts: Vec<&str> = clock.split(':').collect();
+    let parts_ok = (1..=3).contains(&parts.len())
+        && (days.is_some() || parts.len() >= 2)
+        && parts
+            .iter()
+            .all(|part| !part.is_empty() && part.len() <= 3 && part.bytes().all(|b| b.is_ascii_digit()));
+    if days_ok && parts_ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "`{text}` is not a time limit: give MM:SS, HH:MM:SS or D-HH:MM:SS (as sbatch --time takes it)"
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -414,6 +540,18 @@ pub enum HiCommand {
     Report(ReportArgs),
     Bench(BenchArgs),
     DeviceCheck(DeviceCheckArgs),
+    SlurmSubmit {
+        experiments: Vec<PathBuf>,
+        plan_options: PlanOptions,
+        options: crate::sweep::slurm::script::SubmitOptions,
+        dry_run: bool,
+    },
+    SlurmStatus {
+        job: Option<String>,
+    },
+    SlurmCancel {
+        job: String,
+    },
 }
 
 /// Whether to colour what goes to stderr: only for a terminal, and never when `NO_COLOR` is set
@@ -461,6 +599,42 @@ impl HiArgs {
             LowCommand::Report(args) => HiCommand::Report(args),
             LowCommand::Bench(args) => HiCommand::Bench(args),
             LowCommand::DeviceCheck(args) => HiCommand::DeviceCheck(args),
+            LowCommand::Slurm(SlurmCommand::Submit(args)) => {
+                let mut run_flags = Vec::new();
+                if args.fail_fast {
+                    run_flags.push("--fail-fast".to_string());
+                }
+                if args.retry_failed {
+                    run_flags.push("--retry-failed".to_string());
+                }
+                if args.max_runs != 1000 {
+                    run_flags.push(format!("--max-runs={}", args.max_runs));
+                }
+                HiCommand::SlurmSubmit {
+                    experiments: args.experiments,
+                    plan_options: PlanOptions {
+                        max_runs: args.max_runs,
+                    },
+                    options: crate::sweep::slurm::script::SubmitOptions {
+                        workers: args.workers as usize,
+                        partition: args.partition,
+                        account: args.account,
+                        time: args.time,
+                        gpus_per_worker: args.gpus_per_worker as usize,
+                        cpus_per_worker: args.cpus_per_worker.map(|cpus| cpus as usize),
+                        signal_before_seconds: args.signal_before,
+                        sbatch_args: args.sbatch_args,
+                        run_flags,
+                    },
+                    dry_run: args.dry_run,
+                }
+            }
+            LowCommand::Slurm(SlurmCommand::Status(args)) => {
+                HiCommand::SlurmStatus { job: args.job }
+            }
+            LowCommand::Slurm(SlurmCommand::Cancel(args)) => {
+                HiCommand::SlurmCancel { job: args.job }
+            }
         };
         HiArgs {
             store: RunStore::new(low.runs),

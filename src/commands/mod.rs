@@ -22,6 +22,7 @@ pub mod reproduce;
 pub mod results;
 pub mod run;
 pub mod show;
+pub mod slurm;
 
 use std::io::Write;
 
@@ -77,6 +78,14 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
         HiCommand::Show { hash_prefix } => show::execute(store, &hash_prefix),
         HiCommand::Bench(options) => bench::execute(&options, color),
         HiCommand::DeviceCheck(options) => device_check::execute(&options),
+        HiCommand::SlurmSubmit {
+            experiments,
+            plan_options,
+            options,
+            dry_run,
+        } => slurm::submit(store, &experiments, &plan_options, &options, dry_run, color),
+        HiCommand::SlurmStatus { job } => slurm::status(store, job.as_deref(), color),
+        HiCommand::SlurmCancel { job } => slurm::cancel(store, &job),
     }
 }
 

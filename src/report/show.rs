@@ -85,6 +85,20 @@ pub fn show_text(store: &RunStore, hash: &RunHash) -> anyhow::Result<String> {
                     provenance.commit_suffix()
                 ),
             );
+            if let Some(slurm) = &provenance.slurm {
+                line(
+                    "slurm",
+                    format!(
+                        "{}{}",
+                        slurm.label(),
+                        slurm
+                            .submission
+                            .as_deref()
+                            .map(|name| format!(", submission {name}"))
+                            .unwrap_or_default()
+                    ),
+                );
+            }
             line(
                 "experiment",
                 format!(

@@ -14,6 +14,7 @@
 //! uses: the model, the tokenizer or the training loop: the store describes runs and never trains
 //! them (`train` writes the result files, `sweep` claims runs and records how they ended).
 
+pub mod filesystem;
 pub mod results_index;
 pub mod run_files;
 
@@ -190,6 +191,36 @@ pub struct Provenance {
     pub experiment_commit: Option<String>,
     /// Whether that repository had uncommitted changes to tracked files (outside the run store).
     pub experiment_dirty: Option<bool>,
+    /// The Slurm job task that trained it, when a Slurm job did (`bertlab slurm submit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmProvenance>,
+}
+
+/// Which Slurm job array task trained a run (from the job's environment).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmProvenance {
+    /// The job id `sbatch` printed: the array's (`SLURM_ARRAY_JOB_ID`), else `SLURM_JOB_ID`.
+    pub job_id: String,
+    /// `SLURM_ARRAY_TASK_ID`: which worker of the array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_task_id: Option<u32>,
+    /// `SLURM_RESTART_COUNT`: how many times the task was requeued (preempted, timed out, ...).
+    pub restart_count: u32,
+    /// The submission folder's name under `<store>/slurm/`, when `bertlab slurm submit` wrote
+    /// the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submission: Option<String>,
+}
+
+impl SlurmProvenance {
+    /// `job 12_3 (restart 1)`, as logs and `show` write it.
+    pub fn label(&self) -> String {
+        let task = self
+            .array_task_id
+            .map(|task| format!("{}_{task}", self.job_id))
+            .unwrap_or_else(|| self.job_id.clone());
+        format!("slurm job {task} (restart {})", self.restart_count)
+    }
 }
 
 /// The file names inside a run directory.

@@ -26,6 +26,7 @@
 //! one run at a time with every core).
 
 pub mod reproduce;
+pub mod slurm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -146,6 +147,7 @@ fn provenance(plan: &Plan, run: &PlannedRun, store: &RunStore, device: &str) -> 
             .to_string(),
         experiment_commit,
         experiment_dirty,
+        slurm: slurm::job_task_from_environment(),
     }
 }
 
@@ -773,7 +775,7 @@ fn train_claimed(
         .map(|(key, value)| format!("{}={value}", key.column_name()))
         .collect();
     progress.event(&format!(
-        "{}{}: attempt {attempt}, run {} on {} with {} threads, bertlab {}{}",
+        "{}{}: attempt {attempt}, run {} on {}{} with {} threads, bertlab {}{}",
         experiment.name,
         if swept.is_empty() {
             String::new()
@@ -782,6 +784,11 @@ fn train_claimed(
         },
         run.hash,
         provenance.device,
+        provenance
+            .slurm
+            .as_ref()
+            .map(|slurm| format!(" of {} on {}", slurm.label(), provenance.host))
+            .unwrap_or_default(),
         provenance.threads,
         provenance.bertlab_version,
         provenance.commit_suffix()

@@ -430,6 +430,7 @@ mod tests {
             experiment_file: "e.toml".into(),
             experiment_commit: None,
             experiment_dirty: None,
+            slurm: None,
         };
         let this = provenance(env!("CARGO_PKG_VERSION"), sweep::bertlab_commit());
         assert_eq!(build_difference(Some(&this)), None);
