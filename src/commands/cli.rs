@@ -233,13 +233,14 @@ fn parse_time_limit(text: &str) -> Result<String, String> {
         Some((days, clock)) => (Some(days), clock),
         None => (None, text),
     };
-    let days_ok = days.is_none_or(|days| !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()));
+    let days_ok =
+        days.is_none_or(|days| !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()));
     let parts: Vec<&str> = clock.split(':').collect();
     let parts_ok = (1..=3).contains(&parts.len())
         && (days.is_some() || parts.len() >= 2)
-        && parts
-            .iter()
-            .all(|part| !part.is_empty() && part.len() <= 3 && part.bytes().all(|b| b.is_ascii_digit()));
+        && parts.iter().all(|part| {
+            !part.is_empty() && part.len() <= 3 && part.bytes().all(|b| b.is_ascii_digit())
+        });
     if days_ok && parts_ok {
         Ok(text.to_string())
     } else {

@@ -131,7 +131,10 @@ pub fn status(store: &RunStore, job: Option<&str>, color: bool) -> anyhow::Resul
         bail!(
             "submission {} was never submitted: {}",
             submission.name,
-            submission.error.as_deref().unwrap_or("sbatch gave no job id")
+            submission
+                .error
+                .as_deref()
+                .unwrap_or("sbatch gave no job id")
         );
     };
     let records = scheduler::job_records(&job_id)?;
@@ -173,10 +176,16 @@ pub fn status(store: &RunStore, job: Option<&str>, color: bool) -> anyhow::Resul
             let slurm = row.slurm.as_ref();
             vec![
                 format!("{job_id}_{}", row.task),
+                slurm.map(|record| record.state.clone()).unwrap_or_else(|| {
+                    if records.is_none() {
+                        "ended".into()
+                    } else {
+                        dash()
+                    }
+                }),
                 slurm
-                    .map(|record| record.state.clone())
-                    .unwrap_or_else(|| if records.is_none() { "ended".into() } else { dash() }),
-                slurm.and_then(|record| record.node.clone()).unwrap_or_else(dash),
+                    .and_then(|record| record.node.clone())
+                    .unwrap_or_else(dash),
                 slurm
                     .map(|record| record.run_time.clone())
                     .filter(|time| !time.is_empty())
@@ -184,7 +193,9 @@ pub fn status(store: &RunStore, job: Option<&str>, color: bool) -> anyhow::Resul
                 slurm
                     .map(|record| record.restarts.to_string())
                     .unwrap_or_else(dash),
-                slurm.and_then(|record| record.reason.clone()).unwrap_or_else(dash),
+                slurm
+                    .and_then(|record| record.reason.clone())
+                    .unwrap_or_else(dash),
                 run_counts(&row.runs),
                 if training.is_empty() {
                     dash()
@@ -242,16 +253,18 @@ pub fn cancel(store: &RunStore, job: &str) -> anyhow::Result<Outcome> {
     };
     let valid = !array.is_empty()
         && array.bytes().all(|byte| byte.is_ascii_digit())
-        && task.is_none_or(|task| !task.is_empty() && task.bytes().all(|byte| byte.is_ascii_digit()));
+        && task
+            .is_none_or(|task| !task.is_empty() && task.bytes().all(|byte| byte.is_ascii_digit()));
     if !valid {
-        bail!("`{job}` is not a job id: give the number `bertlab slurm submit` printed, or JOB_TASK for one task");
+        bail!(
+            "`{job}` is not a job id: give the number `bertlab slurm submit` printed, or JOB_TASK for one task"
+        );
     }
     let submission = slurm::find_submission(store, Some(array))?;
     let training: Vec<String> = slurm::runs_by_task(store, array)?
         .into_iter()
         .filter(|(index, run)| {
-            run.status == RunStatus::Running
-                && task.is_none_or(|task| task.parse() == Ok(*index))
+            run.status == RunStatus::Running && task.is_none_or(|task| task.parse() == Ok(*index))
         })
         .map(|(_, run)| run.hash.short().to_string())
         .collect();

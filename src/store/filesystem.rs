@@ -43,7 +43,9 @@ fn unescape(field: &str) -> String {
     while index < bytes.len() {
         if bytes[index] == b'\\'
             && index + 3 < bytes.len()
-            && bytes[index + 1..index + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[index + 1..index + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let value = (bytes[index + 1] - b'0') * 64
                 + (bytes[index + 2] - b'0') * 8
@@ -102,8 +104,7 @@ fn beegfs_global_locks(configuration: &str) -> bool {
         .lines()
         .map(|line| line.split('#').next().unwrap_or("").trim())
         .filter_map(|line| line.split_once('='))
-        .filter(|(key, _)| key.trim() == "tuneUseGlobalFileLocks")
-        .last()
+        .rfind(|(key, _)| key.trim() == "tuneUseGlobalFileLocks")
         .is_some_and(|(_, value)| matches!(value.trim(), "true" | "1" | "yes"))
 }
 
@@ -153,8 +154,8 @@ pub fn lock_scope(mount: &Mount, read_file: impl Fn(&Path) -> Option<String>) ->
             }
         }
         "beegfs" => {
-            let configuration = value_of("cfgFile")
-                .unwrap_or_else(|| "/etc/beegfs/beegfs-client.conf".into());
+            let configuration =
+                value_of("cfgFile").unwrap_or_else(|| "/etc/beegfs/beegfs-client.conf".into());
             match read_file(Path::new(&configuration)) {
                 Some(text) if beegfs_global_locks(&text) => LockScope::Cluster,
                 Some(_) => LockScope::NodeOnly {
@@ -192,7 +193,9 @@ tmpfs /my\\040runs tmpfs rw 0 0\n";
     #[test]
     fn the_longest_mount_point_above_the_store_decides() {
         assert_eq!(
-            mount_of(MOUNTS, Path::new("/shared/runs")).unwrap().filesystem,
+            mount_of(MOUNTS, Path::new("/shared/runs"))
+                .unwrap()
+                .filesystem,
             "nfs4"
         );
         assert_eq!(
@@ -202,11 +205,15 @@ tmpfs /my\\040runs tmpfs rw 0 0\n";
             "nfs"
         );
         assert_eq!(
-            mount_of(MOUNTS, Path::new("/sharedother")).unwrap().filesystem,
+            mount_of(MOUNTS, Path::new("/sharedother"))
+                .unwrap()
+                .filesystem,
             "ext4"
         );
         assert_eq!(
-            mount_of(MOUNTS, Path::new("/my runs/x")).unwrap().mount_point,
+            mount_of(MOUNTS, Path::new("/my runs/x"))
+                .unwrap()
+                .mount_point,
             PathBuf::from("/my runs")
         );
     }
@@ -214,9 +221,15 @@ tmpfs /my\\040runs tmpfs rw 0 0\n";
     #[test]
     fn scopes_follow_the_mount_options() {
         assert_eq!(scope("/shared/runs", None), LockScope::Cluster);
-        assert!(matches!(scope("/shared/old/runs", None), LockScope::NodeOnly { .. }));
+        assert!(matches!(
+            scope("/shared/old/runs", None),
+            LockScope::NodeOnly { .. }
+        ));
         assert_eq!(scope("/lustre/runs", None), LockScope::Cluster);
-        assert!(matches!(scope("/scratch/runs", None), LockScope::NodeOnly { .. }));
+        assert!(matches!(
+            scope("/scratch/runs", None),
+            LockScope::NodeOnly { .. }
+        ));
         assert_eq!(scope("/home/runs", None), LockScope::Local);
         assert_eq!(scope("/beegfs/runs", None), LockScope::Unknown);
         assert!(matches!(
@@ -224,7 +237,10 @@ tmpfs /my\\040runs tmpfs rw 0 0\n";
             LockScope::NodeOnly { .. }
         ));
         assert_eq!(
-            scope("/beegfs/runs", Some("# x\ntuneUseGlobalFileLocks = true # on\n")),
+            scope(
+                "/beegfs/runs",
+                Some("# x\ntuneUseGlobalFileLocks = true # on\n")
+            ),
             LockScope::Cluster
         );
         let local = Mount {
@@ -232,7 +248,10 @@ tmpfs /my\\040runs tmpfs rw 0 0\n";
             filesystem: "nfs".into(),
             options: vec!["vers=4.1".into(), "local_lock=flock".into()],
         };
-        assert!(matches!(lock_scope(&local, |_| None), LockScope::NodeOnly { .. }));
+        assert!(matches!(
+            lock_scope(&local, |_| None),
+            LockScope::NodeOnly { .. }
+        ));
         let noflock = Mount {
             filesystem: "lustre".into(),
             options: vec!["noflock".into()],

@@ -39,6 +39,18 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// optimizer step.
 pub const ABORT_AFTER_STEP_VARIABLE: &str = "BERTLAB_TEST_ABORT_AFTER_STEP";
 
+/// Test hook: sleep this many milliseconds after every optimizer step (so that a test can stop a
+/// tiny model's run in the middle; the results do not change).
+pub const STEP_DELAY_VARIABLE: &str = "BERTLAB_TEST_STEP_DELAY_MS";
+
+/// Reads the step-delay test hook.
+fn step_delay() -> Option<Duration> {
+    std::env::var(STEP_DELAY_VARIABLE)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .map(Duration::from_millis)
+}
+
 /// Reads the abort-after-step test hook once.
 fn abort_after_step() -> Option<u64> {
     std::env::var(ABORT_AFTER_STEP_VARIABLE)
@@ -340,6 +352,9 @@ fn train_epoch(
         });
         if abort_after == Some(state.steps) {
             std::process::abort();
+        }
+        if let Some(delay) = step_delay() {
+            std::thread::sleep(delay);
         }
         let interrupted = context.options.interrupt.load(Ordering::SeqCst);
         if interrupted || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {

@@ -233,7 +233,8 @@ impl Workspace {
             .env("BERTLAB_CACHE_DIR", self.path().join("cache"))
             .env("NO_COLOR", "1")
             .env_remove("BERTLAB_RUNS")
-            .env_remove(bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE);
+            .env_remove(bertlab::train::epochs::ABORT_AFTER_STEP_VARIABLE)
+            .env_remove(bertlab::train::epochs::STEP_DELAY_VARIABLE);
         command
     }
 

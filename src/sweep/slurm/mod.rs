@@ -70,7 +70,10 @@ pub fn submission_name(now: DateTime<Utc>, experiments: &[PathBuf]) -> String {
         hasher.update([0]);
     }
     let digest = hasher.finalize();
-    let short: String = digest[..3].iter().map(|byte| format!("{byte:02x}")).collect();
+    let short: String = digest[..3]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     format!("{}-{short}", now.format("%Y%m%dT%H%M%SZ"))
 }
 
@@ -85,7 +88,10 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 
 /// The job's name: `bertlab-<first experiment's name>` (`+N` more), in sbatch's safe letters.
 fn job_name(experiment_names: &[String]) -> String {
-    let first = experiment_names.first().map(String::as_str).unwrap_or("sweep");
+    let first = experiment_names
+        .first()
+        .map(String::as_str)
+        .unwrap_or("sweep");
     let mut name: String = format!("bertlab-{first}")
         .chars()
         .map(|c| {
@@ -126,8 +132,7 @@ pub fn prepare(
         .map(|path| absolute(path))
         .collect::<anyhow::Result<_>>()?;
     let bertlab = std::env::current_exe().context("cannot find the bertlab binary's path")?;
-    let working_directory =
-        std::env::current_dir().context("cannot read the current directory")?;
+    let working_directory = std::env::current_dir().context("cannot read the current directory")?;
     let name = submission_name(now, &experiments);
     let folder = store_root.join(SUBMISSIONS_FOLDER).join(&name);
     for (what, path) in [
@@ -253,7 +258,7 @@ pub fn find_submission(store: &RunStore, job: Option<&str>) -> anyhow::Result<Su
     let all = submissions(store)?;
     let submitted = || all.iter().filter(|record| record.job_id.is_some());
     let found = match job {
-        None => submitted().last(),
+        None => submitted().next_back(),
         Some(job) => {
             let array = job.split('_').next().unwrap_or(job);
             submitted()
@@ -434,8 +439,14 @@ mod tests {
 
     #[test]
     fn job_names_use_safe_letters() {
-        assert_eq!(job_name(&["tweets sentiment".into()]), "bertlab-tweets-sentiment");
-        assert_eq!(job_name(&["a".into(), "b".into(), "c".into()]), "bertlab-a+2");
+        assert_eq!(
+            job_name(&["tweets sentiment".into()]),
+            "bertlab-tweets-sentiment"
+        );
+        assert_eq!(
+            job_name(&["a".into(), "b".into(), "c".into()]),
+            "bertlab-a+2"
+        );
     }
 
     #[test]
@@ -456,7 +467,11 @@ mod tests {
             restart_count: 0,
             experiment: None,
         };
-        let rows = task_rows(3, Some(std::slice::from_ref(&record)), vec![(0, run.clone())]);
+        let rows = task_rows(
+            3,
+            Some(std::slice::from_ref(&record)),
+            vec![(0, run.clone())],
+        );
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].slurm, None);
         assert_eq!(rows[0].runs, vec![run]);

@@ -37,9 +37,8 @@ pub fn find_command(name: &'static str) -> Result<PathBuf, SlurmMissing> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|metadata| {
-        metadata.is_file() && metadata.permissions().mode() & 0o111 != 0
-    })
+    std::fs::metadata(path)
+        .is_ok_and(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
 }
 
 /// Runs a Slurm command; its stdout, or an error with its stderr.
@@ -62,7 +61,9 @@ fn call(name: &'static str, args: &[&str]) -> anyhow::Result<String> {
 
 /// Submits `script`; the job id sbatch prints.
 pub fn sbatch(script: &Path) -> anyhow::Result<String> {
-    let script = script.to_str().context("the job script's path is not UTF-8")?;
+    let script = script
+        .to_str()
+        .context("the job script's path is not UTF-8")?;
     let output = call("sbatch", &["--parsable", script])?;
     parse_sbatch_output(&output)
 }
@@ -225,7 +226,10 @@ JobId=6 ArrayJobId=4 ArrayTaskId=2-3%2 JobName=bertlab-tiny JobState=PENDING Rea
         assert_eq!(parse_sbatch_output("12\n").unwrap(), "12");
         assert_eq!(parse_sbatch_output("12;cluster-a\n").unwrap(), "12");
         let error = parse_sbatch_output("sbatch: error: x\n").unwrap_err();
-        assert!(error.to_string().contains("did not print a job id"), "{error}");
+        assert!(
+            error.to_string().contains("did not print a job id"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -128,7 +128,10 @@ pub fn job_script(inputs: &ScriptInputs) -> String {
         inputs.folder.join(TASK_LOG_PATTERN).display()
     ));
     line("#SBATCH --open-mode=append");
-    line(&format!("#SBATCH --chdir={}", inputs.working_directory.display()));
+    line(&format!(
+        "#SBATCH --chdir={}",
+        inputs.working_directory.display()
+    ));
     line("#SBATCH --requeue");
     line(&format!(
         "#SBATCH --signal=B:USR1@{}",
@@ -159,9 +162,13 @@ pub fn job_script(inputs: &ScriptInputs) -> String {
         shell_word(inputs.name)
     ));
     line("# The matrix products use the task's CPUs, not every core of the node.");
-    line("if [ -n \"${SLURM_CPUS_PER_TASK:-}\" ]; then export RAYON_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"; fi");
+    line(
+        "if [ -n \"${SLURM_CPUS_PER_TASK:-}\" ]; then export RAYON_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"; fi",
+    );
     line("task=\"${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}\"");
-    line("echo \"== $(date -u +%Y-%m-%dT%H:%M:%SZ) task $task on $(hostname) (restart ${SLURM_RESTART_COUNT:-0})\"");
+    line(
+        "echo \"== $(date -u +%Y-%m-%dT%H:%M:%SZ) task $task on $(hostname) (restart ${SLURM_RESTART_COUNT:-0})\"",
+    );
     line("");
     let mut command = vec![
         path_word(inputs.bertlab),
@@ -184,8 +191,12 @@ pub fn job_script(inputs: &ScriptInputs) -> String {
     line("# Slurm's warning before the time limit: the worker checkpoints its run and stops, then");
     line("# this task goes back in the queue and resumes the run when it starts again.");
     line("requeue=0");
-    line("trap 'echo \"== warning signal: checkpoint, stop, requeue\"; requeue=1; kill -TERM \"$worker\" 2>/dev/null' USR1");
-    line("# Cancellation, requeue and preemption signal the worker itself: wait for its checkpoint.");
+    line(
+        "trap 'echo \"== warning signal: checkpoint, stop, requeue\"; requeue=1; kill -TERM \"$worker\" 2>/dev/null' USR1",
+    );
+    line(
+        "# Cancellation, requeue and preemption signal the worker itself: wait for its checkpoint.",
+    );
     line("trap 'echo \"== stopping: the worker checkpoints its run\"' TERM INT");
     line("while :; do");
     line("    wait \"$worker\"");
