@@ -426,6 +426,72 @@ fn two_runners_split_a_sweep_and_train_each_run_once() {
     assert_eq!(trained, 4);
 }
 
+/// A worker killed with SIGKILL while it holds a run's claim (no signal handler runs, the lock
+/// is released by the kernel as the process dies): a second worker, waiting for that run, takes
+/// it over from its last checkpoint and ends it as an uninterrupted run would.
+#[test]
+fn a_worker_killed_while_holding_a_claim_leaves_the_run_to_a_waiting_worker() {
+    let workspace = workspace();
+    let settings = "learning_rate = 5e-4\nbatch_size = 8\nepochs = 6";
+    workspace.experiment("held.toml", &experiment("held", settings, ""));
+    let reference = train_into(&workspace, "experiments/held.toml", "runs-reference", None);
+    assert!(reference.status.success());
+    let expected = fingerprint(&run_directories(&workspace.path().join("runs-reference"))[0]);
+
+    let spawn = || {
+        bertlab_command(
+            &workspace,
+            &["--runs", "runs-shared", "run", "experiments/held.toml"],
+        )
+        .env(bertlab::train::epochs::STEP_DELAY_VARIABLE, "150")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let store = workspace.path().join("runs-shared");
+    let mut holder = spawn();
+    // The holder is past its first epoch (a checkpoint on disk) when the second worker starts.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(store.is_dir()
+        && run_directories(&store)
+            .first()
+            .is_some_and(|directory| directory.join("checkpoint").is_dir()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not reach a checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waiter = spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    let directory = run_directories(&store)[0].clone();
+    assert_eq!(
+        read_json(&directory.join("run.json"))["attempts"],
+        1,
+        "the waiter waits"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let output = waiter.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("waiting for 1 run being trained elsewhere"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("resuming at epoch"), "{stderr}");
+    let record = read_json(&directory.join("run.json"));
+    assert_eq!(record["status"], "done");
+    assert_eq!(record["attempts"], 2, "{record}");
+    assert_eq!(
+        fingerprint(&directory),
+        expected,
+        "taken over = uninterrupted"
+    );
+}
+
 /// The gradient of `loss` for each of `parameters`, flattened.
 fn flat_gradients(loss: &Tensor, parameters: &[(String, Var)]) -> Vec<Vec<f32>> {
     let grads = loss.backward().unwrap();
