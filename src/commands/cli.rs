@@ -200,6 +200,11 @@ pub struct SlurmSubmitArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Submit several workers even where the mount table says the store's file locks stay on
+    /// each node: you checked that they are shared (docs/cluster.md shows how).
+    #[arg(long)]
+    pub trust_store_locks: bool,
+
     /// Passed on to each worker's `bertlab run`.
     #[arg(long)]
     pub fail_fast: bool,
@@ -546,6 +551,7 @@ pub enum HiCommand {
         plan_options: PlanOptions,
         options: crate::sweep::slurm::script::SubmitOptions,
         dry_run: bool,
+        trust_store_locks: bool,
     },
     SlurmStatus {
         job: Option<String>,
@@ -628,6 +634,7 @@ impl HiArgs {
                         run_flags,
                     },
                     dry_run: args.dry_run,
+                    trust_store_locks: args.trust_store_locks,
                 }
             }
             LowCommand::Slurm(SlurmCommand::Status(args)) => {

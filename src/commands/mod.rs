@@ -83,7 +83,18 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
             plan_options,
             options,
             dry_run,
-        } => slurm::submit(store, &experiments, &plan_options, &options, dry_run, color),
+            trust_store_locks,
+        } => slurm::submit(
+            store,
+            &experiments,
+            &plan_options,
+            &options,
+            slurm::SubmitMode {
+                dry_run,
+                trust_store_locks,
+            },
+            color,
+        ),
         HiCommand::SlurmStatus { job } => slurm::status(store, job.as_deref(), color),
         HiCommand::SlurmCancel { job } => slurm::cancel(store, &job),
     }

@@ -16,7 +16,11 @@ use crate::sweep::slurm::{self, scheduler, script::SubmitOptions};
 
 /// What the store's filesystem means for several workers: an error where two nodes could train
 /// the same run, else notes for stderr.
-fn check_store_filesystem(store: &RunStore, workers: usize) -> anyhow::Result<Vec<String>> {
+fn check_store_filesystem(
+    store: &RunStore,
+    workers: usize,
+    trust_store_locks: bool,
+) -> anyhow::Result<Vec<String>> {
     let Some(mount) = filesystem::store_mount(store.root()) else {
         return Ok(vec![format!(
             "note: cannot tell which filesystem holds {}: it must be shared by every node, with file locks shared between nodes (docs/cluster.md)",
@@ -36,9 +40,12 @@ fn check_store_filesystem(store: &RunStore, workers: usize) -> anyhow::Result<Ve
         LockScope::Unsupported { reason } => {
             bail!("{place}: {reason}, so no worker could claim a run; see docs/cluster.md")
         }
-        LockScope::NodeOnly { reason } if workers > 1 => bail!(
-            "{place}: {reason}, so workers on two nodes could train the same run; put the store where locks are shared (docs/cluster.md lists the mount options), or submit --workers 1"
+        LockScope::NodeOnly { reason } if workers > 1 && !trust_store_locks => bail!(
+            "{place}: {reason}, so workers on two nodes could train the same run; put the store where locks are shared (docs/cluster.md lists the mount options), submit --workers 1, or, if you checked that locks are shared there, --trust-store-locks"
         ),
+        LockScope::NodeOnly { reason } if workers > 1 => vec![format!(
+            "warning: {place}: {reason}; submitting anyway (--trust-store-locks)"
+        )],
         LockScope::NodeOnly { reason } => vec![format!(
             "note: {place}: {reason}; one worker is safe, several would not be (docs/cluster.md)"
         )],
@@ -51,15 +58,25 @@ fn check_store_filesystem(store: &RunStore, workers: usize) -> anyhow::Result<Ve
     })
 }
 
+/// How `submit` was asked to go about it.
+#[derive(Clone, Copy, Debug)]
+pub struct SubmitMode {
+    /// Print the script, write nothing.
+    pub dry_run: bool,
+    /// Several workers even where the mount table says locks stay on each node.
+    pub trust_store_locks: bool,
+}
+
 /// `bertlab slurm submit`.
 pub fn submit(
     store: &RunStore,
     experiments: &[PathBuf],
     plan_options: &PlanOptions,
     options: &SubmitOptions,
-    dry_run: bool,
+    mode: SubmitMode,
     color: bool,
 ) -> anyhow::Result<Outcome> {
+    let dry_run = mode.dry_run;
     if !dry_run {
         scheduler::find_command("sbatch")?;
     }
@@ -70,7 +87,7 @@ pub fn submit(
         .iter()
         .map(|experiment| experiment.name.clone())
         .collect();
-    let notes = check_store_filesystem(store, options.workers)?;
+    let notes = check_store_filesystem(store, options.workers, mode.trust_store_locks)?;
     let prepared = slurm::prepare(store, experiments, &names, options, chrono::Utc::now())?;
     for note in &notes {
         eprintln!("{note}");
@@ -166,14 +183,23 @@ pub fn status(store: &RunStore, job: Option<&str>, color: bool) -> anyhow::Resul
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
+            let slurm = row.slurm.as_ref();
+            // A run whose lock is held while its task is not running: a node that died holding
+            // it, until the filesystem lets the lock go (docs/cluster.md).
+            let task_running = slurm.is_some_and(|record| record.state == "RUNNING");
             let training: Vec<String> = row
                 .runs
                 .iter()
                 .filter(|run| run.status == RunStatus::Running)
-                .map(|run| run.hash.short().to_string())
+                .map(|run| {
+                    if task_running {
+                        run.hash.short().to_string()
+                    } else {
+                        format!("{} (held, task not running)", run.hash.short())
+                    }
+                })
                 .collect();
             let dash = || "-".to_string();
-            let slurm = row.slurm.as_ref();
             vec![
                 format!("{job_id}_{}", row.task),
                 slurm.map(|record| record.state.clone()).unwrap_or_else(|| {

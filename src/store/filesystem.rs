@@ -4,8 +4,9 @@
 //! dies. On one machine that is always right. On shared storage it is right only where the
 //! filesystem makes flock locks cluster-wide: NFS (the Linux client sends flock as a whole-file
 //! lock to the server unless mounted `local_lock=flock|all` or `nolock`), Lustre mounted with
-//! `flock` (not `localflock`), CephFS, Spectrum Scale (GPFS); BeeGFS only with
-//! `tuneUseGlobalFileLocks = true` in the client's configuration. [`lock_scope`] reads the
+//! `flock` (not `localflock`; the default since Lustre 2.12.3), CephFS; BeeGFS only with
+//! `tuneUseGlobalFileLocks = true` in the client's configuration; not Spectrum Scale (GPFS),
+//! whose flock locks are reported to be per node. [`lock_scope`] reads the
 //! mount table's entry for the store (a pure function, tested on mount lines); docs/cluster.md
 //! gives the sources.
 
@@ -166,7 +167,10 @@ pub fn lock_scope(mount: &Mount, read_file: impl Fn(&Path) -> Option<String>) ->
                 None => LockScope::Unknown,
             }
         }
-        "ceph" | "fuse.ceph-fuse" | "gpfs" => LockScope::Cluster,
+        "ceph" | "fuse.ceph-fuse" => LockScope::Cluster,
+        "gpfs" => LockScope::NodeOnly {
+            reason: "Spectrum Scale (GPFS) is reported to keep flock locks on each node (its fcntl locks are cluster-wide)".into(),
+        },
         "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" | "tmpfs" | "zfs" | "overlay" | "f2fs"
         | "ramfs" => LockScope::Local,
         _ => LockScope::Unknown,
@@ -183,7 +187,9 @@ server:/old /shared/old nfs rw,vers=3,nolock 0 0\n\
 10.0.0.1@tcp:/fs /lustre lustre rw,flock,lazystatfs 0 0\n\
 10.0.0.1@tcp:/fs2 /scratch lustre rw,localflock 0 0\n\
 beegfs_nodev /beegfs beegfs rw,relatime,cfgFile=/etc/beegfs/beegfs-client.conf 0 0\n\
-tmpfs /my\\040runs tmpfs rw 0 0\n";
+tmpfs /my\\040runs tmpfs rw 0 0\n\
+gpfs1 /gpfs gpfs rw,relatime 0 0\n\
+cephfs /ceph ceph rw,name=admin 0 0\n";
 
     fn scope(path: &str, beegfs: Option<&str>) -> LockScope {
         let mount = mount_of(MOUNTS, Path::new(path)).unwrap();
@@ -231,6 +237,8 @@ tmpfs /my\\040runs tmpfs rw 0 0\n";
             LockScope::NodeOnly { .. }
         ));
         assert_eq!(scope("/home/runs", None), LockScope::Local);
+        assert!(matches!(scope("/gpfs/runs", None), LockScope::NodeOnly { .. }));
+        assert_eq!(scope("/ceph/runs", None), LockScope::Cluster);
         assert_eq!(scope("/beegfs/runs", None), LockScope::Unknown);
         assert!(matches!(
             scope("/beegfs/runs", Some("tuneUseGlobalFileLocks = false\n")),
