@@ -5,8 +5,10 @@
 //! were hashed), `run.json` (status, written atomically) and `lock` (held with an OS file lock
 //! while a process trains the run, so two processes never train the same run, and a lock left by
 //! a killed process is free again); `run_files` (every result file of a run directory as a pure
-//! function from results to bytes, and `results.json` and `metrics.csv` read back) and
-//! `results_index` (one row per run for the results table, cached in `.results-index.json`).
+//! function from results to bytes, and `results.json` and `metrics.csv` read back),
+//! `results_index` (one row per run for the results table, cached in `.results-index.json`) and
+//! `filesystem` (what the mount under a store promises the claims: locks shared between nodes,
+//! per node, or a local disk; docs/cluster.md).
 //!
 //! Hashes given by users may be any unique prefix of at least 4 hex digits, as in git.
 //!

@@ -1,7 +1,9 @@
 //! The sweep stage: a plan carried out, and a finished run trained again.
 //!
-//! Owns: [`run_sweep`] here and `reproduce` (a finished run trained again from its stored spec in
-//! a scratch store, its metrics and weights compared with the original's).
+//! Owns: [`run_sweep`] here, `reproduce` (a finished run trained again from its stored spec in
+//! a scratch store, its metrics and weights compared with the original's) and `slurm` (a sweep
+//! as a Slurm job array whose tasks are ordinary workers: the submission, the job script, the
+//! tasks beside their runs).
 //!
 //! Uses: every stage below it; `train::train_run` trains each run. Never uses: `report` or
 //! `commands` (the sweep reports its rows; the commands print them).
