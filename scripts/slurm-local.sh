@@ -74,7 +74,7 @@ write_config() {
     cat >"$CONF" <<EOF
 $MARKER: a one-node cluster for tests.
 ClusterName=bertlab-local
-SlurmctldHost=$node
+SlurmctldHost=$node(127.0.0.1)
 AuthType=auth/munge
 SlurmUser=slurm
 StateSaveLocation=$STATE/state
@@ -95,7 +95,7 @@ ReturnToService=2
 MailProg=/bin/true
 MinJobAge=300
 KillWait=30
-NodeName=$node CPUs=$cpus RealMemory=$memory State=UNKNOWN
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 }

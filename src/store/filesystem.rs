@@ -90,7 +90,7 @@ pub fn mount_of(mounts: &str, path: &Path) -> Option<Mount> {
 
 /// The mount under `folder` (or its nearest existing parent) on this machine.
 pub fn store_mount(folder: &Path) -> Option<Mount> {
-    let mut existing = folder.to_path_buf();
+    let mut existing = std::path::absolute(folder).ok()?;
     while !existing.exists() {
         existing = existing.parent()?.to_path_buf();
     }
@@ -275,6 +275,8 @@ cephfs /ceph ceph rw,name=admin 0 0\n";
     fn this_machines_mount_table_holds_the_temporary_folder() {
         let folder = tempfile::tempdir().unwrap();
         let mount = store_mount(&folder.path().join("not/yet")).unwrap();
+        // A relative store is found from the current directory.
+        assert!(store_mount(Path::new("runs-that-do-not-exist")).is_some());
         let resolved = std::fs::canonicalize(folder.path()).unwrap();
         assert!(resolved.starts_with(&mount.mount_point), "{mount:?}");
         assert!(!mount.filesystem.is_empty());
