@@ -37,7 +37,9 @@ fn slurm_answers(test: &str) -> bool {
     if std::env::var("BERTLAB_REQUIRE_SLURM").as_deref() == Ok("1") {
         panic!("{test}: {reason}, and BERTLAB_REQUIRE_SLURM=1 forbids skipping");
     }
-    eprintln!("skipped {test}: {reason}");
+    // Straight to stderr, past the test harness's capture: a skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {reason}");
     false
 }
 
