@@ -133,9 +133,22 @@ fn wait_until(
     }
 }
 
-/// Every task log of every submission, for failure messages.
+/// Every task log of every submission, and every run's record and train.log, for failure
+/// messages.
 fn task_logs(workspace: &Workspace) -> String {
     let mut text = String::new();
+    let store = workspace.path().join("runs");
+    if store.is_dir() {
+        for directory in run_directories(&store) {
+            for file in ["run.json", "train.log"] {
+                text.push_str(&format!(
+                    "--- {}\n{}",
+                    directory.join(file).display(),
+                    std::fs::read_to_string(directory.join(file)).unwrap_or_default()
+                ));
+            }
+        }
+    }
     for folder in submission_folders(workspace) {
         for entry in std::fs::read_dir(&folder).unwrap() {
             let path = entry.unwrap().path();
@@ -492,6 +505,10 @@ fn a_cancelled_task_leaves_its_run_to_the_other_worker() {
     let train_log = std::fs::read_to_string(cancelled.join("train.log")).unwrap();
     assert!(train_log.contains("resuming at epoch"), "{train_log}");
     assert!(
+        train_log.contains("interrupted: checkpoint written at"),
+        "the cancelled worker got SIGTERM and checkpointed: {train_log}"
+    );
+    assert!(
         train_log.contains(&format!("of slurm job {job}_0 (restart 0)"))
             && train_log.contains(&format!("of slurm job {job}_1 (restart 0)")),
         "{train_log}"
@@ -641,4 +658,123 @@ fn without_slurms_commands_the_command_says_so_and_the_dry_run_still_prints_the_
         );
     }
     assert!(!workspace.store_exists());
+}
+
+/// The job script's signal handling, run by bash with stand-ins for the worker and for
+/// `scontrol` (no Slurm needed): the warning makes the worker checkpoint (exit 130) and the task
+/// requeue itself; a worker that ends on its own after the warning is not requeued; SIGTERM to
+/// the shell (cancellation) waits for the worker and requeues nothing.
+#[test]
+fn the_job_script_requeues_only_a_worker_the_warning_stopped() {
+    let workspace = Workspace::new();
+    workspace.experiment("sweep.toml", &experiment("seed = [0]", 1));
+    let output = without_slurm(
+        &workspace,
+        &["slurm", "submit", "experiments/sweep.toml", "--dry-run"],
+    );
+    assert_eq!(output.status, Some(0), "{}", output.stderr);
+    let bertlab = std::fs::canonicalize(env!("CARGO_BIN_EXE_bertlab")).unwrap();
+    let stubs = workspace.path().join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let calls = workspace.path().join("calls.txt");
+    // The worker: says it started, then on SIGTERM "checkpoints" for a moment and exits with
+    // $WORKER_ON_TERM; without a signal it would run 30 s.
+    let worker = stubs.join("worker");
+    std::fs::write(
+        &worker,
+        format!(
+            "#!/bin/bash\ntrap 'sleep 0.5; echo worker-stopped >> {calls}; exit $WORKER_ON_TERM' TERM\necho worker-started >> {calls}\nfor i in $(seq 300); do sleep 0.1; done\n",
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        stubs.join("scontrol"),
+        format!("#!/bin/bash\necho \"scontrol $*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    for stub in ["worker", "scontrol"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(stubs.join(stub), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script = output.stdout.replace(
+        &bertlab.display().to_string(),
+        &worker.display().to_string(),
+    );
+    let script_path = workspace.path().join("job.sh");
+    std::fs::write(&script_path, script).unwrap();
+
+    // (signal to the shell, the worker's status on SIGTERM, whether the worker also gets
+    // SIGTERM directly as Slurm sends it on cancellation) -> (exit status, requeued)
+    let cases = [
+        ("USR1", 130, false, 130, true),
+        ("USR1", 0, false, 0, false),
+        ("TERM", 130, true, 130, false),
+    ];
+    for (signal, on_term, worker_too, expected_status, requeued) in cases {
+        let _ = std::fs::remove_file(&calls);
+        let path = format!("{}:{}", stubs.display(), std::env::var("PATH").unwrap());
+        let mut shell = Command::new("bash")
+            .arg(&script_path)
+            .env("PATH", path)
+            .env("SLURM_JOB_ID", "41")
+            .env("SLURM_ARRAY_JOB_ID", "40")
+            .env("SLURM_ARRAY_TASK_ID", "1")
+            .env("WORKER_ON_TERM", on_term.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&calls).is_ok_and(|text| text.contains("worker-started")) {
+            assert!(Instant::now() < deadline, "the worker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let signal_to = |pid: String| {
+            assert!(
+                Command::new("kill")
+                    .args([&format!("-{signal}"), &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        };
+        signal_to(shell.id().to_string());
+        if worker_too {
+            let pgrep = Command::new("pgrep")
+                .args(["-f", &worker.display().to_string()])
+                .output()
+                .unwrap();
+            for pid in String::from_utf8_lossy(&pgrep.stdout).split_whitespace() {
+                Command::new("kill").args(["-TERM", pid]).status().unwrap();
+            }
+        }
+        let status = shell.wait().unwrap();
+        let mut log = String::new();
+        use std::io::Read;
+        shell
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        let calls_text = std::fs::read_to_string(&calls).unwrap();
+        assert_eq!(
+            status.code(),
+            Some(expected_status),
+            "{signal} {on_term}: {log}{calls_text}"
+        );
+        assert!(
+            calls_text.contains("worker-stopped"),
+            "the shell waited for the worker: {calls_text}"
+        );
+        assert_eq!(
+            calls_text.contains("scontrol requeue 40_1"),
+            requeued,
+            "{signal} {on_term}: {log}{calls_text}"
+        );
+        assert!(
+            log.contains(&format!("bertlab ended with status {expected_status}")),
+            "{log}"
+        );
+    }
 }

@@ -464,8 +464,30 @@ fn a_worker_killed_while_holding_a_claim_leaves_the_run_to_a_waiting_worker() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let waiter = spawn();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut waiter = spawn();
+    // Read the waiter's stderr as it comes, until it says it waits for the held run.
+    let waiter_stderr = waiter.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(waiter_stderr).lines() {
+            let line = line.unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            let _ = lines.send(line);
+        }
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = seen
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the second worker did not say it waits");
+        if line.contains("waiting for 1 run being trained elsewhere") {
+            break;
+        }
+    }
     let directory = run_directories(&store)[0].clone();
     assert_eq!(
         read_json(&directory.join("run.json"))["attempts"],
@@ -474,13 +496,9 @@ fn a_worker_killed_while_holding_a_claim_leaves_the_run_to_a_waiting_worker() {
     );
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let output = waiter.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("waiting for 1 run being trained elsewhere"),
-        "{stderr}"
-    );
+    let status = waiter.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert!(status.success(), "{stderr}");
     assert!(stderr.contains("resuming at epoch"), "{stderr}");
     let record = read_json(&directory.join("run.json"));
     assert_eq!(record["status"], "done");

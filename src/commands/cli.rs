@@ -232,6 +232,15 @@ pub struct SlurmCancelArgs {
     pub job: String,
 }
 
+/// `--retry-failed-before`: an RFC 3339 time.
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .map_err(|error| {
+            format!("`{text}` is not an RFC 3339 time like 2026-12-01T16:00:00Z: {error}")
+        })
+}
+
 /// `--time`: what sbatch accepts as a time limit with a day, hour, minute and second part.
 fn parse_time_limit(text: &str) -> Result<String, String> {
     let (days, clock) = match text.split_once('-') {
@@ -346,6 +355,12 @@ pub struct RunArgs {
     /// Train runs recorded as failed again (by default they are reported and skipped).
     #[arg(long)]
     pub retry_failed: bool,
+
+    /// Train again the runs that failed before this time (RFC 3339, like
+    /// 2026-12-01T16:00:00Z), not those that failed since: what `bertlab slurm submit
+    /// --retry-failed` gives its workers, so each failed run is retried once.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub retry_failed_before: Option<chrono::DateTime<chrono::Utc>>,
 
     /// Train on these GPUs, one run per GPU at a time, instead of each run's `train.device`:
     /// indices like `0,1,2,3` (or `cuda:0,cuda:1`), or `all`. Needs a build with the `cuda`
@@ -590,7 +605,8 @@ impl HiArgs {
                 },
                 options: crate::sweep::SweepOptions {
                     fail_fast: args.fail_fast,
-                    retry_failed: args.retry_failed,
+                    retry_failed: args.retry_failed || args.retry_failed_before.is_some(),
+                    retry_failed_before: args.retry_failed_before,
                     cache_folder: crate::tokenize::preprocess::default_cache_folder(),
                     devices: args.devices.map(|list| list.0).unwrap_or_default(),
                 },
@@ -611,9 +627,6 @@ impl HiArgs {
                 if args.fail_fast {
                     run_flags.push("--fail-fast".to_string());
                 }
-                if args.retry_failed {
-                    run_flags.push("--retry-failed".to_string());
-                }
                 if args.max_runs != 1000 {
                     run_flags.push(format!("--max-runs={}", args.max_runs));
                 }
@@ -631,6 +644,7 @@ impl HiArgs {
                         cpus_per_worker: args.cpus_per_worker.map(|cpus| cpus as usize),
                         signal_before_seconds: args.signal_before,
                         sbatch_args: args.sbatch_args,
+                        retry_failed: args.retry_failed,
                         run_flags,
                     },
                     dry_run: args.dry_run,

@@ -239,12 +239,19 @@ pub fn select_rows(
 }
 
 /// Registers SIGINT/SIGTERM: the first raises the flag (checkpoint, clean stop), a second exits.
+/// Inside a Slurm job a second SIGTERM only repeats the first: Slurm sends one at preemption and
+/// another when the grace time ends, and the job script's warning is followed by the time
+/// limit's; the checkpoint must not be cut short by them (SIGKILL, `KillWait` later, is Slurm's
+/// own last word).
 pub fn interrupt_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let interrupt = Arc::new(AtomicBool::new(false));
+    let in_slurm_job = crate::sweep::slurm::job_task_from_environment().is_some();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupt))?;
+        if !(in_slurm_job && signal == signal_hook::consts::SIGTERM) {
+            signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupt))?;
+        }
         signal_hook::flag::register(signal, Arc::clone(&interrupt))?;
     }
     Ok(interrupt)

@@ -88,7 +88,14 @@ pub fn submit(
         .map(|experiment| experiment.name.clone())
         .collect();
     let notes = check_store_filesystem(store, options.workers, mode.trust_store_locks)?;
-    let prepared = slurm::prepare(store, experiments, &names, options, chrono::Utc::now())?;
+    let prepared = slurm::prepare(
+        store,
+        experiments,
+        &names,
+        options,
+        plan_options.max_runs,
+        chrono::Utc::now(),
+    )?;
     for note in &notes {
         eprintln!("{note}");
     }
@@ -233,7 +240,13 @@ pub fn status(store: &RunStore, job: Option<&str>, color: bool) -> anyhow::Resul
         .collect();
     out.push_str(&text_table(&headers, &table));
     // The sweep's progress: the submission's experiments as they plan now.
-    match make_plan(&submission.experiments, &PlanOptions::default(), color) {
+    match make_plan(
+        &submission.experiments,
+        &PlanOptions {
+            max_runs: submission.max_runs,
+        },
+        color,
+    ) {
         Ok(plan) => {
             let mut counts = Vec::new();
             for status in RunStatus::ALL {

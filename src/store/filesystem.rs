@@ -237,7 +237,10 @@ cephfs /ceph ceph rw,name=admin 0 0\n";
             LockScope::NodeOnly { .. }
         ));
         assert_eq!(scope("/home/runs", None), LockScope::Local);
-        assert!(matches!(scope("/gpfs/runs", None), LockScope::NodeOnly { .. }));
+        assert!(matches!(
+            scope("/gpfs/runs", None),
+            LockScope::NodeOnly { .. }
+        ));
         assert_eq!(scope("/ceph/runs", None), LockScope::Cluster);
         assert_eq!(scope("/beegfs/runs", None), LockScope::Unknown);
         assert!(matches!(

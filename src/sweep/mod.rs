@@ -60,6 +60,9 @@ pub struct SweepOptions {
     pub fail_fast: bool,
     /// Train runs recorded `failed` again (by default they are reported, not retried).
     pub retry_failed: bool,
+    /// With `retry_failed`: retry the runs that failed before this time (default: before this
+    /// sweep started), so that workers started later (Slurm tasks) retry a run once, not once each.
+    pub retry_failed_before: Option<DateTime<Utc>>,
     /// The preprocessing cache (none: no cache).
     pub cache_folder: Option<PathBuf>,
     /// One worker per device, each training one run at a time (`--devices`); empty: one worker
@@ -386,7 +389,7 @@ fn sweep_worker(
     let mut announced_wait = false;
     // Runs seen held by another worker or process: their end is not news to this worker.
     let mut waited = vec![false; total];
-    let sweep_started = Utc::now();
+    let sweep_started = options.retry_failed_before.unwrap_or_else(Utc::now);
     loop {
         let mut trained_one = false;
         let mut waiting = Vec::new();

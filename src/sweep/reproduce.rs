@@ -359,6 +359,7 @@ pub fn reproduce(
         &SweepOptions {
             fail_fast: true,
             retry_failed: false,
+            retry_failed_before: None,
             cache_folder: None,
             devices: Vec::new(),
         },

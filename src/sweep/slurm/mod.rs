@@ -49,6 +49,13 @@ pub struct SubmissionRecord {
     pub bertlab: PathBuf,
     pub working_directory: PathBuf,
     pub job_name: String,
+    /// `--max-runs` of the submission (the workers plan with it; so does `status`).
+    #[serde(default = "default_max_runs")]
+    pub max_runs: usize,
+}
+
+fn default_max_runs() -> usize {
+    crate::plan::PlanOptions::default().max_runs
 }
 
 /// A submission prepared: its folder (not created yet), record and script.
@@ -115,10 +122,28 @@ pub fn prepare(
     experiments: &[PathBuf],
     experiment_names: &[String],
     options: &SubmitOptions,
+    max_runs: usize,
     now: DateTime<Utc>,
 ) -> anyhow::Result<PreparedSubmission> {
     if options.workers == 0 {
         bail!("--workers must be at least 1");
+    }
+    if let Some(time) = &options.time {
+        let seconds = script::time_limit_seconds(time)
+            .with_context(|| format!("`{time}` is not a time limit"))?;
+        // Slurm may send the warning up to 60 s early: leave the task some time to train.
+        let needed = u64::from(options.signal_before_seconds) + 120;
+        if seconds < needed {
+            bail!(
+                "--time {time} ({seconds} s) leaves no time to train before the warning {} s ahead of the limit (--signal-before; Slurm may send it up to 60 s early): give --time of at least {needed} s, or a smaller --signal-before",
+                options.signal_before_seconds
+            );
+        }
+    }
+    for argument in &options.sbatch_args {
+        if let Some(problem) = script::sbatch_argument_problem(argument) {
+            bail!(problem);
+        }
     }
     if options.gpus_per_worker > 0 && !cfg!(feature = "cuda") {
         bail!(
@@ -136,12 +161,12 @@ pub fn prepare(
     let name = submission_name(now, &experiments);
     let folder = store_root.join(SUBMISSIONS_FOLDER).join(&name);
     for (what, path) in [
-        ("the run store", &folder),
+        ("the submission folder", &folder),
         ("the working directory", &working_directory),
     ] {
         if !script::usable_in_directives(path) {
             bail!(
-                "{what} {} holds a space, a quote, `%` or a backslash, which sbatch cannot take in an #SBATCH line: use a path without them",
+                "{what} {} holds a space, a quote, `%`, `#` or a backslash, which sbatch cannot take in an #SBATCH line: use a run store and a working directory without them",
                 path.display()
             );
         }
@@ -157,6 +182,7 @@ pub fn prepare(
         bertlab: bertlab.clone(),
         working_directory: working_directory.clone(),
         job_name: job_name(experiment_names),
+        max_runs,
     };
     let version = format!(
         "{}{}",
@@ -259,11 +285,31 @@ pub fn find_submission(store: &RunStore, job: Option<&str>) -> anyhow::Result<Su
     let submitted = || all.iter().filter(|record| record.job_id.is_some());
     let found = match job {
         None => submitted().next_back(),
-        Some(job) => {
+        Some(job)
+            if job
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || byte == b'_') =>
+        {
             let array = job.split('_').next().unwrap_or(job);
-            submitted()
-                .find(|record| record.job_id.as_deref() == Some(array))
-                .or_else(|| all.iter().find(|record| record.name.starts_with(job)))
+            submitted().find(|record| record.job_id.as_deref() == Some(array))
+        }
+        Some(name) => {
+            let matching: Vec<&SubmissionRecord> = all
+                .iter()
+                .filter(|record| record.name.starts_with(name))
+                .collect();
+            if matching.len() > 1 {
+                bail!(
+                    "`{name}` names {} submissions ({}): give more of the folder's name, or the job id",
+                    matching.len(),
+                    matching
+                        .iter()
+                        .map(|record| record.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            matching.first().copied()
         }
     };
     match found {

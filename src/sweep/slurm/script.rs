@@ -30,6 +30,9 @@ pub struct SubmitOptions {
     pub signal_before_seconds: u32,
     /// Further `#SBATCH` lines, as given (`--sbatch-arg`).
     pub sbatch_args: Vec<String>,
+    /// Retry runs that failed before the submission (`--retry-failed-before` to every worker,
+    /// so a failed run is retried once, not once per task start).
+    pub retry_failed: bool,
     /// Flags passed on to every worker's `bertlab run` (`--retry-failed`, `--max-runs N`, ...).
     pub run_flags: Vec<String>,
 }
@@ -45,6 +48,7 @@ impl Default for SubmitOptions {
             cpus_per_worker: None,
             signal_before_seconds: DEFAULT_SIGNAL_BEFORE_SECONDS,
             sbatch_args: Vec::new(),
+            retry_failed: false,
             run_flags: Vec::new(),
         }
     }
@@ -119,8 +123,10 @@ pub fn job_script(inputs: &ScriptInputs) -> String {
         crate::support::progress::count_of(options.workers, "worker"),
         options.workers - 1
     ));
-    line("# store: the store's claims share the runs (and a search's trials) out. Submit it again");
-    line("# with `sbatch job.sh`; `bertlab slurm status` shows the tasks beside their runs.");
+    line(
+        "# store: the store's claims share the runs (and a search's trials) out. To run it again,",
+    );
+    line("# submit the experiments again (a new folder that `bertlab slurm status` knows).");
     line(&format!("#SBATCH --job-name={}", inputs.job_name));
     line(&format!("#SBATCH --array=0-{}", options.workers - 1));
     line(&format!(
@@ -184,41 +190,126 @@ pub fn job_script(inputs: &ScriptInputs) -> String {
         command.push("--devices".into());
         command.push(devices.join(","));
     }
+    if options.retry_failed {
+        command.push(format!(
+            "--retry-failed-before={}",
+            inputs.written_at.format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+    }
     command.extend(options.run_flags.iter().map(|flag| shell_word(flag)));
-    line(&format!("{} &", command.join(" ")));
-    line("worker=$!");
-    line("");
     line("# Slurm's warning before the time limit: the worker checkpoints its run and stops, then");
     line("# this task goes back in the queue and resumes the run when it starts again.");
     line("requeue=0");
+    line("worker=");
     line(
-        "trap 'echo \"== warning signal: checkpoint, stop, requeue\"; requeue=1; kill -TERM \"$worker\" 2>/dev/null' USR1",
+        "trap 'echo \"== warning signal: checkpoint, stop, requeue\"; requeue=1; [ -n \"$worker\" ] && kill -TERM \"$worker\" 2>/dev/null' USR1",
     );
     line(
         "# Cancellation, requeue and preemption signal the worker itself: wait for its checkpoint.",
     );
     line("trap 'echo \"== stopping: the worker checkpoints its run\"' TERM INT");
+    line("");
+    line(&format!("{} &", command.join(" ")));
+    line("worker=$!");
     line("while :; do");
     line("    wait \"$worker\"");
     line("    status=$?");
     line("    kill -0 \"$worker\" 2>/dev/null || break");
     line("done");
+    line("# A trap may have ended the last wait: the worker's own status, now that it is gone.");
+    line("wait \"$worker\"");
+    line("last=$?");
+    line("if [ \"$last\" != 127 ]; then status=$last; fi");
     line("echo \"== $(date -u +%Y-%m-%dT%H:%M:%SZ) bertlab ended with status $status\"");
-    line("if [ \"$requeue\" = 1 ]; then");
-    line("    scontrol requeue \"$task\"");
+    line("# Only a worker the warning stopped (status 130) goes back in the queue: a finished");
+    line("# sweep, or one that failed, ends here.");
+    line("if [ \"$requeue\" = 1 ] && [ \"$status\" = 130 ]; then");
+    line("    scontrol requeue \"$task\" ||");
+    line(
+        "        echo \"== scontrol requeue $task failed: its run resumes with another worker or the next submission\"",
+    );
     line("fi");
     line("exit \"$status\"");
     script
 }
 
 /// Whether sbatch reads `path` as one value in an `#SBATCH` line: no whitespace, no quotes, no
-/// `%` (a filename pattern) and no backslash.
+/// `%` (a filename pattern), no `#` (a comment there) and no backslash.
 pub fn usable_in_directives(path: &Path) -> bool {
     path.to_str().is_some_and(|text| {
         !text
             .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '%' | '\\'))
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '%' | '#' | '\\'))
     })
+}
+
+/// The seconds of a time limit as sbatch takes it: `MM`, `MM:SS`, `HH:MM:SS`, `D-HH`,
+/// `D-HH:MM`, `D-HH:MM:SS`.
+pub fn time_limit_seconds(text: &str) -> Option<u64> {
+    let number = |part: &str| -> Option<u64> {
+        (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let (days, clock) = match text.split_once('-') {
+        Some((days, clock)) => (Some(number(days)?), clock),
+        None => (None, text),
+    };
+    let parts = clock.split(':').map(number).collect::<Option<Vec<u64>>>()?;
+    let seconds = match (days, parts.as_slice()) {
+        (None, [minutes]) => minutes * 60,
+        (None, [minutes, seconds]) => minutes * 60 + seconds,
+        (None, [hours, minutes, seconds]) | (Some(_), [hours, minutes, seconds]) => {
+            hours * 3600 + minutes * 60 + seconds
+        }
+        (Some(_), [hours]) => hours * 3600,
+        (Some(_), [hours, minutes]) => hours * 3600 + minutes * 60,
+        _ => return None,
+    };
+    Some(days.unwrap_or(0) * 86_400 + seconds)
+}
+
+/// The sbatch options bertlab writes itself (and that would break the job if overridden), as
+/// `(long, short)`.
+const OWN_OPTIONS: &[(&str, Option<&str>)] = &[
+    ("--array", Some("-a")),
+    ("--output", Some("-o")),
+    ("--error", Some("-e")),
+    ("--open-mode", None),
+    ("--chdir", Some("-D")),
+    ("--signal", None),
+    ("--requeue", None),
+    ("--no-requeue", None),
+    ("--export", None),
+    ("--wrap", None),
+];
+
+/// Why an `--sbatch-arg` cannot be used, if it cannot.
+pub fn sbatch_argument_problem(argument: &str) -> Option<String> {
+    if argument.contains('\n') || argument.contains('\r') {
+        return Some(format!("--sbatch-arg {argument:?} holds a line break"));
+    }
+    if !argument.starts_with('-') {
+        return Some(format!(
+            "--sbatch-arg `{argument}` is not an option: give it as sbatch takes it, like --sbatch-arg=--exclusive"
+        ));
+    }
+    let name = argument.split(['=', ' ']).next().unwrap_or(argument);
+    let own = OWN_OPTIONS.iter().find(|(long, short)| {
+        name == *long
+            || short.is_some_and(|short| !argument.starts_with("--") && argument.starts_with(short))
+    })?;
+    Some(format!(
+        "--sbatch-arg `{argument}` would override bertlab's own `{}` line of the job script ({}), and the job would not work as bertlab expects",
+        own.0,
+        match own.0 {
+            "--array" => "use --workers",
+            "--signal" => "use --signal-before",
+            "--output" | "--error" | "--open-mode" => "the task logs go to the submission folder",
+            "--chdir" => "tasks start where `submit` ran",
+            _ => "bertlab needs it as written",
+        }
+    ))
 }
 
 #[cfg(test)]
@@ -240,6 +331,50 @@ mod tests {
         assert!(usable_in_directives(Path::new("/data/runs/slurm/x")));
         assert!(!usable_in_directives(Path::new("/data/my runs")));
         assert!(!usable_in_directives(Path::new("/data/100%")));
+        assert!(!usable_in_directives(Path::new("/data/#1")));
+    }
+
+    #[test]
+    fn time_limits_are_read_as_sbatch_reads_them() {
+        assert_eq!(time_limit_seconds("30"), Some(1800));
+        assert_eq!(time_limit_seconds("02:30"), Some(150));
+        assert_eq!(time_limit_seconds("04:00:00"), Some(14_400));
+        assert_eq!(time_limit_seconds("1-02"), Some(93_600));
+        assert_eq!(time_limit_seconds("1-02:30"), Some(95_400));
+        assert_eq!(time_limit_seconds("2-00:00:10"), Some(172_810));
+        assert_eq!(time_limit_seconds("soon"), None);
+        assert_eq!(time_limit_seconds("1:2:3:4"), None);
+    }
+
+    #[test]
+    fn sbatch_arguments_that_would_break_the_job_are_refused() {
+        assert_eq!(sbatch_argument_problem("--exclusive"), None);
+        assert_eq!(sbatch_argument_problem("--mem=16G"), None);
+        assert_eq!(sbatch_argument_problem("--constraint=a100"), None);
+        assert_eq!(sbatch_argument_problem("-N1"), None);
+        for bad in [
+            "--array=0-9",
+            "-a0-3",
+            "--output=x.log",
+            "-o x",
+            "--signal=USR1@60",
+            "--no-requeue",
+            "--export=NONE",
+            "-D /tmp",
+        ] {
+            assert!(sbatch_argument_problem(bad).is_some(), "{bad}");
+        }
+        assert!(
+            sbatch_argument_problem("--array=1")
+                .unwrap()
+                .contains("--workers")
+        );
+        assert!(
+            sbatch_argument_problem("exclusive")
+                .unwrap()
+                .contains("not an option")
+        );
+        assert!(sbatch_argument_problem("--x\n#SBATCH --array=1").is_some());
     }
 
     #[test]
@@ -250,7 +385,8 @@ mod tests {
             cpus_per_worker: Some(8),
             time: Some("04:00:00".into()),
             sbatch_args: vec!["--exclusive".into()],
-            run_flags: vec!["--retry-failed".into()],
+            retry_failed: true,
+            run_flags: vec!["--fail-fast".into()],
             ..SubmitOptions::default()
         };
         let experiments = vec![PathBuf::from("/home/a/exp one.toml")];
@@ -273,7 +409,7 @@ mod tests {
             "#SBATCH --time=04:00:00\n",
             "#SBATCH --exclusive\n",
             "#SBATCH --output=/s/slurm/20261201T160000Z-abcdef/task-%a.log\n",
-            "/opt/bertlab --runs /s run '/home/a/exp one.toml' --devices 0,1 --retry-failed &\n",
+            "/opt/bertlab --runs /s run '/home/a/exp one.toml' --devices 0,1 --retry-failed-before=1970-01-01T00:00:00Z --fail-fast &\n",
         ] {
             assert!(script.contains(expected), "{expected} missing in\n{script}");
         }
