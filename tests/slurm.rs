@@ -614,6 +614,7 @@ fn without_slurms_commands_the_command_says_so_and_the_dry_run_still_prints_the_
     insta::with_settings!({filters => vec![
         (r"\d{8}T\d{6}Z-[0-9a-f]{6}", "[SUBMISSION]"),
         (r"written by bertlab \S+( \([0-9a-f]+\))? at \S+", "written by bertlab [VERSION] at [TIME]"),
+        (r"--retry-failed-before=\S+", "--retry-failed-before=[SUBMISSION TIME]"),
     ]}, {
         insta::assert_snapshot!("slurm_dry_run_script", script);
     });
