@@ -65,7 +65,7 @@ write_config() {
     node=$(hostname -s)
     cpus=$(nproc)
     # At most 90% of the free memory: more drains the node ("Low RealMemory").
-    memory=$(free -m | awk '/^Mem:/ { print int($4 * 0.9) }')
+    memory=$(awk '/^MemFree:/ { print int($2 / 1024 * 0.9) }' /proc/meminfo)
     if [[ -f $CONF ]] && ! grep -qF "$MARKER" "$CONF"; then
         cp -p "$CONF" "$CONF.bertlab-backup"
         say "kept the existing $CONF as $CONF.bertlab-backup"

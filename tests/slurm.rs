@@ -173,6 +173,19 @@ fn submission_folders(workspace: &Workspace) -> Vec<PathBuf> {
     folders
 }
 
+/// Starts a requeued task now instead of after Slurm's ~120 s hold: once its requeue is
+/// complete (pending with reason `BeginTime`) and its last instance had a moment to end (a start
+/// forced while that instance is still completing fails the launch).
+fn start_requeued_now(workspace: &Workspace, job: &str, task: &str) {
+    wait_until(60, "the requeue to complete", workspace, job, || {
+        let (_, text) = scontrol(&["show", "job", "--oneliner", task]);
+        text.contains("JobState=PENDING") && text.contains("Reason=BeginTime")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (updated, text) = scontrol(&["update", &format!("JobId={task}"), "StartTime=now"]);
+    assert!(updated, "{text}");
+}
+
 fn finished(state: &str) -> bool {
     matches!(
         state,
@@ -359,8 +372,8 @@ fn a_requeued_task_resumes_its_run_from_the_checkpoint_bit_for_bit() {
     );
     let rows_at_stop = metrics_rows(&directory);
     // A requeued task waits ~120 s before it may start again: start it now.
+    start_requeued_now(&workspace, &job, &task);
     wait_until(60, "the task to start again", &workspace, &job, || {
-        scontrol(&["update", &format!("JobId={task}"), "StartTime=now"]);
         record(&directory)["attempts"] == 2 && run_status(&directory) == "running"
     });
     wait_until(120, "another epoch", &workspace, &job, || {
@@ -378,8 +391,8 @@ fn a_requeued_task_resumes_its_run_from_the_checkpoint_bit_for_bit() {
         run_status(&directory) == "interrupted"
             && job_states(&job).iter().any(|state| state == "PENDING")
     });
+    start_requeued_now(&workspace, &job, &task);
     wait_until(240, "the run to finish", &workspace, &job, || {
-        scontrol(&["update", &format!("JobId={task}"), "StartTime=now"]);
         run_status(&directory) == "done" && all_finished(&job)
     });
 
