@@ -241,26 +241,13 @@ fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         })
 }
 
-/// `--time`: what sbatch accepts as a time limit with a day, hour, minute and second part.
+/// `--time`: a time limit as sbatch takes it (`sweep::slurm::script::time_limit_seconds`).
 fn parse_time_limit(text: &str) -> Result<String, String> {
-    let (days, clock) = match text.split_once('-') {
-        Some((days, clock)) => (Some(days), clock),
-        None => (None, text),
-    };
-    let days_ok =
-        days.is_none_or(|days| !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()));
-    let parts: Vec<&str> = clock.split(':').collect();
-    let parts_ok = (1..=3).contains(&parts.len())
-        && (days.is_some() || parts.len() >= 2)
-        && parts.iter().all(|part| {
-            !part.is_empty() && part.len() <= 3 && part.bytes().all(|b| b.is_ascii_digit())
-        });
-    if days_ok && parts_ok {
-        Ok(text.to_string())
-    } else {
-        Err(format!(
+    match crate::sweep::slurm::script::time_limit_seconds(text) {
+        Some(_) => Ok(text.to_string()),
+        None => Err(format!(
             "`{text}` is not a time limit: give MM:SS, HH:MM:SS or D-HH:MM:SS (as sbatch --time takes it)"
-        ))
+        )),
     }
 }
 
@@ -565,8 +552,7 @@ pub enum HiCommand {
         experiments: Vec<PathBuf>,
         plan_options: PlanOptions,
         options: crate::sweep::slurm::script::SubmitOptions,
-        dry_run: bool,
-        trust_store_locks: bool,
+        mode: crate::commands::slurm::SubmitMode,
     },
     SlurmStatus {
         job: Option<String>,
@@ -627,7 +613,7 @@ impl HiArgs {
                 if args.fail_fast {
                     run_flags.push("--fail-fast".to_string());
                 }
-                if args.max_runs != 1000 {
+                if args.max_runs != PlanOptions::default().max_runs {
                     run_flags.push(format!("--max-runs={}", args.max_runs));
                 }
                 HiCommand::SlurmSubmit {
@@ -647,8 +633,10 @@ impl HiArgs {
                         retry_failed: args.retry_failed,
                         run_flags,
                     },
-                    dry_run: args.dry_run,
-                    trust_store_locks: args.trust_store_locks,
+                    mode: crate::commands::slurm::SubmitMode {
+                        dry_run: args.dry_run,
+                        trust_store_locks: args.trust_store_locks,
+                    },
                 }
             }
             LowCommand::Slurm(SlurmCommand::Status(args)) => {

@@ -82,19 +82,8 @@ pub fn run(args: HiArgs) -> anyhow::Result<Outcome> {
             experiments,
             plan_options,
             options,
-            dry_run,
-            trust_store_locks,
-        } => slurm::submit(
-            store,
-            &experiments,
-            &plan_options,
-            &options,
-            slurm::SubmitMode {
-                dry_run,
-                trust_store_locks,
-            },
-            color,
-        ),
+            mode,
+        } => slurm::submit(store, &experiments, &plan_options, &options, mode, color),
         HiCommand::SlurmStatus { job } => slurm::status(store, job.as_deref(), color),
         HiCommand::SlurmCancel { job } => slurm::cancel(store, &job),
     }

@@ -130,13 +130,12 @@ pub fn submit(
     Ok(Outcome::Success)
 }
 
-/// `2 done, 1 interrupted` for a task's runs.
-fn run_counts(runs: &[slurm::TaskRun]) -> String {
+/// `2 done, 1 interrupted`: the statuses that occur, in [`RunStatus::ALL`]'s order.
+fn status_counts(statuses: &[RunStatus]) -> String {
     let parts: Vec<String> = RunStatus::ALL
         .iter()
-        .filter(|status| **status != RunStatus::Running)
         .filter_map(|status| {
-            let count = runs.iter().filter(|run| run.status == *status).count();
+            let count = statuses.iter().filter(|each| *each == status).count();
             (count > 0).then(|| format!("{count} {status}"))
         })
         .collect();
@@ -229,7 +228,14 @@ pub fn status(store: &RunStore, job: Option<&str>, color: bool) -> anyhow::Resul
                 slurm
                     .and_then(|record| record.reason.clone())
                     .unwrap_or_else(dash),
-                run_counts(&row.runs),
+                // What the task trained; the run it is training is the next column.
+                status_counts(
+                    &row.runs
+                        .iter()
+                        .map(|run| run.status)
+                        .filter(|status| *status != RunStatus::Running)
+                        .collect::<Vec<_>>(),
+                ),
                 if training.is_empty() {
                     dash()
                 } else {
@@ -248,22 +254,16 @@ pub fn status(store: &RunStore, job: Option<&str>, color: bool) -> anyhow::Resul
         color,
     ) {
         Ok(plan) => {
-            let mut counts = Vec::new();
-            for status in RunStatus::ALL {
-                let count = plan
+            if !plan.runs.is_empty() {
+                let statuses = plan
                     .runs
                     .iter()
-                    .filter(|run| store.status(&run.hash).ok() == Some(status))
-                    .count();
-                if count > 0 {
-                    counts.push(format!("{count} {status}"));
-                }
-            }
-            if !plan.runs.is_empty() {
+                    .map(|run| store.status(&run.hash))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 out.push_str(&format!(
                     "sweep: {} planned: {}\n",
                     count_of(plan.runs.len(), "run"),
-                    counts.join(", ")
+                    status_counts(&statuses)
                 ));
             }
             for record in crate::commands::search_records(&plan, store)? {

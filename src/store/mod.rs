@@ -170,10 +170,7 @@ impl RunRecord {
 impl Provenance {
     /// ` (<first 12 digits of the bertlab commit>)`, or nothing when unknown.
     pub fn commit_suffix(&self) -> String {
-        self.bertlab_commit
-            .as_deref()
-            .map(|commit| format!(" ({})", &commit[..commit.len().min(12)]))
-            .unwrap_or_default()
+        commit_suffix(self.bertlab_commit.as_deref())
     }
 }
 
@@ -563,6 +560,13 @@ impl RunStore {
         let path = self.run_directory(hash).join(SPEC_FILE);
         std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
     }
+}
+
+/// ` (<first 12 digits of a commit>)`, or nothing without one.
+pub fn commit_suffix(commit: Option<&str>) -> String {
+    commit
+        .map(|commit| format!(" ({})", &commit[..commit.len().min(12)]))
+        .unwrap_or_default()
 }
 
 /// This machine's name.

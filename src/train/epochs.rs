@@ -43,7 +43,7 @@ pub const ABORT_AFTER_STEP_VARIABLE: &str = "BERTLAB_TEST_ABORT_AFTER_STEP";
 /// tiny model's run in the middle; the results do not change).
 pub const STEP_DELAY_VARIABLE: &str = "BERTLAB_TEST_STEP_DELAY_MS";
 
-/// Reads the step-delay test hook.
+/// Reads the step-delay test hook (once per epoch: not on the step's path).
 fn step_delay() -> Option<Duration> {
     std::env::var(STEP_DELAY_VARIABLE)
         .ok()
@@ -281,6 +281,7 @@ fn train_epoch(
     last_validation: &mut Option<(usize, SplitOutcome)>,
 ) -> anyhow::Result<Option<String>> {
     let train_settings = &context.run.spec.train;
+    let step_delay = step_delay();
     let epoch = state.epoch;
     let mut segment_start = Instant::now();
     let mut segment_seconds_before = state.epoch_seconds;
@@ -353,7 +354,7 @@ fn train_epoch(
         if abort_after == Some(state.steps) {
             std::process::abort();
         }
-        if let Some(delay) = step_delay() {
+        if let Some(delay) = step_delay {
             std::thread::sleep(delay);
         }
         let interrupted = context.options.interrupt.load(Ordering::SeqCst);

@@ -187,9 +187,7 @@ pub fn prepare(
     let version = format!(
         "{}{}",
         env!("CARGO_PKG_VERSION"),
-        crate::sweep::bertlab_commit()
-            .map(|commit| format!(" ({})", &commit[..commit.len().min(12)]))
-            .unwrap_or_default()
+        crate::store::commit_suffix(crate::sweep::bertlab_commit().as_deref())
     );
     let script = script::job_script(&ScriptInputs {
         name: &name,
