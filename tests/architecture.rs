@@ -104,7 +104,7 @@ fn stages_named(text: &str) -> BTreeSet<String> {
 #[test]
 fn the_stage_names_find_every_form_of_a_path() {
     let text = "use crate::plan::spec::RunHash;\nuse crate::{data, store::RunStore};\n\
-                /// [`x`](crate::model::bert::Batch)\nlet a = crate::support::random::x();";
+                /// [`x`](crate::model::encoder::Batch)\nlet a = crate::support::random::x();";
     let named: Vec<String> = stages_named(text).into_iter().collect();
     assert_eq!(named, ["data", "model", "plan", "store", "support"]);
 }

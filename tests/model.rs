@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use bertlab::model::checkpoint::{load_classifier, read_weights, save_classifier};
 use bertlab::model::layers::{Kernels, Precision, cross_entropy};
-use bertlab::model::{Batch, BertClassifier, BertConfig, Mode};
+use bertlab::model::{Batch, EncoderClassifier, Mode, ModelConfig};
 use bertlab::support::random::SeededRandom;
 use bertlab::tokenize::tokenizer;
 use candle_core::{DType, Device, Tensor};
@@ -61,7 +61,7 @@ fn fixture_batch(device: &Device) -> Batch {
     }
 }
 
-fn tiny(dtype: DType) -> BertClassifier {
+fn tiny(dtype: DType) -> EncoderClassifier {
     load_classifier(
         &fixtures().join("tiny-bert"),
         Some(3),
@@ -78,7 +78,7 @@ fn labels(device: &Device) -> Tensor {
 }
 
 /// The training loss of one step, with dropout masks drawn from a fixed seed.
-fn training_loss(model: &BertClassifier, batch: &Batch) -> Tensor {
+fn training_loss(model: &EncoderClassifier, batch: &Batch) -> Tensor {
     let mut random = SeededRandom::for_dropout(7, 0);
     let logits = model.forward(batch, &mut Mode::Train(&mut random)).unwrap();
     cross_entropy(&logits, &labels(model.device()), None).unwrap()
@@ -86,7 +86,7 @@ fn training_loss(model: &BertClassifier, batch: &Batch) -> Tensor {
 
 /// The names of trainable tensors whose gradient after one backward pass is missing, not
 /// finite, or zero everywhere.
-fn tensors_without_gradient(model: &BertClassifier) -> Vec<String> {
+fn tensors_without_gradient(model: &EncoderClassifier) -> Vec<String> {
     let batch = fixture_batch(model.device());
     let gradients = training_loss(model, &batch).backward().unwrap();
     let mut without = Vec::new();
@@ -142,7 +142,7 @@ fn every_trainable_tensor_gets_a_nonzero_gradient() {
 fn gradients_match_finite_differences() {
     let model = tiny(DType::F64);
     let batch = fixture_batch(model.device());
-    let loss = |model: &BertClassifier| training_loss(model, &batch).to_scalar::<f64>().unwrap();
+    let loss = |model: &EncoderClassifier| training_loss(model, &batch).to_scalar::<f64>().unwrap();
     let gradients = training_loss(&model, &batch).backward().unwrap();
     let mut chooser = SeededRandom::new(99, 0);
     let step = 1e-6;
@@ -346,7 +346,7 @@ fn save_then_load_gives_identical_logits_and_a_transformers_layout() {
 
 #[test]
 fn missing_and_unexpected_tensors_are_reported() {
-    let config = BertConfig::load(&fixtures().join("tiny-bert/config.json")).unwrap();
+    let config = ModelConfig::load(&fixtures().join("tiny-bert/config.json")).unwrap();
     let mut tensors = read_weights(&fixtures().join("tiny-bert")).unwrap();
     tensors.remove("pooler.dense.weight");
     tensors.remove("pooler.dense.bias");
@@ -354,7 +354,7 @@ fn missing_and_unexpected_tensors_are_reported() {
         "cls.predictions.bias".into(),
         Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
     );
-    let (_, report) = BertClassifier::from_tensors(
+    let (_, report) = EncoderClassifier::from_tensors(
         config.clone(),
         2,
         tensors.clone(),
@@ -380,8 +380,8 @@ fn missing_and_unexpected_tensors_are_reported() {
     );
 
     tensors.remove("encoder.layer.1.output.dense.weight");
-    let error =
-        BertClassifier::from_tensors(config, 2, tensors, 0, DType::F32, &Device::Cpu).unwrap_err();
+    let error = EncoderClassifier::from_tensors(config, 2, tensors, 0, DType::F32, &Device::Cpu)
+        .unwrap_err();
     assert_eq!(
         error.to_string(),
         "the checkpoint lacks 1 encoder tensor: bert.encoder.layer.1.output.dense.weight"
@@ -405,7 +405,7 @@ fn evaluation_records_no_graph() {
     // Training mode with every dropout rate at zero records the graph and gives the same logits.
     let mut silent = tiny(DType::F32);
     silent
-        .set_dropout(bertlab::model::bert::DropoutRates {
+        .set_dropout(bertlab::model::DropoutRates {
             hidden: 0.0,
             attention: 0.0,
             classifier: 0.0,
@@ -429,7 +429,7 @@ fn evaluation_records_no_graph() {
 fn evaluation_is_deterministic_and_training_depends_only_on_the_seed() {
     let model = tiny(DType::F32);
     let batch = fixture_batch(model.device());
-    let eval = |model: &BertClassifier| to_f64(&model.forward(&batch, &mut Mode::Eval).unwrap());
+    let eval = |model: &EncoderClassifier| to_f64(&model.forward(&batch, &mut Mode::Eval).unwrap());
     assert_eq!(eval(&model), eval(&model));
     let train = |seed: u64| {
         let mut random = SeededRandom::for_dropout(seed, 3);
@@ -501,7 +501,7 @@ fn training_steps_move_the_lowest_encoder_layer() {
     let model = tiny(DType::F32);
     let batch = fixture_batch(model.device());
     let name = "bert.encoder.layer.0.attention.self.query.weight";
-    let lowest = |model: &BertClassifier| {
+    let lowest = |model: &EncoderClassifier| {
         let (_, var) = model
             .parameters()
             .iter()
@@ -510,7 +510,7 @@ fn training_steps_move_the_lowest_encoder_layer() {
         to_f64(var.as_tensor())
     };
     let before = lowest(&model);
-    let eval_loss = |model: &BertClassifier| {
+    let eval_loss = |model: &EncoderClassifier| {
         let logits = model.forward(&batch, &mut Mode::Eval).unwrap();
         cross_entropy(&logits, &labels(model.device()), None)
             .unwrap()
@@ -560,7 +560,8 @@ fn bf16_products_keep_every_gradient_and_stay_close_to_fp32() {
     assert_eq!(tensors_without_gradient(&bf16), Vec::<String>::new());
 
     let batch = fixture_batch(&Device::Cpu);
-    let logits = |model: &BertClassifier| to_f64(&model.forward(&batch, &mut Mode::Eval).unwrap());
+    let logits =
+        |model: &EncoderClassifier| to_f64(&model.forward(&batch, &mut Mode::Eval).unwrap());
     let difference = max_difference(&logits(&bf16), &logits(&fp32));
     assert!(difference > 0.0, "bf16 products must round");
     assert!(difference < 0.02, "bf16 logits differ by {difference}");

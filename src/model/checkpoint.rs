@@ -1,7 +1,7 @@
 //! Hugging Face model directories in and out: reading `config.json` and weights from
-//! `model.safetensors` or `pytorch_model.bin` (with or without the `bert.` prefix), and saving a
+//! `model.safetensors` or `pytorch_model.bin` (with or without the family's prefix), and saving a
 //! fine-tuned classifier as a directory that transformers' `AutoModelForSequenceClassification`
-//! loads with no missing keys.
+//! loads as the family's `*ForSequenceClassification` with no missing or unexpected keys.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,13 +10,19 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{Map, Value, json};
 
-use crate::model::bert::{BertClassifier, LoadReport};
-use crate::model::config::BertConfig;
+use crate::model::config::ModelConfig;
+use crate::model::encoder::{EncoderClassifier, LoadReport};
 
-/// Files copied from the source model into a saved model: the tokenizer.
+/// Files copied from the source model into a saved model where it has them: the tokenizer, in
+/// every form transformers reads (a saved model predicts the same in Python).
 pub const TOKENIZER_FILES: &[&str] = &[
     "tokenizer.json",
     "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spm.model",
+    "added_tokens.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
 ];
@@ -48,8 +54,8 @@ pub fn load_classifier(
     seed: u64,
     dtype: DType,
     device: &Device,
-) -> anyhow::Result<(BertClassifier, LoadReport)> {
-    let config = BertConfig::load(&directory.join("config.json"))?;
+) -> anyhow::Result<(EncoderClassifier, LoadReport)> {
+    let config = ModelConfig::load(&directory.join("config.json"))?;
     let num_labels = match num_labels {
         Some(count) => count,
         None => labels_of(&config)
@@ -62,13 +68,13 @@ pub fn load_classifier(
             })?,
     };
     let tensors = read_weights(directory)?;
-    BertClassifier::from_tensors(config, num_labels, tensors, seed, dtype, device)
+    EncoderClassifier::from_tensors(config, num_labels, tensors, seed, dtype, device)
         .with_context(|| format!("cannot load the model in {}", directory.display()))
 }
 
 /// The class names of a fine-tuned config (`id2label`, ordered by id).
-pub fn labels_of(config: &BertConfig) -> Option<Vec<String>> {
-    let id2label = config.other.get("id2label")?.as_object()?;
+pub fn labels_of(config: &ModelConfig) -> Option<Vec<String>> {
+    let id2label = config.written.get("id2label")?.as_object()?;
     let mut labels: Vec<(usize, String)> = id2label
         .iter()
         .filter_map(|(id, label)| Some((id.parse().ok()?, label.as_str()?.to_string())))
@@ -81,12 +87,12 @@ pub fn labels_of(config: &BertConfig) -> Option<Vec<String>> {
         .then(|| labels.into_iter().map(|(_, label)| label).collect())
 }
 
-/// Saves `model` as a Hugging Face directory: `config.json` (architectures
-/// `BertForSequenceClassification`, `id2label`, `label2id`), `model.safetensors` with
+/// Saves `model` as a Hugging Face directory: `config.json` (the source's, with the family's
+/// `*ForSequenceClassification` as architecture, `id2label`, `label2id`), `model.safetensors` with
 /// transformers' key names, and the tokenizer files of `source`. The directory appears whole or
 /// not at all: it is written next to `directory` and renamed into place.
 pub fn save_classifier(
-    model: &BertClassifier,
+    model: &EncoderClassifier,
     labels: &[String],
     source: &Path,
     directory: &Path,
@@ -109,8 +115,8 @@ pub fn save_classifier(
         .tempdir_in(parent)
         .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
 
-    let mut config = serde_json::to_value(model.config())?;
-    let object = config.as_object_mut().expect("a config is an object");
+    let family = model.config().family;
+    let mut object = model.config().written.clone();
     let id2label: Map<String, Value> = labels
         .iter()
         .enumerate()
@@ -121,16 +127,16 @@ pub fn save_classifier(
         .enumerate()
         .map(|(id, label)| (label.clone(), json!(id)))
         .collect();
-    object.insert(
-        "architectures".into(),
-        json!(["BertForSequenceClassification"]),
-    );
+    object.insert("architectures".into(), json!([family.architecture]));
     object.insert("id2label".into(), Value::Object(id2label));
     object.insert("label2id".into(), Value::Object(label2id));
     object.insert("problem_type".into(), json!("single_label_classification"));
-    object.insert("classifier_dropout".into(), json!(model.dropout.classifier));
-    object.insert("model_type".into(), json!("bert"));
-    let mut text = serde_json::to_string_pretty(&config)?;
+    object.insert(
+        family.layout.head.dropout_key.into(),
+        json!(model.dropout.classifier),
+    );
+    object.insert("model_type".into(), json!(family.model_type));
+    let mut text = serde_json::to_string_pretty(&Value::Object(object))?;
     text.push('\n');
     write_synced(&staging.path().join("config.json"), text.as_bytes())?;
 

@@ -1,106 +1,159 @@
-//! `config.json` of a BERT checkpoint, as transformers writes it. Fields bertlab does not use are
-//! kept (in `other`) so that a saved model's config is the original one plus the classifier's
-//! labels.
+//! A checkpoint's `config.json`, read by the family its `model_type` names (`family`) into one
+//! resolved [`ModelConfig`]: the numbers the shared encoder needs, whatever each family calls
+//! them (`hidden_size` or `dim`, `num_hidden_layers` or `n_layers`). The file as the family
+//! reads it is kept beside them, so that a saved model's config is the original one plus the
+//! classifier's labels.
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-fn default_layer_norm_eps() -> f64 {
-    1e-12
-}
-fn default_type_vocab_size() -> usize {
-    2
-}
-fn default_initializer_range() -> f64 {
-    0.02
-}
-fn default_hidden_act() -> String {
-    "gelu".into()
-}
-fn default_dropout() -> f64 {
-    0.1
+use crate::model::family::{self, Family};
+
+/// Dropout probabilities used in training.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DropoutRates {
+    /// After the embeddings and after each layer's dense outputs.
+    pub hidden: f64,
+    /// On the attention probabilities.
+    pub attention: f64,
+    /// In the classification head.
+    pub classifier: f64,
 }
 
-/// The BERT architecture (`model_type = "bert"`: BERT, MiniLM, TinyBERT, ...).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BertConfig {
+/// The encoder's shape and defaults, resolved from one family's `config.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub family: &'static Family,
     pub vocab_size: usize,
     pub hidden_size: usize,
+    /// The width of the embeddings: `hidden_size` except in ELECTRA, whose `embedding_size` may
+    /// be smaller (then `embeddings_project` maps it up).
+    pub embedding_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
-    #[serde(default = "default_hidden_act")]
-    pub hidden_act: String,
-    #[serde(default = "default_dropout")]
-    pub hidden_dropout_prob: f64,
-    #[serde(default = "default_dropout")]
-    pub attention_probs_dropout_prob: f64,
     pub max_position_embeddings: usize,
-    #[serde(default = "default_type_vocab_size")]
+    /// Rows of the token type embeddings; 0 for a family without them (DistilBERT).
     pub type_vocab_size: usize,
-    #[serde(default = "default_initializer_range")]
-    pub initializer_range: f64,
-    #[serde(default = "default_layer_norm_eps")]
     pub layer_norm_eps: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pad_token_id: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position_embedding_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub classifier_dropout: Option<f64>,
-    /// Every other field, kept as written.
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
+    pub initializer_range: f64,
+    /// The padding token's id (RoBERTa counts positions after it).
+    pub pad_token_id: u32,
+    /// The dropout rates `config.json` gives, with the family's defaults where it is silent.
+    pub dropout: DropoutRates,
+    /// `config.json` as the family read it (every field kept, defaults filled in).
+    pub written: Map<String, Value>,
 }
 
-impl BertConfig {
-    /// Reads and checks `config.json`.
-    pub fn load(path: &Path) -> anyhow::Result<BertConfig> {
+impl ModelConfig {
+    /// Reads `config.json` and resolves it through the family its `model_type` names (absent:
+    /// BERT, as in old BERT checkpoints).
+    pub fn load(path: &Path) -> anyhow::Result<ModelConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let config: BertConfig = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a BERT config", path.display()))?;
-        config
-            .check()
-            .with_context(|| format!("unsupported model in {}", path.display()))?;
+        let value: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        ModelConfig::from_json(&value)
+            .with_context(|| format!("unsupported model in {}", path.display()))
+    }
+
+    /// Resolves a parsed `config.json`.
+    pub fn from_json(value: &Value) -> anyhow::Result<ModelConfig> {
+        let Some(object) = value.as_object() else {
+            bail!("config.json is not a JSON object");
+        };
+        let model_type = object
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("bert");
+        let Some(family) = family::for_model_type(model_type) else {
+            bail!(
+                "model_type is \"{model_type}\"; bertlab trains {}",
+                family::supported_list()
+            );
+        };
+        let config = (family.read_config)(object)?;
+        config.check()?;
         Ok(config)
     }
 
     fn check(&self) -> anyhow::Result<()> {
-        if let Some(model_type) = &self.model_type
-            && model_type != "bert"
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
             bail!(
-                "model_type is \"{model_type}\"; bertlab trains BERT-architecture models (model_type \"bert\")"
-            );
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            bail!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
+                "the hidden size {} is not a multiple of the {} attention heads",
                 self.hidden_size,
                 self.num_attention_heads
             );
         }
-        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_python") {
+        if self.max_sequence_length() == 0 {
             bail!(
-                "hidden_act \"{}\" is not supported; BERT uses \"gelu\"",
-                self.hidden_act
+                "{} positions leave no room for a sequence",
+                self.max_position_embeddings
             );
-        }
-        if let Some(kind) = &self.position_embedding_type
-            && kind != "absolute"
-        {
-            bail!("position_embedding_type \"{kind}\" is not supported; only \"absolute\"");
         }
         Ok(())
     }
 
     pub fn head_size(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// The longest sequence the position embeddings cover: all of them, except in families that
+    /// count positions after the padding id (RoBERTa: `max_position_embeddings - pad - 1`).
+    pub fn max_sequence_length(&self) -> usize {
+        match self.family.layout.positions {
+            family::Positions::Absolute => self.max_position_embeddings,
+            family::Positions::AfterPadding => self
+                .max_position_embeddings
+                .saturating_sub(self.pad_token_id as usize + 1),
+        }
+    }
+}
+
+/// Reads an optional number from a config object, with a located error for a wrong type.
+pub(crate) fn number(object: &Map<String, Value>, key: &str) -> anyhow::Result<Option<f64>> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_f64()
+            .map(Some)
+            .with_context(|| format!("`{key}` is {value}, not a number")),
+    }
+}
+
+/// Reads a required count from a config object.
+pub(crate) fn count(object: &Map<String, Value>, key: &str) -> anyhow::Result<usize> {
+    optional_count(object, key)?.with_context(|| format!("missing field `{key}`"))
+}
+
+/// Reads an optional count from a config object.
+pub(crate) fn optional_count(
+    object: &Map<String, Value>,
+    key: &str,
+) -> anyhow::Result<Option<usize>> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .map(|count| Some(count as usize))
+            .with_context(|| format!("`{key}` is {value}, not a non-negative integer")),
+    }
+}
+
+/// Reads an optional string from a config object.
+pub(crate) fn text<'a>(
+    object: &'a Map<String, Value>,
+    key: &str,
+) -> anyhow::Result<Option<&'a str>> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_str()
+            .map(Some)
+            .with_context(|| format!("`{key}` is {value}, not a string")),
     }
 }

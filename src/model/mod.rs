@@ -1,23 +1,25 @@
-//! The model stage: a BERT sequence classifier in candle whose every operation is
-//! differentiable (`layers`, `bert`), its `config.json` (`config`), and Hugging Face directories
-//! in and out (`checkpoint`); fused CPU kernels (`kernels`), bf16 matrix products
+//! The model stage: sequence classifiers of the supported encoder families (`family`: BERT,
+//! DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA) on one shared encoder whose every operation is
+//! differentiable (`encoder`, `layers`), their `config.json` (`config`), and Hugging Face
+//! directories in and out (`checkpoint`); fused CPU kernels (`kernels`), bf16 matrix products
 //! (`bf16`), and, in the `cuda` build, fused GPU kernels (`cuda_kernels`).
 //!
 //! Uses: `support` only (`random`: every dropout mask and head initialisation is seeded). Never
 //! uses: the experiment file, the plan, the data, the tokenizer, the run store or the reports: a
 //! model takes token ids, weights and a device, and knows nothing of runs, stores or settings files.
 
-pub mod bert;
 pub mod bf16;
 pub mod checkpoint;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda_kernels;
+pub mod encoder;
+pub mod family;
 pub mod kernels;
 pub mod layers;
 
-pub use bert::{Batch, BertClassifier, DropoutRates, LoadReport, Mode};
-pub use config::BertConfig;
+pub use config::{DropoutRates, ModelConfig};
+pub use encoder::{Batch, EncoderClassifier, LoadReport, Mode};
 
 /// Where a parameter sits in an encoder, from the input up: what layer-wise learning-rate decay
 /// and freezing read, and all they read, so both work for any model family that names the depth
@@ -25,7 +27,7 @@ pub use config::BertConfig;
 /// each family's names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Depth {
-    /// Token, position and segment embeddings and their normalisation.
+    /// Token, position and segment embeddings, their normalisation and projection.
     Embeddings,
     /// Encoder layer `N` (0-based, the lowest is 0).
     Layer(usize),

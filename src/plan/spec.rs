@@ -127,7 +127,7 @@ impl Freeze {
         }
     }
 
-    /// What the model freezes, as `BertClassifier::freeze` takes it: nothing (`None`), the
+    /// What the model freezes, as `EncoderClassifier::freeze` takes it: nothing (`None`), the
     /// embeddings (`Some(0)`), or the embeddings and the lowest N encoder layers (`Some(N)`).
     pub fn frozen_layers(self) -> Option<usize> {
         match self {

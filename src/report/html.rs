@@ -195,7 +195,7 @@ pub fn report_html(
     }
     if let Some((row, result)) = best {
         let classes: Vec<String> =
-            crate::model::checkpoint::labels_of(&crate::model::config::BertConfig::load(
+            crate::model::checkpoint::labels_of(&crate::model::config::ModelConfig::load(
                 &store
                     .run_directory(&row.hash)
                     .join(run_files::MODEL_DIRECTORY)

@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use candle_core::Tensor;
 use serde::Serialize;
 
-use crate::model::bert::{Batch, Mode};
+use crate::model::encoder::{Batch, Mode};
 use crate::plan::PlannedRun;
 use crate::plan::spec::Precision;
 use crate::support::random::SeededRandom;

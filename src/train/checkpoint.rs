@@ -10,7 +10,7 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::bert::BertClassifier;
+use crate::model::encoder::EncoderClassifier;
 use crate::store::run_files::{self, EpochRow};
 use crate::support::atomic_file;
 use crate::train::optimizer::AdamW;
@@ -78,7 +78,7 @@ fn write_tensors(
     atomic_file::write(path, &bytes)
 }
 
-fn model_tensors(model: &BertClassifier) -> anyhow::Result<Vec<(String, Tensor)>> {
+fn model_tensors(model: &EncoderClassifier) -> anyhow::Result<Vec<(String, Tensor)>> {
     model
         .parameters()
         .iter()
@@ -96,7 +96,7 @@ fn model_tensors(model: &BertClassifier) -> anyhow::Result<Vec<(String, Tensor)>
 /// Writes the state checkpoint: weights, AdamW moments and where the loop stands.
 pub fn save_state(
     directory: &Path,
-    model: &BertClassifier,
+    model: &EncoderClassifier,
     optimizer: &AdamW,
     state: &TrainingState,
 ) -> anyhow::Result<()> {
@@ -139,7 +139,7 @@ pub fn load_state(
 
 /// Copies checkpoint tensors into the model's parameters (to their dtype and device).
 pub fn set_parameters(
-    model: &BertClassifier,
+    model: &EncoderClassifier,
     tensors: &HashMap<String, Tensor>,
 ) -> anyhow::Result<()> {
     for (name, var) in model.parameters() {
@@ -153,7 +153,7 @@ pub fn set_parameters(
 }
 
 /// Writes the kept epoch's weights (`best.safetensors`).
-pub fn save_best(directory: &Path, model: &BertClassifier) -> anyhow::Result<()> {
+pub fn save_best(directory: &Path, model: &EncoderClassifier) -> anyhow::Result<()> {
     let folder = checkpoint_folder(directory);
     std::fs::create_dir_all(&folder)
         .with_context(|| format!("cannot create {}", folder.display()))?;
@@ -161,7 +161,7 @@ pub fn save_best(directory: &Path, model: &BertClassifier) -> anyhow::Result<()>
 }
 
 /// Loads the kept epoch's weights (`best.safetensors`) into the model.
-pub fn restore_best(directory: &Path, model: &BertClassifier) -> anyhow::Result<()> {
+pub fn restore_best(directory: &Path, model: &EncoderClassifier) -> anyhow::Result<()> {
     let best_path = checkpoint_folder(directory).join(BEST_FILE);
     let tensors = candle_core::safetensors::load(&best_path, &Device::Cpu)
         .with_context(|| format!("cannot read the kept weights {}", best_path.display()))?;

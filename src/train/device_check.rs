@@ -22,7 +22,8 @@ use std::path::Path;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 
-use crate::model::bert::{Batch, BertClassifier, DropoutRates, Mode};
+use crate::model::DropoutRates;
+use crate::model::encoder::{Batch, EncoderClassifier, Mode};
 use crate::model::{checkpoint, layers};
 use crate::support::random::SeededRandom;
 use crate::tokenize::preprocess::TokenizedSplit;
@@ -71,7 +72,7 @@ fn load(
     dtype: DType,
     precision: layers::Precision,
     device: &Device,
-) -> anyhow::Result<BertClassifier> {
+) -> anyhow::Result<EncoderClassifier> {
     let (mut classifier, _) =
         checkpoint::load_classifier(model, Some(CLASSES), SEED, dtype, device)?;
     classifier.set_dropout(DropoutRates {
@@ -106,7 +107,7 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Logits and gradients (in parameter order) of the check batch's loss.
-fn logits_and_gradients(model: &BertClassifier) -> anyhow::Result<(Vec<f64>, Vec<Vec<f64>>)> {
+fn logits_and_gradients(model: &EncoderClassifier) -> anyhow::Result<(Vec<f64>, Vec<Vec<f64>>)> {
     let device = model.device();
     let batch = Batch::from_rows(&check_rows(model.config().vocab_size), 0, device)?;
     let labels: Vec<u32> = (0..6).map(|row| row % CLASSES as u32).collect();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use candle_core::Tensor;
 
-use crate::model::bert::BertClassifier;
+use crate::model::encoder::EncoderClassifier;
 use crate::plan::PlannedRun;
 use crate::store::PruneRecord;
 use crate::store::run_files::{self, EpochRow};
@@ -64,7 +64,7 @@ pub struct EpochLoop<'a> {
     /// The run directory (checkpoints, `metrics.csv`).
     pub directory: &'a Path,
     pub options: &'a TrainOptions<'a>,
-    pub model: &'a BertClassifier,
+    pub model: &'a EncoderClassifier,
     pub data: &'a TokenizedData,
     pub pad_id: u32,
     pub class_weights: Option<&'a Tensor>,

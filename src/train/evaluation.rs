@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{DType, Device};
 
 use crate::metrics::Evaluation;
-use crate::model::bert::{Batch, BertClassifier, Mode};
+use crate::model::encoder::{Batch, EncoderClassifier, Mode};
 use crate::tokenize::preprocess::TokenizedSplit;
 
 /// Texts per forward pass when evaluating.
@@ -34,7 +34,7 @@ impl Scored {
 /// forward pass, so little is padded; results in the order of `ids`. `None` when `interrupt` is
 /// raised first.
 pub fn score(
-    model: &BertClassifier,
+    model: &EncoderClassifier,
     ids: &[Vec<u32>],
     pad_id: u32,
     batch_size: usize,
@@ -86,7 +86,7 @@ pub struct SplitOutcome {
 
 /// Evaluates `split` (see [`score`]): mean cross-entropy, figures, predictions.
 pub fn evaluate(
-    model: &BertClassifier,
+    model: &EncoderClassifier,
     split: &TokenizedSplit,
     pad_id: u32,
     classes: usize,

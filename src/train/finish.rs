@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use crate::metrics::Evaluation;
-use crate::model::bert::BertClassifier;
 use crate::model::checkpoint as model_checkpoint;
+use crate::model::encoder::EncoderClassifier;
 use crate::plan::PlannedRun;
 use crate::store::run_files::{self, Prediction, RunResult};
 use crate::support::atomic_file;
@@ -24,7 +24,7 @@ use crate::train::policy;
 pub fn finish(
     run: &PlannedRun,
     directory: &Path,
-    model: &BertClassifier,
+    model: &EncoderClassifier,
     data: &TokenizedData,
     pad_id: u32,
     state: &TrainingState,

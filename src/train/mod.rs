@@ -45,7 +45,8 @@ use std::time::Instant;
 use anyhow::bail;
 use candle_core::{DType, Device, Tensor};
 
-use crate::model::bert::{BertClassifier, DropoutRates, LoadReport};
+use crate::model::DropoutRates;
+use crate::model::encoder::{EncoderClassifier, LoadReport};
 use crate::model::{checkpoint as model_checkpoint, layers};
 use crate::plan::PlannedRun;
 use crate::plan::spec::Precision;
@@ -95,7 +96,7 @@ pub fn load_training_model(
     run: &PlannedRun,
     classes: usize,
     device: &Device,
-) -> anyhow::Result<(BertClassifier, LoadReport)> {
+) -> anyhow::Result<(EncoderClassifier, LoadReport)> {
     let (mut model, report) = model_checkpoint::load_classifier(
         &run.settings.model_path,
         Some(classes),
@@ -117,7 +118,7 @@ pub fn load_training_model(
 /// A fresh AdamW for the run's trainable parameters: its betas, epsilon and weight decay, each
 /// tensor's decay by `weight_decay_scope` and its learning-rate share by
 /// `layer_learning_rate_decay`.
-pub fn run_optimizer(run: &PlannedRun, model: &BertClassifier) -> AdamW {
+pub fn run_optimizer(run: &PlannedRun, model: &EncoderClassifier) -> AdamW {
     let train = &run.spec.train;
     let trainable = model.trainable_parameters();
     let names: Vec<&str> = trainable.iter().map(|(name, _)| name.as_str()).collect();
@@ -249,7 +250,7 @@ fn prepare_data(
 fn resume(
     run: &PlannedRun,
     directory: &Path,
-    model: &BertClassifier,
+    model: &EncoderClassifier,
     optimizer: &mut AdamW,
     progress: &mut Progress,
 ) -> anyhow::Result<TrainingState> {

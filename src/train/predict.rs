@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device};
 use serde_json::{Map, Value, json};
 
-use crate::model::bert::BertClassifier;
 use crate::model::checkpoint;
+use crate::model::encoder::EncoderClassifier;
 use crate::model::layers::Precision;
 use crate::plan::spec::DataFormat;
 use crate::store::run_files::MODEL_DIRECTORY;
@@ -17,7 +17,7 @@ use crate::tokenize::tokenizer::{self, LoadedTokenizer};
 
 /// A run's model, ready to predict.
 pub struct Predictor {
-    model: BertClassifier,
+    model: EncoderClassifier,
     tokenizer: LoadedTokenizer,
     pub classes: Vec<String>,
     pub max_length: usize,

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::model::bert::{Batch, BertClassifier, Mode};
+use crate::model::encoder::{Batch, EncoderClassifier, Mode};
 use crate::model::layers;
 use crate::plan::spec::ClassWeights;
 use crate::support::random::SeededRandom;
@@ -40,7 +40,7 @@ pub fn class_weights(labels: &[u32], classes: usize, policy: ClassWeights) -> Op
 
 /// What one optimizer step reads besides the optimizer and the batches.
 pub struct StepInputs<'a> {
-    pub model: &'a BertClassifier,
+    pub model: &'a EncoderClassifier,
     /// The examples the batches index into.
     pub split: &'a TokenizedSplit,
     pub pad_id: u32,

@@ -1,0 +1,906 @@
+//! `EncoderClassifier`: the maths of transformers' `*ForSequenceClassification` for every
+//! supported family (`family`), in candle, every operation differentiable, every random draw
+//! from [`SeededRandom`].
+//!
+//! embeddings (word + position [+ token type], LayerNorm, dropout [, projection]) -> N post-norm
+//! encoder layers (self-attention with the padding mask, dropout on probabilities, output dense
+//! [, dropout], residual, LayerNorm; feed-forward with GELU (erf), dropout, residual, LayerNorm)
+//! -> the family's head on the first token ([dropout,] dense, tanh/ReLU/GELU, dropout, output).
+//!
+//! Parameters carry transformers' names (`bert.encoder.layer.0.attention.self.query.weight`,
+//! `distilbert.transformer.layer.0.attention.q_lin.weight`, `classifier.out_proj.weight`), so
+//! checkpoints load and save without renaming.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, bail};
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::model::Depth;
+use crate::model::config::{DropoutRates, ModelConfig};
+use crate::model::family::{HeadActivation, Layout, Positions};
+use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, Precision, operand};
+use crate::support::random::{SeededRandom, stream};
+
+/// A tokenized batch, all `[batch, length]` u32 tensors on the model's device.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub input_ids: Tensor,
+    pub token_type_ids: Tensor,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Tensor,
+}
+
+impl Batch {
+    /// Builds a batch from rows of token ids, padding each to the longest with `pad_id`.
+    pub fn from_rows(
+        rows: &[Vec<u32>],
+        pad_id: u32,
+        device: &Device,
+    ) -> candle_core::Result<Batch> {
+        let length = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * length);
+        let mut mask = Vec::with_capacity(rows.len() * length);
+        for row in rows {
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(pad_id, length - row.len()));
+            mask.extend(std::iter::repeat_n(1u32, row.len()));
+            mask.extend(std::iter::repeat_n(0u32, length - row.len()));
+        }
+        let shape = (rows.len(), length);
+        Ok(Batch {
+            input_ids: Tensor::from_vec(ids, shape, device)?,
+            token_type_ids: Tensor::zeros(shape, DType::U32, device)?,
+            attention_mask: Tensor::from_vec(mask, shape, device)?,
+        })
+    }
+}
+
+/// Whether dropout is on. Evaluation is deterministic.
+pub enum Mode<'a> {
+    /// No dropout, and no graph recorded: nothing can be differentiated, and every intermediate
+    /// tensor is freed as soon as it has been read.
+    Eval,
+    /// Dropout masks come from this generator (one per optimizer step, see `random`).
+    Train(&'a mut SeededRandom),
+}
+
+impl Mode<'_> {
+    /// Training records the graph for the backward pass; evaluation does not.
+    pub fn graph(&self) -> Graph {
+        match self {
+            Mode::Eval => Graph::Skip,
+            Mode::Train(_) => Graph::Record,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Embeddings {
+    word: Var,
+    position: Var,
+    /// `None` in a family without token types.
+    token_type: Option<Var>,
+    norm: LayerNorm,
+    /// `embedding_size` -> `hidden_size`, where they differ (ELECTRA).
+    project: Option<Linear>,
+}
+
+#[derive(Clone, Debug)]
+struct EncoderLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// The classification head on the first token (`family::HeadLayout`).
+#[derive(Clone, Debug)]
+struct Head {
+    dense: Linear,
+    output: Linear,
+}
+
+/// What loading found: tensors initialised because the checkpoint lacked them, and checkpoint
+/// tensors that were not used (as transformers reports them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadReport {
+    pub initialized: Vec<String>,
+    pub unexpected: Vec<String>,
+    /// Human-readable warnings (a missing pooler, a head of another size).
+    pub warnings: Vec<String>,
+}
+
+/// A sequence classifier of any supported family: the shared encoder and the family's head.
+#[derive(Clone, Debug)]
+pub struct EncoderClassifier {
+    config: ModelConfig,
+    num_labels: usize,
+    embeddings: Embeddings,
+    layers: Vec<EncoderLayer>,
+    head: Head,
+    /// Every trainable tensor, by transformers name, in a fixed order.
+    parameters: Vec<(String, Var)>,
+    /// Each parameter's place in the model, in the same order.
+    depths: Vec<Depth>,
+    /// The parameters that train: all but the frozen ones, in the same order.
+    trainable: Vec<(String, Var)>,
+    /// Their depths, in the same order.
+    trainable_depths: Vec<Depth>,
+    /// Frozen: nothing (`None`), the embeddings (`Some(0)`), or the embeddings and encoder layers
+    /// `0..n` (`Some(n)`).
+    frozen_layers: Option<usize>,
+    pub dropout: DropoutRates,
+    /// Which LayerNorm, softmax and GELU run; [`Kernels::Fused`] unless a test swaps it.
+    pub kernels: Kernels,
+    /// The dense layers' matrix products: [`Precision::Fp32`] unless the run asks for bf16.
+    pub precision: Precision,
+}
+
+/// Maps a checkpoint key to bertlab's name (the base model's tensors under the family's prefix,
+/// head tensors as they are), or `None` for buffers that are ignored without a report
+/// (`position_ids`, `token_type_ids`).
+fn normalize_key(layout: &Layout, key: &str) -> Option<String> {
+    let key = key
+        .replace("LayerNorm.gamma", "LayerNorm.weight")
+        .replace("LayerNorm.beta", "LayerNorm.bias");
+    if key.ends_with("embeddings.position_ids") || key.ends_with("embeddings.token_type_ids") {
+        return None;
+    }
+    let first = key.split('.').next().unwrap_or_default();
+    if layout.base_parts.contains(&first) {
+        return Some(format!("{}.{key}", layout.base));
+    }
+    Some(key)
+}
+
+fn normal_tensor(
+    shape: &[usize],
+    std: f64,
+    random: &mut SeededRandom,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let count: usize = shape.iter().product();
+    let values: Vec<f64> = (0..count).map(|_| random.normal() * std).collect();
+    Tensor::from_vec(values, shape, device)?.to_dtype(dtype)
+}
+
+/// RoBERTa's position ids (transformers' `create_position_ids_from_input_ids`): `pad + 1`,
+/// `pad + 2`, ... over the tokens that are not `pad`, and `pad` at padding. `[batch, length]` u32.
+fn position_ids_after_padding(input_ids: &Tensor, pad: u32) -> candle_core::Result<Tensor> {
+    let rows = input_ids.to_device(&Device::Cpu)?.to_vec2::<u32>()?;
+    let (batch_size, length) = input_ids.dims2()?;
+    let mut ids = Vec::with_capacity(batch_size * length);
+    for row in rows {
+        let mut counted = 0u32;
+        for id in row {
+            if id == pad {
+                ids.push(pad);
+            } else {
+                counted += 1;
+                ids.push(pad + counted);
+            }
+        }
+    }
+    Tensor::from_vec(ids, (batch_size, length), input_ids.device())
+}
+
+/// Takes the checkpoint's tensors by name, checking shapes, and keeps the names that are missing.
+struct Tensors {
+    available: HashMap<String, Tensor>,
+    missing: Vec<String>,
+    dtype: DType,
+    device: Device,
+}
+
+impl Tensors {
+    /// The tensor `name` of shape `shape` as a parameter, `None` (recorded as missing) when the
+    /// checkpoint lacks it, an error when its shape differs.
+    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Option<Var>> {
+        match self.available.remove(name) {
+            None => {
+                self.missing.push(name.to_string());
+                Ok(None)
+            }
+            Some(tensor) => {
+                if tensor.dims() != shape {
+                    bail!(
+                        "checkpoint tensor {name} has shape {:?}, the config implies {:?}",
+                        tensor.dims(),
+                        shape
+                    );
+                }
+                let tensor = tensor
+                    .to_dtype(self.dtype)?
+                    .to_device(&self.device)?
+                    .contiguous()?;
+                Ok(Some(Var::from_tensor(&tensor)?))
+            }
+        }
+    }
+
+    /// A dense layer `prefix.weight` `[out, in]` and `prefix.bias` `[out]`.
+    fn linear(&mut self, prefix: &str, out: usize, input: usize) -> anyhow::Result<Option<Linear>> {
+        let weight = self.take(&format!("{prefix}.weight"), &[out, input])?;
+        let bias = self.take(&format!("{prefix}.bias"), &[out])?;
+        Ok(weight
+            .zip(bias)
+            .map(|(weight, bias)| Linear { weight, bias }))
+    }
+
+    fn norm(
+        &mut self,
+        prefix: &str,
+        size: usize,
+        epsilon: f64,
+    ) -> anyhow::Result<Option<LayerNorm>> {
+        let weight = self.take(&format!("{prefix}.weight"), &[size])?;
+        let bias = self.take(&format!("{prefix}.bias"), &[size])?;
+        Ok(weight.zip(bias).map(|(weight, bias)| LayerNorm {
+            weight,
+            bias,
+            epsilon,
+        }))
+    }
+}
+
+/// A dense layer initialised as transformers does (normal with std `initializer_range`, zero
+/// bias) from stream `stream` of `seed`.
+fn initialized_linear(
+    out: usize,
+    input: usize,
+    config: &ModelConfig,
+    seed: u64,
+    stream: u64,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<Linear> {
+    let mut random = SeededRandom::new(seed, stream);
+    let weight = normal_tensor(
+        &[out, input],
+        config.initializer_range,
+        &mut random,
+        dtype,
+        device,
+    )?;
+    Ok(Linear {
+        weight: Var::from_tensor(&weight)?,
+        bias: Var::zeros(out, dtype, device)?,
+    })
+}
+
+impl EncoderClassifier {
+    /// Builds a classifier from checkpoint tensors (the base model's keys with or without the
+    /// family's prefix). Missing head tensors are initialised as transformers does (normal with
+    /// std `initializer_range`, zero bias) from `seed`; any other missing tensor is an error.
+    pub fn from_tensors(
+        config: ModelConfig,
+        num_labels: usize,
+        tensors: HashMap<String, Tensor>,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> anyhow::Result<(EncoderClassifier, LoadReport)> {
+        if num_labels < 2 {
+            bail!("a classifier needs at least 2 labels, got {num_labels}");
+        }
+        let layout = &config.family.layout;
+        let base = layout.base;
+        let mut report = LoadReport::default();
+        let mut checkpoint = Tensors {
+            available: tensors
+                .into_iter()
+                .filter_map(|(key, tensor)| Some((normalize_key(layout, &key)?, tensor)))
+                .collect(),
+            missing: Vec::new(),
+            dtype,
+            device: device.clone(),
+        };
+        let hidden = config.hidden_size;
+        let width = config.embedding_size;
+        let intermediate = config.intermediate_size;
+        let epsilon = config.layer_norm_eps;
+
+        let word = checkpoint.take(
+            &format!("{base}.{}.weight", layout.word_embeddings),
+            &[config.vocab_size, width],
+        )?;
+        let position = checkpoint.take(
+            &format!("{base}.{}.weight", layout.position_embeddings),
+            &[config.max_position_embeddings, width],
+        )?;
+        let token_type = match layout.token_type_embeddings {
+            Some(name) => checkpoint.take(
+                &format!("{base}.{name}.weight"),
+                &[config.type_vocab_size, width],
+            )?,
+            None => None,
+        };
+        let norm = checkpoint.norm(
+            &format!("{base}.{}", layout.embeddings_norm),
+            width,
+            epsilon,
+        )?;
+        let project = match layout.embeddings_project {
+            Some(name) if width != hidden => {
+                Some(checkpoint.linear(&format!("{base}.{name}"), hidden, width)?)
+            }
+            _ => None,
+        };
+        let mut layers = Vec::new();
+        for index in 0..config.num_hidden_layers {
+            let prefix = format!("{base}.{}.{index}", layout.layers);
+            let names = &layout.layer;
+            let mut linear = |name: &str, out: usize, input: usize| {
+                checkpoint.linear(&format!("{prefix}.{name}"), out, input)
+            };
+            let query = linear(names.query, hidden, hidden)?;
+            let key = linear(names.key, hidden, hidden)?;
+            let value = linear(names.value, hidden, hidden)?;
+            let attention_output = linear(names.attention_output, hidden, hidden)?;
+            let attention_norm = checkpoint.norm(
+                &format!("{prefix}.{}", names.attention_norm),
+                hidden,
+                epsilon,
+            )?;
+            let intermediate_layer = checkpoint.linear(
+                &format!("{prefix}.{}", names.intermediate),
+                intermediate,
+                hidden,
+            )?;
+            let output =
+                checkpoint.linear(&format!("{prefix}.{}", names.output), hidden, intermediate)?;
+            let output_norm =
+                checkpoint.norm(&format!("{prefix}.{}", names.output_norm), hidden, epsilon)?;
+            layers.push((
+                query,
+                key,
+                value,
+                attention_output,
+                attention_norm,
+                intermediate_layer,
+                output,
+                output_norm,
+            ));
+        }
+        if !checkpoint.missing.is_empty() {
+            let missing = &checkpoint.missing;
+            let shown: Vec<&str> = missing.iter().take(8).map(String::as_str).collect();
+            bail!(
+                "the checkpoint lacks {} encoder tensor{}: {}{}",
+                missing.len(),
+                if missing.len() == 1 { "" } else { "s" },
+                shown.join(", "),
+                if missing.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            );
+        }
+        let present = "every encoder tensor is present";
+        let embeddings = Embeddings {
+            word: word.expect(present),
+            position: position.expect(present),
+            token_type: layout
+                .token_type_embeddings
+                .map(|_| token_type.expect(present)),
+            norm: norm.expect(present),
+            project: project.map(|project| project.expect(present)),
+        };
+        let layers = layers
+            .into_iter()
+            .map(
+                |(
+                    query,
+                    key,
+                    value,
+                    attention_output,
+                    attention_norm,
+                    intermediate,
+                    output,
+                    output_norm,
+                )| EncoderLayer {
+                    query: query.expect(present),
+                    key: key.expect(present),
+                    value: value.expect(present),
+                    attention_output: attention_output.expect(present),
+                    attention_norm: attention_norm.expect(present),
+                    intermediate: intermediate.expect(present),
+                    output: output.expect(present),
+                    output_norm: output_norm.expect(present),
+                },
+            )
+            .collect();
+
+        // The head: its dense layer (BERT's pooler) and its output layer, each initialised
+        // where the checkpoint lacks it; an output of another size is replaced.
+        let head_layout = &layout.head;
+        let dense = match checkpoint.linear(head_layout.dense, hidden, hidden)? {
+            Some(dense) => dense,
+            None => {
+                if head_layout.dense_is_pretrained {
+                    report.warnings.push(format!(
+                        "the checkpoint has no pooler ({}): it was initialised randomly and will be trained",
+                        head_layout.dense
+                    ));
+                }
+                report
+                    .initialized
+                    .push(format!("{}.weight", head_layout.dense));
+                report
+                    .initialized
+                    .push(format!("{}.bias", head_layout.dense));
+                initialized_linear(
+                    hidden,
+                    hidden,
+                    &config,
+                    seed,
+                    stream::POOLER_INITIALIZATION,
+                    dtype,
+                    device,
+                )?
+            }
+        };
+        let output_weight = format!("{}.weight", head_layout.output);
+        let output_bias = format!("{}.bias", head_layout.output);
+        let output = match checkpoint.linear(head_layout.output, num_labels, hidden) {
+            Ok(Some(output)) => output,
+            result => {
+                if result.is_err()
+                    || checkpoint.available.contains_key(&output_weight)
+                    || checkpoint.available.contains_key(&output_bias)
+                {
+                    report.warnings.push(format!(
+                        "the checkpoint's classifier does not have {num_labels} labels: a new one was initialised"
+                    ));
+                }
+                report.initialized.push(output_weight.clone());
+                report.initialized.push(output_bias.clone());
+                initialized_linear(
+                    num_labels,
+                    hidden,
+                    &config,
+                    seed,
+                    stream::INITIALIZATION,
+                    dtype,
+                    device,
+                )?
+            }
+        };
+        checkpoint.available.remove(&output_weight);
+        checkpoint.available.remove(&output_bias);
+        report.unexpected = checkpoint.available.into_keys().collect();
+        report.unexpected.sort();
+
+        let mut model = EncoderClassifier {
+            dropout: config.dropout,
+            config,
+            num_labels,
+            embeddings,
+            layers,
+            head: Head { dense, output },
+            parameters: Vec::new(),
+            depths: Vec::new(),
+            trainable: Vec::new(),
+            trainable_depths: Vec::new(),
+            frozen_layers: None,
+            kernels: Kernels::Fused,
+            precision: Precision::Fp32,
+        };
+        (model.parameters, model.depths) = model.collect_parameters().into_iter().unzip();
+        model.freeze(None)?;
+        Ok((model, report))
+    }
+
+    /// Freezes the embeddings (`Some(0)`) or the embeddings and the lowest `n` encoder layers
+    /// (`Some(n)`), or nothing (`None`): frozen tensors get no gradient (the forward pass does
+    /// not record them) and leave [`EncoderClassifier::trainable_parameters`].
+    pub fn freeze(&mut self, frozen_layers: Option<usize>) -> anyhow::Result<()> {
+        if let Some(layers) = frozen_layers
+            && layers > self.layers.len()
+        {
+            bail!(
+                "cannot freeze {layers} layers: the model has {}",
+                self.layers.len()
+            );
+        }
+        self.frozen_layers = frozen_layers;
+        (self.trainable, self.trainable_depths) = self
+            .parameters
+            .iter()
+            .zip(&self.depths)
+            .filter(|(_, depth)| !self.is_frozen(**depth))
+            .map(|(parameter, depth)| (parameter.clone(), *depth))
+            .unzip();
+        Ok(())
+    }
+
+    /// Whether the parameters at `depth` are frozen.
+    pub fn is_frozen(&self, depth: Depth) -> bool {
+        match (self.frozen_layers, depth) {
+            (None, _) | (_, Depth::Head) => false,
+            (Some(_), Depth::Embeddings) => true,
+            (Some(layers), Depth::Layer(index)) => index < layers,
+        }
+    }
+
+    /// The graph mode of the parameters at `depth` in a pass of mode `graph`: frozen ones are
+    /// never recorded.
+    fn graph_at(&self, depth: Depth, graph: Graph) -> Graph {
+        if self.is_frozen(depth) {
+            Graph::Skip
+        } else {
+            graph
+        }
+    }
+
+    /// The tensors that train (all, unless some are frozen), in the order of
+    /// [`EncoderClassifier::parameters`].
+    pub fn trainable_parameters(&self) -> &[(String, Var)] {
+        &self.trainable
+    }
+
+    /// The depth of every tensor of [`EncoderClassifier::trainable_parameters`], in its order.
+    pub fn trainable_depths(&self) -> &[Depth] {
+        &self.trainable_depths
+    }
+
+    /// The depth of every tensor of [`EncoderClassifier::parameters`], in its order.
+    pub fn parameter_depths(&self) -> &[Depth] {
+        &self.depths
+    }
+
+    /// The number of encoder layers.
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Every parameter by transformers name with its depth: the embeddings, the layers from the
+    /// lowest, the head's dense layer, its output layer.
+    fn collect_parameters(&self) -> Vec<((String, Var), Depth)> {
+        let layout = &self.config.family.layout;
+        let base = layout.base;
+        let mut parameters = Vec::new();
+        let mut push = |name: String, var: &Var, depth: Depth| {
+            parameters.push(((name, var.clone()), depth));
+        };
+        let embeddings = Depth::Embeddings;
+        push(
+            format!("{base}.{}.weight", layout.word_embeddings),
+            &self.embeddings.word,
+            embeddings,
+        );
+        push(
+            format!("{base}.{}.weight", layout.position_embeddings),
+            &self.embeddings.position,
+            embeddings,
+        );
+        if let (Some(name), Some(var)) = (layout.token_type_embeddings, &self.embeddings.token_type)
+        {
+            push(format!("{base}.{name}.weight"), var, embeddings);
+        }
+        let prefix = format!("{base}.{}", layout.embeddings_norm);
+        push(
+            format!("{prefix}.weight"),
+            &self.embeddings.norm.weight,
+            embeddings,
+        );
+        push(
+            format!("{prefix}.bias"),
+            &self.embeddings.norm.bias,
+            embeddings,
+        );
+        if let (Some(name), Some(project)) = (layout.embeddings_project, &self.embeddings.project) {
+            push(format!("{base}.{name}.weight"), &project.weight, embeddings);
+            push(format!("{base}.{name}.bias"), &project.bias, embeddings);
+        }
+        let names = &layout.layer;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let prefix = format!("{base}.{}.{index}", layout.layers);
+            let depth = Depth::Layer(index);
+            for (name, weight, bias) in [
+                (names.query, &layer.query.weight, &layer.query.bias),
+                (names.key, &layer.key.weight, &layer.key.bias),
+                (names.value, &layer.value.weight, &layer.value.bias),
+                (
+                    names.attention_output,
+                    &layer.attention_output.weight,
+                    &layer.attention_output.bias,
+                ),
+                (
+                    names.attention_norm,
+                    &layer.attention_norm.weight,
+                    &layer.attention_norm.bias,
+                ),
+                (
+                    names.intermediate,
+                    &layer.intermediate.weight,
+                    &layer.intermediate.bias,
+                ),
+                (names.output, &layer.output.weight, &layer.output.bias),
+                (
+                    names.output_norm,
+                    &layer.output_norm.weight,
+                    &layer.output_norm.bias,
+                ),
+            ] {
+                push(format!("{prefix}.{name}.weight"), weight, depth);
+                push(format!("{prefix}.{name}.bias"), bias, depth);
+            }
+        }
+        let head = &layout.head;
+        for (name, linear) in [
+            (head.dense, &self.head.dense),
+            (head.output, &self.head.output),
+        ] {
+            push(format!("{name}.weight"), &linear.weight, Depth::Head);
+            push(format!("{name}.bias"), &linear.bias, Depth::Head);
+        }
+        parameters
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embeddings.word.dtype()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embeddings.word.device()
+    }
+
+    /// Every trainable tensor with its transformers name, in a fixed order.
+    pub fn parameters(&self) -> &[(String, Var)] {
+        &self.parameters
+    }
+
+    /// The encoder's last hidden states `[batch, length, hidden]`.
+    pub fn encode(&self, batch: &Batch, mode: &mut Mode) -> anyhow::Result<Tensor> {
+        let (batch_size, length) = batch
+            .input_ids
+            .dims2()
+            .context("input_ids must be [batch, length]")?;
+        let usable = self.config.max_sequence_length();
+        if length > usable {
+            bail!("sequence of {length} tokens is longer than the model's {usable} positions");
+        }
+        let hidden = self.config.hidden_size;
+        let width = self.config.embedding_size;
+        let layout = &self.config.family.layout;
+        let dtype = self.dtype();
+        let kernels = self.kernels;
+        let precision = self.precision;
+        let graph = mode.graph();
+        let embeddings_graph = self.graph_at(Depth::Embeddings, graph);
+
+        let word = operand(&self.embeddings.word, embeddings_graph)
+            .index_select(&batch.input_ids.flatten_all()?, 0)?;
+        let summed = match &self.embeddings.token_type {
+            Some(token_type) => {
+                let token_type = operand(token_type, embeddings_graph)
+                    .index_select(&batch.token_type_ids.flatten_all()?, 0)?;
+                (word + token_type)?
+            }
+            None => word,
+        }
+        .reshape((batch_size, length, width))?;
+        let position_table = operand(&self.embeddings.position, embeddings_graph);
+        let embedded = match layout.positions {
+            Positions::Absolute => {
+                summed.broadcast_add(&position_table.narrow(0, 0, length)?.unsqueeze(0)?)?
+            }
+            Positions::AfterPadding => {
+                let ids = position_ids_after_padding(&batch.input_ids, self.config.pad_token_id)?;
+                (summed
+                    + position_table
+                        .index_select(&ids.flatten_all()?, 0)?
+                        .reshape((batch_size, length, width))?)?
+            }
+        };
+        let mut x = self
+            .embeddings
+            .norm
+            .forward_graph(&embedded, kernels, embeddings_graph)?;
+        x = self.dropout_hidden(&x, mode)?;
+        if let Some(project) = &self.embeddings.project {
+            x = project.forward_with(&x, embeddings_graph, precision)?;
+        }
+
+        // Additive mask: 0 where attended, the dtype's minimum at padding, as transformers does.
+        let minimum = if dtype == DType::F64 {
+            f64::MIN
+        } else {
+            f32::MIN as f64
+        };
+        let mask = batch.attention_mask.to_dtype(dtype)?;
+        let additive = mask
+            .affine(-minimum, minimum)?
+            .reshape((batch_size, 1, 1, length))?;
+        // The fused attention (CPU, f32/f64) takes the mask as values.
+        let fused_attention = kernels.fused_for(&x);
+        let additive_values = if fused_attention {
+            additive
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?
+        } else {
+            Vec::new()
+        };
+
+        let heads = self.config.num_attention_heads;
+        let head_size = self.config.head_size();
+        let scale = 1.0 / (head_size as f64).sqrt();
+        let pass_graph = graph;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let graph = self.graph_at(Depth::Layer(index), pass_graph);
+            let split = |t: Tensor| -> candle_core::Result<Tensor> {
+                t.reshape((batch_size, length, heads, head_size))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let query = layer.query.forward_with(&x, graph, precision)?;
+            let key = layer.key.forward_with(&x, graph, precision)?;
+            let value = layer.value.forward_with(&x, graph, precision)?;
+            let context = if fused_attention {
+                let keep = match mode {
+                    Mode::Train(random) if self.dropout.attention > 0.0 => {
+                        Some(layers::dropout_mask(
+                            batch_size * heads * length * length,
+                            self.dropout.attention,
+                            dtype,
+                            random,
+                        ))
+                    }
+                    _ => None,
+                };
+                crate::model::kernels::attention(
+                    &query,
+                    &key,
+                    &value,
+                    heads,
+                    additive_values.clone(),
+                    keep,
+                )?
+            } else {
+                // Off the CPU, bf16 covers the attention's two products too (softmax stays f32).
+                let low = precision == layers::Precision::Bf16 && !x.device().is_cpu();
+                let product = |a: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
+                    if low {
+                        a.to_dtype(DType::BF16)?
+                            .matmul(&b.to_dtype(DType::BF16)?)?
+                            .to_dtype(a.dtype())
+                    } else {
+                        a.matmul(b)
+                    }
+                };
+                let query = split(query)?;
+                let key = split(key)?;
+                let value = split(value)?;
+                let raw = product(&query, &key.t()?.contiguous()?)?;
+                let probabilities = if layers::gpu_fused(&raw, kernels) {
+                    #[cfg(feature = "cuda")]
+                    {
+                        crate::model::cuda_kernels::masked_softmax(&raw, &additive, scale)?
+                    }
+                    #[cfg(not(feature = "cuda"))]
+                    unreachable!("no GPU kernels in this build")
+                } else {
+                    layers::softmax(&(raw * scale)?.broadcast_add(&additive)?, kernels)?
+                };
+                let probabilities = match mode {
+                    Mode::Eval => probabilities,
+                    Mode::Train(random) => {
+                        layers::dropout(&probabilities, self.dropout.attention, random)?
+                    }
+                };
+                product(&probabilities, &value)?
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((batch_size, length, hidden))?
+            };
+            let attended = layer
+                .attention_output
+                .forward_with(&context, graph, precision)?;
+            let attended = if layout.dropout_after_attention {
+                self.dropout_hidden(&attended, mode)?
+            } else {
+                attended
+            };
+            x = layer
+                .attention_norm
+                .forward_graph(&(attended + &x)?, kernels, graph)?;
+            let intermediate = layers::gelu(
+                &layer.intermediate.forward_with(&x, graph, precision)?,
+                kernels,
+            )?;
+            let output = self.dropout_hidden(
+                &layer.output.forward_with(&intermediate, graph, precision)?,
+                mode,
+            )?;
+            x = layer
+                .output_norm
+                .forward_graph(&(output + &x)?, kernels, graph)?;
+        }
+        Ok(x)
+    }
+
+    fn dropout_hidden(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
+        match mode {
+            Mode::Eval => Ok(x.clone()),
+            Mode::Train(random) => layers::dropout(x, self.dropout.hidden, random),
+        }
+    }
+
+    /// Class logits `[batch, num_labels]`: the family's head on the first token.
+    pub fn forward(&self, batch: &Batch, mode: &mut Mode) -> anyhow::Result<Tensor> {
+        let hidden_states = self.encode(batch, mode)?;
+        let head = &self.config.family.layout.head;
+        let graph = mode.graph();
+        let mut x = hidden_states.narrow(1, 0, 1)?.squeeze(1)?;
+        if head.dropout_before_dense {
+            x = self.dropout_classifier(&x, mode)?;
+        }
+        x = self.head.dense.forward_with(&x, graph, self.precision)?;
+        x = match head.activation {
+            HeadActivation::Tanh => x.tanh()?,
+            HeadActivation::Relu => x.relu()?,
+            HeadActivation::Gelu => layers::gelu(&x, self.kernels)?,
+        };
+        x = self.dropout_classifier(&x, mode)?;
+        Ok(self.head.output.forward_with(&x, graph, self.precision)?)
+    }
+
+    fn dropout_classifier(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
+        match mode {
+            Mode::Eval => Ok(x.clone()),
+            Mode::Train(random) => layers::dropout(x, self.dropout.classifier, random),
+        }
+    }
+
+    /// Class probabilities `[batch, num_labels]` in evaluation mode.
+    pub fn predict_probabilities(&self, batch: &Batch) -> anyhow::Result<Tensor> {
+        let logits = self.forward(batch, &mut Mode::Eval)?;
+        Ok(layers::softmax(&logits, self.kernels)?.to_dtype(DType::F32)?)
+    }
+
+    /// The tensors to save, by transformers name, as f32 on the CPU.
+    pub fn state_dict(&self) -> anyhow::Result<HashMap<String, Tensor>> {
+        let mut tensors = HashMap::new();
+        for (name, var) in &self.parameters {
+            let tensor = var
+                .as_tensor()
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?
+                .contiguous()?;
+            tensors.insert(name.clone(), tensor);
+        }
+        Ok(tensors)
+    }
+
+    /// Checks that a mode's dropout rates are valid probabilities.
+    pub fn set_dropout(&mut self, rates: DropoutRates) -> anyhow::Result<()> {
+        for (name, rate) in [
+            ("hidden", rates.hidden),
+            ("attention", rates.attention),
+            ("classifier", rates.classifier),
+        ] {
+            if !(0.0..1.0).contains(&rate) {
+                bail!("{name} dropout must be in [0, 1), got {rate}");
+            }
+        }
+        self.dropout = rates;
+        Ok(())
+    }
+}
