@@ -4,17 +4,54 @@ the outputs are committed under tests/fixtures/).
 
     python3 scripts/make_fixtures.py            # tiny random checkpoints + the logits transformers gives
     python3 scripts/make_fixtures.py --minilm   # also [CLS] states of the example model (needs assets/)
+    python3 scripts/make_fixtures.py --family distilbert --family roberta   # only those families
+
+--family NAME (repeatable; bert, distilbert, roberta, xlm-roberta, electra; default: all of them)
+picks which families are rewritten, so that one family's fixtures can be remade without touching
+the others' (every family has its own seeds: the outputs do not depend on which others are made).
 
 Outputs:
   tests/fixtures/tiny-bert/             BertModel (no `bert.` prefix), model.safetensors, vocab.txt
   tests/fixtures/tiny-bert-classifier/  BertForSequenceClassification, 3 labels, pytorch_model.bin
   tests/fixtures/tiny-bert-expected.json  token ids, masks, [CLS] hidden states and logits
   tests/fixtures/minilm-cls.json        token ids and [CLS] hidden states of all-MiniLM-L6-v2
+
+  Per family F in distilbert, roberta, xlm-roberta, electra (hidden 32, 2 layers, 4 heads,
+  intermediate 48, 3 labels negative/neutral/positive, eager attention, random weights far from init):
+  tests/fixtures/tiny-F/                F*ForSequenceClassification + its tokenizer (save_pretrained:
+                                        tokenizer.json, tokenizer_config.json, ...); weights in
+                                        model.safetensors, except distilbert: pytorch_model.bin
+                                        (torch.save of the state_dict, config via config.save_pretrained)
+      distilbert, electra: WordPiece from VOCABULARY (vocab.txt, lower case)
+      roberta:      byte-level BPE trained on CORPUS (<s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4)
+      xlm-roberta:  Unigram trained on CORPUS, Metaspace (<s>=0 <pad>=1 </s>=2 <unk>=3, <mask> last)
+  tests/fixtures/tiny-F-expected.json   versions, model_type, sentences, labels, input_ids and
+                                        attention_mask (AutoTokenizer, padding=True), logits (float32,
+                                        eval, inputs: input_ids + attention_mask only) and the mean
+                                        cross-entropy loss; tokenizer_texts with tokenizer_ids
+                                        (AutoTokenizer) and tokenizer_json_ids (tokenizers.Tokenizer
+                                        on tokenizer.json), pad/special token ids; pretraining_keys
+                                        ([name, shape] of the state_dict of F's pretraining model:
+                                        *ForMaskedLM, ElectraForPreTraining) and pretraining_load
+                                        (missing/unexpected keys when the classifier is loaded from it)
+  tests/fixtures/tiny-F-gradients.safetensors  the classifier in float64, eval mode: the gradient of
+                                        the loss for every named parameter (state_dict names), plus
+                                        `logits` [batch, 3] and `loss` (shape []), all float64
+
+Every family's tokenizer.json is the pipeline transformers runs: the script fails unless
+AutoTokenizer and tokenizers.Tokenizer.from_file(tokenizer.json) give the same ids on every text
+(`tokenizer_disagreements` is always []). This matters for xlm-roberta: transformers 5's
+XLMRobertaTokenizer (like RobertaTokenizer) does not run tokenizer.json as written; it rebuilds the
+backend from the file's vocab, keeping only a Precompiled normalizer (none here: NFKC + Replace are
+dropped) and replacing the pre-tokenizer by WhitespaceSplit + Metaspace. So the Unigram tokenizer is
+saved, loaded back with AutoTokenizer, and that rebuilt backend is written as tokenizer.json.
 """
 import argparse
+import copy
 import json
 import os
 import shutil
+import tempfile
 
 import torch
 import transformers
@@ -48,7 +85,9 @@ def randomize(model, generator):
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
-            if "LayerNorm.weight" in name:
+            # BERT, RoBERTa, ELECTRA: `LayerNorm.weight`; DistilBERT: `sa_layer_norm.weight`,
+            # `output_layer_norm.weight` (and `vocab_layer_norm.weight` in its MLM head).
+            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
                 parameter.copy_(1.0 + 0.1 * noise)
             elif name.endswith("bias"):
                 parameter.copy_(0.1 * noise)
@@ -122,11 +161,328 @@ def minilm_fixture():
     print("wrote minilm-cls.json")
 
 
+# ---------------------------------------------------------------------------------------------
+# Other encoder families: DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA.
+
+FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra")
+
+ID2LABEL = {0: "negative", 1: "neutral", 2: "positive"}
+LABEL2ID = {"negative": 0, "neutral": 1, "positive": 2}
+LABELS = [0, 2, 1, 2, 0, 1]
+NON_ASCII_SENTENCE = "Café déjà vu — naïve, isn't it?"
+
+# What the BPE and the Unigram tokenizers are trained on.
+CORPUS = SENTENCES + [
+    NON_ASCII_SENTENCE,
+    "The café on 5th Street opens at 7:30 a.m., doesn't it?",
+    "A naïve reviewer gave it 10/10; I'd give it 3.",
+    "Déjà vu: the sequel is the same film — again.",
+    "We waited 45 minutes for a cold coffee... never again!",
+    "Honestly? It's fine. Not great, not terrible.",
+    "The soundtrack (by an unknown band) was surprisingly good.",
+    "\"Best movie of 2023,\" they said. They were wrong.",
+    "My kids loved it; my wife fell asleep after 20 minutes.",
+    "Service: slow. Food: cold. Price: $$$. Verdict: avoid.",
+    "I've read this book twice and I'd read it again tomorrow.",
+    "The plot makes no sense, but the actors are charming.",
+    "Crème brûlée for dessert was the only highlight of the evening.",
+    "It's 2 hours and 41 minutes long - way too long!",
+    "Five stars: funny, smart, and genuinely moving.",
+    "The pizza arrived late, the box was soggy, and the cheese was gone.",
+    "Would I recommend it? Yes, to people who like slow films.",
+    "The hotel's résumé of amenities is impressive: spa, pool, gym.",
+    "This is, without a doubt, the worst sequel ever made.",
+    "Chapter 12 drags on, but chapters 13-15 are brilliant.",
+    "A quiet, gentle, beautiful story about a family in Zürich.",
+    "The waiter was rude — really rude — and the bill was wrong.",
+    "I can't believe how boring the second half was.",
+    "Good value for money: 3 courses for 25 euros.",
+    "The special effects look cheap, like a 1990s video game.",
+    "She said: 'This is the best ramen in town,' and she was right.",
+    "Not bad at all, actually; better than I expected.",
+    "Über-hyped and under-delivered, as usual.",
+    "Loved the first book, hated the ending of the third one.",
+    "Is it worth seeing? Absolutely, especially on a big screen!",
+    "The narrator's voice is soothing; perfect for long drives.",
+    "Everything was awful: the food, the music, the chairs, everything.",
+]
+
+# Edge cases for the tokenizers (ids recorded with special tokens, no padding, no truncation).
+EDGE_TEXTS = [
+    "",
+    "?!... ,,, !!! ;:",
+    "  i   love    this     movie  ",
+    "tabs\tand\nnew\r\nlines\there",
+    "Call 555-0199 or 42 times: 3.14, 1,000,000 and 007.",
+    ("the movie was good but the service was really awful and boring, " * 5)[:300],
+    "Ünïcödé: café, naïve, déjà vu — 日本語 🙂",
+    "ﬁne ＡＢＣ ½ ①",  # NFKC changes all of these
+    "the [SEP] movie <s> was </s> good [MASK] <mask> [CLS]<pad>",
+]
+assert len(EDGE_TEXTS[5]) == 300
+
+SEEDS = {"distilbert": 2001, "roberta": 2002, "xlm-roberta": 2003, "electra": 2004}
+
+
+def write_vocab_txt(directory):
+    with open(os.path.join(directory, "vocab.txt"), "w") as handle:
+        handle.write("\n".join(VOCABULARY) + "\n")
+
+
+def wordpiece_tokenizer(directory, tokenizer_class):
+    write_vocab_txt(directory)
+    # Built from the file rather than with from_pretrained, which would leave `is_local` and
+    # `local_files_only` in tokenizer_config.json. (v5's save_pretrained writes no vocab.txt.)
+    tokenizer = tokenizer_class(vocab=os.path.join(directory, "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def bpe_tokenizer(directory):
+    """Byte-level BPE like RoBERTa's, trained on CORPUS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, min_frequency=1, show_progress=False,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    for token, index in (("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3)):
+        assert tokenizer.token_to_id(token) == index, token
+    tokenizer.post_processor = processors.RobertaProcessing(
+        ("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False)
+    wrapper_class = getattr(transformers, "RobertaTokenizerFast", None) or transformers.RobertaTokenizer
+    wrapped = wrapper_class(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+    )
+    wrapped.save_pretrained(directory)
+    return wrapped
+
+
+def unigram_tokenizer(directory):
+    """SentencePiece-style Unigram like XLM-R's, trained on CORPUS; <mask> is the last id."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=200, show_progress=False, unk_token="<unk>",
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    # The trainer's output is not the same from run to run: its scores differ in their last bits
+    # (summation order), and the characters it appends at the end (required characters that no
+    # piece covers, scores decreasing by 0.0001) come in hash-set order. Rounded scores, pieces
+    # sorted by (score, piece), the appended characters sorted, so that the file is reproducible.
+    state = json.loads(tokenizer.to_str())
+    vocab = state["model"]["vocab"]
+    specials, pieces = vocab[:4], [[piece, round(score, 6)] for piece, score in vocab[4:]]
+    tail = len(pieces) - 1  # the first of the appended characters
+    while tail > 0 and len(pieces[tail][0]) == 1 and len(pieces[tail - 1][0]) == 1 \
+            and abs(pieces[tail - 1][1] - pieces[tail][1] - 0.0001) < 2e-6:
+        tail -= 1
+    appended = sorted(piece for piece, _ in pieces[tail:])
+    pieces = sorted(pieces[:tail], key=lambda item: (-item[1], item[0])) + \
+        [[piece, score] for piece, (_, score) in zip(appended, pieces[tail:])]
+    state["model"]["vocab"] = specials + pieces
+    tokenizer = Tokenizer.from_str(json.dumps(state))
+    tokenizer.add_special_tokens(["<mask>"])
+    for token, index in (("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3)):
+        assert tokenizer.token_to_id(token) == index, token
+    assert tokenizer.token_to_id("<mask>") == tokenizer.get_vocab_size(with_added_tokens=True) - 1
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    wrapper_class = getattr(transformers, "XLMRobertaTokenizerFast", None) or transformers.XLMRobertaTokenizer
+    wrapped = wrapper_class(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+    )
+    wrapped.save_pretrained(directory)
+    # transformers 5 does not run that tokenizer.json as written (see the docstring): it rebuilds the
+    # backend from the vocab. The rebuilt pipeline becomes the tokenizer.json, so that the file and
+    # AutoTokenizer agree (family_fixtures checks it); tokenizer_config.json stays as written above.
+    rebuilt = transformers.AutoTokenizer.from_pretrained(directory)
+    rebuilt.backend_tokenizer.save(os.path.join(directory, "tokenizer.json"))
+    return wrapped
+
+
+def family_parts(family, vocab_size):
+    """(config, classifier class, pretraining class) of a family."""
+    common = dict(num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID, attn_implementation="eager")
+    if family == "distilbert":
+        config = transformers.DistilBertConfig(
+            vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=48, max_position_embeddings=64,
+            dropout=0.1, attention_dropout=0.1, seq_classif_dropout=0.2, activation="gelu", pad_token_id=0,
+            **common)
+        return config, transformers.DistilBertForSequenceClassification, transformers.DistilBertForMaskedLM
+    if family in ("roberta", "xlm-roberta"):
+        config_class = transformers.RobertaConfig if family == "roberta" else transformers.XLMRobertaConfig
+        config = config_class(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=48, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1,
+            bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, **common)
+        if family == "roberta":
+            return config, transformers.RobertaForSequenceClassification, transformers.RobertaForMaskedLM
+        return config, transformers.XLMRobertaForSequenceClassification, transformers.XLMRobertaForMaskedLM
+    if family == "electra":
+        config = transformers.ElectraConfig(
+            vocab_size=vocab_size, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=4, intermediate_size=48, max_position_embeddings=64, type_vocab_size=2,
+            **common)
+        return config, transformers.ElectraForSequenceClassification, transformers.ElectraForPreTraining
+    raise ValueError(family)
+
+
+def float9(values):
+    """Rounded to 9 significant digits: enough to give back the same float32."""
+    if isinstance(values, list):
+        return [float9(value) for value in values]
+    return float(f"{values:.9g}")
+
+
+def family_fixtures(family):
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer
+
+    directory = os.path.join(FIXTURES, f"tiny-{family}")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    torch.manual_seed(SEEDS[family])
+    generator = torch.Generator().manual_seed(SEEDS[family])
+
+    if family == "distilbert":
+        tokenizer = wordpiece_tokenizer(directory, transformers.DistilBertTokenizer)
+    elif family == "electra":
+        tokenizer = wordpiece_tokenizer(directory, transformers.ElectraTokenizer)
+    elif family == "roberta":
+        tokenizer = bpe_tokenizer(directory)
+    else:
+        tokenizer = unigram_tokenizer(directory)
+    vocab_size = len(tokenizer)
+
+    config, classifier_class, pretraining_class = family_parts(family, vocab_size)
+    classifier = classifier_class(config).eval()
+    randomize(classifier, generator)
+    if family == "distilbert":  # the other format: config.json + pytorch_model.bin
+        classifier.config.save_pretrained(directory)
+        torch.save(classifier.state_dict(), os.path.join(directory, "pytorch_model.bin"))
+    else:
+        classifier.save_pretrained(directory)
+
+    # Everything below is read back from the directory, as a user of the fixture would.
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    backend = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        directory, attn_implementation="eager").eval()
+    assert type(model) is classifier_class, type(model)
+    for (name, saved), (_, loaded) in zip(classifier.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(saved, loaded), name
+
+    sentences = SENTENCES + ([NON_ASCII_SENTENCE] if family in ("roberta", "xlm-roberta") else [])
+    labels = torch.tensor(LABELS[:len(sentences)])
+    encoded = tokenizer(sentences, padding=True, return_tensors="pt")
+    inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+
+    texts = sentences + EDGE_TEXTS
+    tokenizer_ids = [tokenizer(text)["input_ids"] for text in texts]
+    tokenizer_json_ids = [backend.encode(text).ids for text in texts]
+    disagreements = [text for text, a, b in zip(texts, tokenizer_ids, tokenizer_json_ids) if a != b]
+    batch_json_ids = [backend.encode(sentence).ids for sentence in sentences]
+    for sentence, ids in zip(sentences, batch_json_ids):
+        if ids != tokenizer(sentence)["input_ids"] and sentence not in disagreements:
+            disagreements.append(sentence)
+    if disagreements:  # not `assert`: it must fail under python -O too
+        raise SystemExit(f"{family}: AutoTokenizer ({type(tokenizer).__name__}) and "
+                         f"{os.path.join(directory, 'tokenizer.json')} give different ids on {disagreements!r}")
+
+    # The pretraining model of the same config, and what the classifier makes of its checkpoint.
+    pretraining = pretraining_class(copy.deepcopy(config)).eval()
+    pretraining_keys = [[name, list(tensor.shape)] for name, tensor in pretraining.state_dict().items()]
+    with tempfile.TemporaryDirectory() as temporary:
+        pretraining.save_pretrained(temporary)
+        _, info = classifier_class.from_pretrained(
+            temporary, num_labels=3, output_loading_info=True, attn_implementation="eager")
+    pretraining_load = {}
+    for key, value in info.items():
+        if key in ("missing_keys", "unexpected_keys"):
+            pretraining_load[key] = sorted(value)
+        else:  # anything else v5 reports (mismatched_keys, error_msgs, ...): kept as given
+            pretraining_load[key] = sorted(list(item) if isinstance(item, tuple) else item for item in value) \
+                if isinstance(value, (list, set, tuple)) else value
+
+    special_tokens = {
+        name: [str(getattr(tokenizer, name)), getattr(tokenizer, name + "_id")]
+        for name in ("bos_token", "eos_token", "sep_token", "cls_token", "unk_token", "pad_token", "mask_token")
+        if getattr(tokenizer, name, None) is not None
+    }
+    expected = {
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "model_type": config.model_type,
+        "architecture": classifier_class.__name__,
+        "tokenizer_class": type(tokenizer).__name__,
+        "sentences": sentences,
+        "model_inputs": sorted(inputs),
+        "input_ids": encoded["input_ids"].tolist(),
+        "attention_mask": encoded["attention_mask"].tolist(),
+        "labels": labels.tolist(),
+        "logits": float9(logits.tolist()),
+        "loss": float(loss.item()),
+        "tokenizer_texts": texts,
+        "tokenizer_ids": tokenizer_ids,
+        "tokenizer_json_ids": tokenizer_json_ids,
+        "tokenizer_disagreements": disagreements,
+        "vocab_size": vocab_size,
+        "pad_token_id": tokenizer.pad_token_id,
+        "special_tokens": special_tokens,
+        "pretraining_architecture": pretraining_class.__name__,
+        "pretraining_keys": pretraining_keys,
+        "pretraining_load": pretraining_load,
+        "gradients": {"file": f"tiny-{family}-gradients.safetensors", "dtype": "float64", "loss_shape": []},
+    }
+    with open(os.path.join(FIXTURES, f"tiny-{family}-expected.json"), "w") as handle:
+        json.dump(expected, handle, ensure_ascii=False)
+
+    # float64, eval mode (no dropout): d loss / d parameter for every named parameter.
+    double = copy.deepcopy(model).double().eval()
+    double.zero_grad(set_to_none=True)
+    logits64 = double(**inputs).logits
+    loss64 = torch.nn.functional.cross_entropy(logits64, labels)
+    loss64.backward()
+    gradients = {}
+    for name, parameter in double.named_parameters():
+        assert parameter.grad is not None, f"{family}: no gradient for {name}"
+        gradients[name] = parameter.grad.detach().clone().contiguous()
+    assert set(gradients) == set(model.state_dict()), set(gradients) ^ set(model.state_dict())
+    gradients["logits"] = logits64.detach().clone().contiguous()
+    gradients["loss"] = loss64.detach().clone()
+    assert torch.allclose(logits64.float(), logits, atol=1e-5), (logits64, logits)
+    save_file(gradients, os.path.join(FIXTURES, f"tiny-{family}-gradients.safetensors"))
+    print("wrote", directory)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minilm", action="store_true", help="also record the example model's [CLS] states")
+    parser.add_argument("--family", action="append", choices=FAMILIES, metavar="NAME",
+                        help="make only this family's fixtures (repeatable; default: all): " + ", ".join(FAMILIES))
     arguments = parser.parse_args()
-    torch.manual_seed(0)
-    tiny_fixtures()
+    families = arguments.family or list(FAMILIES)
+    if "bert" in families:
+        torch.manual_seed(0)
+        tiny_fixtures()
+    for family in FAMILIES[1:]:
+        if family in families:
+            family_fixtures(family)
     if arguments.minilm:
         minilm_fixture()

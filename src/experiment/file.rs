@@ -160,6 +160,7 @@ impl ExperimentFile {
             };
             problems.push(problem);
         }
+        model_source_rules(&values, &grid, &tables_seen, &is_set, &mut problems);
         if let (Some(_), Some(grid_span)) = (&search, &grid_span) {
             problems.push(
                 Problem::new("[grid] and [search] in one experiment file", Some(grid_span.clone()))
@@ -1251,8 +1252,24 @@ mod tests {
             found,
             [
                 "missing required key `train` in [data]",
-                "missing table [model]: it must set `path`"
+                "missing table [model]: it must set `path` or `hub`"
             ]
+        );
+        let found = messages(
+            "name = \"x\"\n[data]\ntrain = \"t.csv\"\n[model]\npath = \"m\"\nhub = \"org/m\"\n",
+        );
+        assert_eq!(found, ["`model.path` and `model.hub` are both set"]);
+        let found = messages(
+            "name = \"x\"\n[data]\ntrain = \"t.csv\"\n[model]\npath = \"m\"\nrevision = \"v1\"\n",
+        );
+        assert_eq!(found, ["`model.revision` without `model.hub`"]);
+        let swept = parse(
+            "name = \"x\"\n[data]\ntrain = \"t.csv\"\n[model]\nrevision = \"v1\"\n[grid]\n\"model.hub\" = [\"org/a\", \"org/b\"]\n",
+        );
+        assert!(
+            swept.is_ok(),
+            "`model.hub` swept in the grid names the model: {:?}",
+            swept.err().map(|error| error.problems)
         );
         let error = parse("name = \"x\"\n[data\n").unwrap_err();
         assert!(
@@ -1315,5 +1332,58 @@ mod tests {
         assert_eq!(format_float(0.1), "0.1");
         assert_eq!(format_float(3.0), "3");
         assert_eq!(format_float(0.0), "0");
+    }
+}
+
+/// `[model]` names its model one way: `path` (a directory) or `hub` (an id in the Hugging Face
+/// cache), exactly one of them, in the table or the grid; `revision` only with `hub`.
+fn model_source_rules(
+    values: &[(&'static Key, Located<Setting>)],
+    grid: &[GridAxis],
+    tables_seen: &[(Section, Option<Range<usize>>)],
+    is_set: &dyn Fn(&str) -> bool,
+    problems: &mut Vec<Problem>,
+) {
+    let span_of = |full: &str| -> Option<Range<usize>> {
+        values
+            .iter()
+            .find(|(key, _)| key.full_name() == full)
+            .and_then(|(_, located)| located.span.clone())
+            .or_else(|| {
+                grid.iter()
+                    .find(|axis| axis.key.full_name() == full)
+                    .and_then(|axis| axis.key_span.clone())
+            })
+    };
+    let (path, hub) = (is_set("model.path"), is_set("model.hub"));
+    match (path, hub) {
+        (true, true) => problems.push(
+            Problem::new("`model.path` and `model.hub` are both set", span_of("model.hub"))
+                .label("a second model source")
+                .help("name the model one way: `path` for a model directory, or `hub = \"org/name\"` for a model in the Hugging Face cache"),
+        ),
+        (false, false) => {
+            let table = tables_seen
+                .iter()
+                .find(|(section, _)| *section == Section::Model);
+            let problem = match table {
+                Some((_, span)) => Problem::new(
+                    "missing required key `path` or `hub` in [model]",
+                    span.clone(),
+                ),
+                None => Problem::new("missing table [model]: it must set `path` or `hub`", None),
+            };
+            problems.push(problem.help(
+                "add `path = \"...\"` (a Hugging Face model directory: config.json, tokenizer, weights) or `hub = \"org/name\"` (a model in the local Hugging Face cache)",
+            ));
+        }
+        _ => {}
+    }
+    if is_set("model.revision") && !hub {
+        problems.push(
+            Problem::new("`model.revision` without `model.hub`", span_of("model.revision"))
+                .label("a revision of what?")
+                .help("a revision picks a version of a model in the Hugging Face cache: set `hub = \"org/name\"`, or remove `revision`"),
+        );
     }
 }

@@ -16,6 +16,7 @@
 //! or anything above them: a plan is made without reading a data row or loading a weight.
 
 pub mod fingerprint;
+pub mod hub_cache;
 pub mod model_directory;
 pub mod search;
 pub mod spec;
@@ -343,23 +344,64 @@ impl Planner<'_> {
         let base = file.base_dir();
         let problems_before = problems.len();
 
-        let model_written = point
-            .located(key("model.path"))
-            .expect("required")
-            .value
-            .as_text()
-            .to_string();
-        let model_path = base.join(&model_written);
-        let model = match self.model(&model_path) {
-            Ok(model) => Some(model.clone()),
+        // The model: a directory (`model.path`), or a snapshot in the Hugging Face cache
+        // (`model.hub`, `model.revision`); the parser made sure exactly one is set.
+        let model_key = if point.is_set("model.hub") {
+            "model.hub"
+        } else {
+            "model.path"
+        };
+        let source = match point.located(key("model.hub")) {
+            Some(hub) => {
+                let wanted = hub_cache::HubModel {
+                    id: hub.value.as_text().to_string(),
+                    revision: point
+                        .located(key("model.revision"))
+                        .map_or(hub_cache::DEFAULT_REVISION, |revision| {
+                            revision.value.as_text()
+                        })
+                        .to_string(),
+                };
+                hub_cache::resolve_from_environment(&wanted)
+                    .map(|resolved| (resolved.directory.clone(), Some(resolved)))
+                    .map_err(|problem| {
+                        Problem::new(problem.message, point.span("model.hub"))
+                            .label("not in the cache")
+                            .help(problem.help)
+                    })
+            }
+            None => Ok((
+                base.join(
+                    point
+                        .located(key("model.path"))
+                        .expect("the parser requires `path` or `hub`")
+                        .value
+                        .as_text(),
+                ),
+                None,
+            )),
+        };
+        let (model_path, model_hub) = match source {
+            Ok(source) => source,
             Err(problem) => {
-                push_unique(
-                    problems,
-                    Problem::new(problem.message.clone(), point.span("model.path"))
-                        .label("model directory")
-                        .help(problem.help.clone()),
-                );
-                None
+                push_unique(problems, problem);
+                (PathBuf::new(), None)
+            }
+        };
+        let model = if model_path.as_os_str().is_empty() {
+            None
+        } else {
+            match self.model(&model_path) {
+                Ok(model) => Some(model.clone()),
+                Err(problem) => {
+                    push_unique(
+                        problems,
+                        Problem::new(problem.message.clone(), point.span(model_key))
+                            .label("model directory")
+                            .help(problem.help.clone()),
+                    );
+                    None
+                }
             }
         };
 
@@ -377,9 +419,9 @@ impl Planner<'_> {
                 (None, schema::Default::FromModel(_)) => {
                     let config = &model.as_ref()?.config;
                     Some(Setting::Float(match key.name {
-                        "classifier_dropout" => config.classifier_dropout(),
-                        "hidden_dropout" => config.hidden_dropout(),
-                        "attention_dropout" => config.attention_dropout(),
+                        "classifier_dropout" => config.classifier_dropout,
+                        "hidden_dropout" => config.hidden_dropout,
+                        "attention_dropout" => config.attention_dropout,
                         other => unreachable!("no model default for {other}"),
                     }))
                 }
@@ -393,15 +435,23 @@ impl Planner<'_> {
         let model = model?;
 
         // Cross-key rules.
-        let max_positions = model.config.max_position_embeddings;
+        let max_positions = model.config.max_length;
         let max_length = values.count("train.max_length");
         if max_length as u64 > max_positions {
-            let (span, written) = point.span_or_default("train.max_length", "model.path");
+            let (span, written) = point.span_or_default("train.max_length", model_key);
+            let positions = if max_positions == model.config.max_position_embeddings {
+                format!("the {max_positions} positions")
+            } else {
+                format!(
+                    "the {max_positions} tokens that the {} positions allow ({} counts positions after the padding id)",
+                    model.config.max_position_embeddings, model.config.family.name
+                )
+            };
             push_unique(
                 problems,
                 Problem::new(
                     format!(
-                        "`train.max_length` is {max_length}{written}, above the {max_positions} positions of the model in {}",
+                        "`train.max_length` is {max_length}{written}, above {positions} of the model in {}",
                         model_path.display()
                     ),
                     span,
@@ -578,7 +628,7 @@ impl Planner<'_> {
         for (name, path) in &model.files {
             model_files.insert(
                 name.clone(),
-                fingerprint(path, point.span("model.path"), problems)?,
+                fingerprint(path, point.span(model_key), problems)?,
             );
         }
 
@@ -678,6 +728,7 @@ impl Planner<'_> {
             data: data_options,
             labels,
             model_path,
+            model_hub,
             model: model_options,
             train,
             device: values.choice("train.device", DeviceRequest::parse),

@@ -396,6 +396,8 @@ pub struct RunSettings {
     /// Raw label -> class id; `None` infers the classes (sorted distinct labels) from the data.
     pub labels: Option<Vec<LabelEntry>>,
     pub model_path: PathBuf,
+    /// The hub id, revision and commit `model.hub` resolved to (`model_path` is its snapshot).
+    pub model_hub: Option<crate::plan::hub_cache::ResolvedHubModel>,
     pub model: ModelOptions,
     pub train: TrainSettings,
     pub device: DeviceRequest,

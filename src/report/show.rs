@@ -85,6 +85,17 @@ pub fn show_text(store: &RunStore, hash: &RunHash) -> anyhow::Result<String> {
                     provenance.commit_suffix()
                 ),
             );
+            if let Some(hub) = &provenance.model_hub {
+                line(
+                    "model",
+                    format!(
+                        "{} at {} (commit {})",
+                        hub.id,
+                        hub.revision,
+                        &hub.commit[..hub.commit.len().min(12)]
+                    ),
+                );
+            }
             if let Some(slurm) = &provenance.slurm {
                 line(
                     "slurm",

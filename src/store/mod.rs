@@ -193,6 +193,18 @@ pub struct Provenance {
     /// The Slurm job task that trained it, when a Slurm job did (`bertlab slurm submit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmProvenance>,
+    /// The Hugging Face model the run's `model.hub` named, and the commit it resolved to in the
+    /// local cache (the run hash holds the files' contents, not the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_hub: Option<HubProvenance>,
+}
+
+/// A model named by its hub id, as the cache resolved it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubProvenance {
+    pub id: String,
+    pub revision: String,
+    pub commit: String,
 }
 
 /// Which Slurm job array task trained a run (from the job's environment).

@@ -153,6 +153,15 @@ fn provenance(plan: &Plan, run: &PlannedRun, store: &RunStore, device: &str) -> 
         experiment_commit,
         experiment_dirty,
         slurm: slurm::job_task_from_environment(),
+        model_hub: run
+            .settings
+            .model_hub
+            .as_ref()
+            .map(|hub| crate::store::HubProvenance {
+                id: hub.id.clone(),
+                revision: hub.revision.clone(),
+                commit: hub.commit.clone(),
+            }),
     }
 }
 

@@ -432,6 +432,7 @@ mod tests {
             experiment_commit: None,
             experiment_dirty: None,
             slurm: None,
+            model_hub: None,
         };
         let this = provenance(env!("CARGO_PKG_VERSION"), sweep::bertlab_commit());
         assert_eq!(build_difference(Some(&this)), None);

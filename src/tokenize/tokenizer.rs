@@ -1,7 +1,10 @@
-//! Loading a model directory's tokenizer: `tokenizer.json` when present, else a BERT WordPiece
-//! tokenizer built from `vocab.txt` and `tokenizer_config.json`'s `do_lower_case` (default true,
-//! as transformers' BertTokenizer). Encoding texts in parallel, truncated to `max_length` ([CLS]
-//! and [SEP] kept), through the WordPiece fast path where it applies.
+//! Loading a model directory's tokenizer: `tokenizer.json` when present (WordPiece, byte-level
+//! BPE, SentencePiece Unigram: whatever the file describes), else a BERT WordPiece tokenizer
+//! built from `vocab.txt` and `tokenizer_config.json`'s `do_lower_case` (default true, as
+//! transformers' BertTokenizer). The padding token is the one `tokenizer_config.json` (or
+//! `special_tokens_map.json`) names, else `[PAD]` or `<pad>`. Encoding texts in parallel,
+//! truncated to `max_length` (the first and last special tokens kept), through the WordPiece fast
+//! path where it applies.
 
 use std::path::Path;
 
@@ -26,10 +29,12 @@ pub struct LoadedTokenizer {
 /// Loads the tokenizer of a Hugging Face model directory.
 pub fn load(directory: &Path) -> anyhow::Result<LoadedTokenizer> {
     let json = directory.join("tokenizer.json");
+    let mut file_pad_id = None;
     let tokenizer = if json.is_file() {
         let mut tokenizer = Tokenizer::from_file(&json)
             .map_err(|error| anyhow!("{error}"))
             .with_context(|| format!("cannot load the tokenizer {}", json.display()))?;
+        file_pad_id = tokenizer.get_padding().map(|padding| padding.pad_id);
         // Truncation and padding are decided per batch by bertlab, not by the file.
         tokenizer
             .with_truncation(None)
@@ -39,7 +44,12 @@ pub fn load(directory: &Path) -> anyhow::Result<LoadedTokenizer> {
     } else {
         from_vocabulary(directory)?
     };
-    let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+    let pad_id = named_pad_token(directory)?
+        .and_then(|token| tokenizer.token_to_id(&token))
+        .or(file_pad_id)
+        .or_else(|| tokenizer.token_to_id("[PAD]"))
+        .or_else(|| tokenizer.token_to_id("<pad>"))
+        .unwrap_or(0);
     let fast = FastWordPiece::for_tokenizer(&tokenizer);
     Ok(LoadedTokenizer {
         tokenizer,
@@ -90,6 +100,33 @@ fn from_vocabulary(directory: &Path) -> anyhow::Result<Tokenizer> {
     Ok(tokenizer)
 }
 
+/// The padding token `tokenizer_config.json`, else `special_tokens_map.json`, names (a string or
+/// an added-token object with `content`).
+fn named_pad_token(directory: &Path) -> anyhow::Result<Option<String>> {
+    for name in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let path = directory.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let token = match &value["pad_token"] {
+            serde_json::Value::String(token) => Some(token.clone()),
+            serde_json::Value::Object(object) => object
+                .get("content")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        };
+        if token.is_some() {
+            return Ok(token);
+        }
+    }
+    Ok(None)
+}
+
 fn read_do_lower_case(path: &Path) -> anyhow::Result<bool> {
     if !path.is_file() {
         return Ok(true);
@@ -104,7 +141,8 @@ fn read_do_lower_case(path: &Path) -> anyhow::Result<bool> {
         .unwrap_or(true))
 }
 
-/// Token ids of one text with [CLS] and [SEP], truncated to `max_length` (keeping [SEP]).
+/// Token ids of one text with its special tokens ([CLS] and [SEP], `<s>` and `</s>`), truncated
+/// to `max_length` (keeping the last).
 pub fn encode(
     tokenizer: &LoadedTokenizer,
     text: &str,
@@ -164,7 +202,8 @@ pub fn encode_untruncated(
         .collect())
 }
 
-/// At most `max_length` ids, keeping the last one ([SEP]).
+/// At most `max_length` ids, keeping the last one ([SEP], `</s>`): as transformers truncates
+/// the text's tokens and then adds the special tokens.
 pub fn truncate(ids: &[u32], max_length: usize) -> Vec<u32> {
     if ids.len() <= max_length {
         return ids.to_vec();
