@@ -3,6 +3,8 @@
 //! and checkpoints go in and out without loss; `bertlab device-check` (the GPU's proof against
 //! the CPU) runs every check.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -12,40 +14,14 @@ use bertlab::model::{Batch, EncoderClassifier, Mode, ModelConfig};
 use bertlab::support::random::SeededRandom;
 use bertlab::tokenize::tokenizer;
 use candle_core::{DType, Device, Tensor};
+use common::reference::{fixtures, floats, max_difference, rows_u32, to_f64};
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn expected() -> Value {
     serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("tiny-bert-expected.json")).unwrap(),
     )
     .unwrap()
-}
-
-fn rows_u32(value: &Value) -> Vec<Vec<u32>> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
-fn floats(value: &Value) -> Vec<f64> {
-    match value {
-        Value::Array(items) => items.iter().flat_map(floats).collect(),
-        Value::Number(number) => vec![number.as_f64().unwrap()],
-        other => panic!("not a number: {other}"),
-    }
 }
 
 /// The fixture's sentences as a batch (ids from transformers, padding from its mask).
@@ -196,25 +172,6 @@ fn gradients_match_finite_differences() {
     }
     assert!(checked >= 4 * model.parameters().len());
     eprintln!("checked {checked} entries, worst relative error {worst:e}");
-}
-
-fn max_difference(actual: &[f64], expected: &[f64]) -> f64 {
-    assert_eq!(actual.len(), expected.len());
-    actual
-        .iter()
-        .zip(expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
-}
-
-fn to_f64(tensor: &Tensor) -> Vec<f64> {
-    tensor
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! has the temporary paths filtered out for snapshots.
 #![allow(dead_code)]
 
+pub mod reference;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
