@@ -439,25 +439,26 @@ impl Planner<'_> {
         let max_length = values.count("train.max_length");
         if max_length as u64 > max_positions {
             let (span, written) = point.span_or_default("train.max_length", model_key);
-            let positions = if max_positions == model.config.max_position_embeddings {
-                format!("the {max_positions} positions")
+            let message = if max_positions == model.config.max_position_embeddings {
+                format!(
+                    "`train.max_length` is {max_length}{written}, above the {max_positions} positions of the model in {}",
+                    model_path.display()
+                )
             } else {
                 format!(
-                    "the {max_positions} tokens that the {} positions allow ({} counts positions after the padding id)",
-                    model.config.max_position_embeddings, model.config.family.name
+                    "`train.max_length` is {max_length}{written}, above the {max_positions} tokens the model in {} takes ({} positions, counted after the padding id as {} does)",
+                    model_path.display(),
+                    model.config.max_position_embeddings,
+                    model.config.family.name
                 )
             };
             push_unique(
                 problems,
-                Problem::new(
-                    format!(
-                        "`train.max_length` is {max_length}{written}, above {positions} of the model in {}",
-                        model_path.display()
-                    ),
-                    span,
-                )
-                .label(format!("at most {max_positions} for this model"))
-                .help(format!("set `max_length` to at most {max_positions} in [train]")),
+                Problem::new(message, span)
+                    .label(format!("at most {max_positions} for this model"))
+                    .help(format!(
+                        "set `max_length` to at most {max_positions} in [train]"
+                    )),
             );
         }
         let validation_file = point.located(key("data.validation")).is_some();

@@ -118,10 +118,7 @@ impl ConfigSummary {
             .iter()
             .find(|family| family.model_type == model_type)
             .ok_or_else(|| {
-                format!(
-                    "it has model_type \"{model_type}\", which bertlab does not train; it trains {}",
-                    supported_families()
-                )
+                format!("it has model_type \"{model_type}\", which bertlab does not train")
             })?;
         let architectures: Vec<&str> = object
             .get("architectures")
@@ -233,7 +230,7 @@ impl ModelDirectory {
         let config = ConfigSummary::read(&config_value).map_err(|reason| ModelDirectoryProblem {
             message: format!("{} is not a model bertlab can train: {reason}", config_path.display()),
             help: format!(
-                "bertlab fine-tunes encoders of model_type {}; choose a checkpoint of one of them",
+                "bertlab fine-tunes encoders of model_type {}: choose a checkpoint of one of these families (docs/model.md)",
                 supported_families()
             ),
         })?;
