@@ -55,13 +55,17 @@ const CLASSES: usize = 3;
 const SEED: u64 = 7;
 
 /// Token rows of different lengths (so padding is exercised), ids below the vocabulary size.
-fn check_rows(vocabulary: usize) -> Vec<Vec<u32>> {
+/// Rows of random token ids other than the padding id `pad`.
+fn check_rows(vocabulary: usize, pad: u32) -> Vec<Vec<u32>> {
     let mut random = SeededRandom::new(SEED, 11);
     [7usize, 12, 4, 9, 12, 6]
         .iter()
         .map(|&length| {
             (0..length)
-                .map(|_| 1 + random.below(vocabulary as u64 - 1) as u32)
+                .map(|_| {
+                    let id = random.below(vocabulary as u64 - 1) as u32;
+                    if id >= pad { id + 1 } else { id }
+                })
                 .collect()
         })
         .collect()
@@ -109,7 +113,8 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
 /// Logits and gradients (in parameter order) of the check batch's loss.
 fn logits_and_gradients(model: &EncoderClassifier) -> anyhow::Result<(Vec<f64>, Vec<Vec<f64>>)> {
     let device = model.device();
-    let batch = Batch::from_rows(&check_rows(model.config().vocab_size), 0, device)?;
+    let pad = model.config().pad_token_id;
+    let batch = Batch::from_rows(&check_rows(model.config().vocab_size, pad), pad, device)?;
     let labels: Vec<u32> = (0..6).map(|row| row % CLASSES as u32).collect();
     let labels = Tensor::new(labels.as_slice(), device)?;
     let mut random = SeededRandom::new(SEED, 1);
@@ -216,7 +221,7 @@ fn optimizer_checks(
 ) -> anyhow::Result<()> {
     let run_steps = |device: &Device| -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
         let model = load(model, DType::F32, layers::Precision::Fp32, device)?;
-        let rows = check_rows(model.config().vocab_size);
+        let rows = check_rows(model.config().vocab_size, model.config().pad_token_id);
         let split = TokenizedSplit {
             texts: vec![String::new(); rows.len()],
             labels: (0..rows.len() as u32)
@@ -231,7 +236,7 @@ fn optimizer_checks(
             let inputs = StepInputs {
                 model: &model,
                 split: &split,
-                pad_id: 0,
+                pad_id: model.config().pad_token_id,
                 class_weights: None,
                 learning_rate: 1e-3,
                 max_grad_norm: 1.0,

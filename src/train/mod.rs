@@ -164,6 +164,30 @@ pub fn train_run(
     for warning in &load_report.warnings {
         progress.event(&format!("model: {warning}"));
     }
+    if !load_report.unexpected.is_empty() {
+        let shown: Vec<&str> = load_report
+            .unexpected
+            .iter()
+            .take(6)
+            .map(String::as_str)
+            .collect();
+        progress.event(&format!(
+            "model: {} checkpoint tensor{} not used by {} (a pretraining head): {}{}",
+            load_report.unexpected.len(),
+            if load_report.unexpected.len() == 1 {
+                " is"
+            } else {
+                "s are"
+            },
+            model.config().family.architecture,
+            shown.join(", "),
+            if load_report.unexpected.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ));
+    }
     let pad_id = tokenizer::load(&settings.model_path)?.pad_id;
     let weights = step::class_weights(
         &data.train.labels,
