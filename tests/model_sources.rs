@@ -68,7 +68,9 @@ fn bertlab(workspace: &Workspace, args: &[&str], environment: &[(&str, PathBuf)]
     let mut command = workspace.command(args);
     command
         .env_remove("HF_HUB_CACHE")
+        .env_remove("HUGGINGFACE_HUB_CACHE")
         .env_remove("HF_HOME")
+        .env_remove("XDG_CACHE_HOME")
         .env("HOME", workspace.path().join("home"));
     for (name, value) in environment {
         command.env(name, value);

@@ -226,7 +226,7 @@ pub static KEYS: &[Key] = &[
     key!(Model, "path", ValueKind::Path, Default::Absent, grid: true, hashed: true,
         "A Hugging Face model directory (config.json, tokenizer, weights); its files are hashed, not its path. Set `path` or `hub`, not both."),
     key!(Model, "hub", ValueKind::Text, Default::Absent, grid: true, hashed: true,
-        "A model by its Hugging Face id (`org/name`, or a legacy bare name such as `bert-base-uncased`), read offline from the local Hugging Face cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`); its files are hashed, not its name, so the same files by `hub` or by `path` give the same run hash."),
+        "A model by its Hugging Face id (`org/name`, or a legacy bare name such as `bert-base-uncased`), read offline from the local Hugging Face cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`, as huggingface_hub finds it); its files are hashed, not its name, so the same files by `hub` or by `path` give the same run hash."),
     key!(Model, "revision", ValueKind::Text, Default::Absent, grid: true, hashed: true,
         "With `hub`: the branch, tag or commit of the model in the cache (unset: `main`)."),
     key!(Model, "classifier_dropout", PROBABILITY, Default::FromModel("classifier_dropout, else hidden_dropout_prob; DistilBERT: seq_classif_dropout"), grid: true, hashed: true,

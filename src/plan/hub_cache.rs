@@ -9,7 +9,7 @@
 //! snapshot's file is missing. Never does: network. Nothing is downloaded or written: the cache
 //! is only read.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,7 +44,7 @@ pub struct HubCacheProblem {
     pub help: String,
 }
 
-/// The cache root and what chose it: "HF_HUB_CACHE", "HF_HOME" or [`DEFAULT_SOURCE`].
+/// The cache root and what chose it: the variable's name, or [`DEFAULT_SOURCE`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheRoot {
     pub path: PathBuf,
@@ -68,27 +68,48 @@ fn expand_home(value: &OsStr, home: Option<&OsStr>) -> PathBuf {
     PathBuf::from(value)
 }
 
-/// The cache root from the environment variables given (a function of its inputs so tests need
-/// not touch the process environment): `HF_HUB_CACHE`, else `HF_HOME/hub`, else
-/// `HOME/.cache/huggingface/hub`; empty values count as unset.
-pub fn cache_root(
-    hf_hub_cache: Option<&OsStr>,
-    hf_home: Option<&OsStr>,
-    home: Option<&OsStr>,
-) -> Option<PathBuf> {
-    cache_root_with_source(hf_hub_cache, hf_home, home).map(|root| root.path)
+/// The environment variables that place the cache, as huggingface_hub reads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheVariables {
+    pub hf_hub_cache: Option<OsString>,
+    /// The older name of `HF_HUB_CACHE`, still honoured by huggingface_hub.
+    pub huggingface_hub_cache: Option<OsString>,
+    pub hf_home: Option<OsString>,
+    pub xdg_cache_home: Option<OsString>,
+    pub home: Option<OsString>,
 }
 
-/// As [`cache_root`], saying which variable chose the root.
-pub fn cache_root_with_source(
-    hf_hub_cache: Option<&OsStr>,
-    hf_home: Option<&OsStr>,
-    home: Option<&OsStr>,
-) -> Option<CacheRoot> {
-    let (path, source) = if let Some(value) = non_empty(hf_hub_cache) {
+impl CacheVariables {
+    /// The variables of this process.
+    pub fn from_environment() -> CacheVariables {
+        let variable = |name: &str| std::env::var_os(name);
+        CacheVariables {
+            hf_hub_cache: variable("HF_HUB_CACHE"),
+            huggingface_hub_cache: variable("HUGGINGFACE_HUB_CACHE"),
+            hf_home: variable("HF_HOME"),
+            xdg_cache_home: variable("XDG_CACHE_HOME"),
+            home: variable("HOME"),
+        }
+    }
+}
+
+/// The cache root as huggingface_hub finds it (a function of the variables, so tests need not
+/// touch the process environment): `HF_HUB_CACHE` (else the older `HUGGINGFACE_HUB_CACHE`), else
+/// `HF_HOME/hub`, else `XDG_CACHE_HOME/huggingface/hub`, else `HOME/.cache/huggingface/hub`;
+/// empty values count as unset, a leading `~` is the home folder.
+pub fn cache_root(variables: &CacheVariables) -> Option<CacheRoot> {
+    let home = variables.home.as_deref();
+    let (path, source) = if let Some(value) = non_empty(variables.hf_hub_cache.as_deref()) {
         (expand_home(value, home), "HF_HUB_CACHE")
-    } else if let Some(value) = non_empty(hf_home) {
+    } else if let Some(value) = non_empty(variables.huggingface_hub_cache.as_deref()) {
+        (expand_home(value, home), "HUGGINGFACE_HUB_CACHE")
+    } else if let Some(value) = non_empty(variables.hf_home.as_deref()) {
         (expand_home(value, home).join("hub"), "HF_HOME")
+    } else if let Some(value) = non_empty(variables.xdg_cache_home.as_deref()) {
+        (
+            expand_home(value, home).join("huggingface/hub"),
+            "XDG_CACHE_HOME",
+        )
     } else {
         (
             Path::new(non_empty(home)?).join(".cache/huggingface/hub"),
@@ -98,25 +119,9 @@ pub fn cache_root_with_source(
     Some(CacheRoot { path, source })
 }
 
-/// The same from the process environment.
-pub fn cache_root_from_environment() -> Option<PathBuf> {
-    cache_root_with_source_from_environment().map(|root| root.path)
-}
-
-/// [`cache_root_with_source`] from the process environment.
-pub fn cache_root_with_source_from_environment() -> Option<CacheRoot> {
-    let variable = |name: &str| std::env::var_os(name);
-    let (hub_cache, hf_home, home) = (
-        variable("HF_HUB_CACHE"),
-        variable("HF_HOME"),
-        variable("HOME"),
-    );
-    cache_root_with_source(hub_cache.as_deref(), hf_home.as_deref(), home.as_deref())
-}
-
 /// [`resolve`] in the cache the process environment names.
 pub fn resolve_from_environment(model: &HubModel) -> Result<ResolvedHubModel, HubCacheProblem> {
-    match cache_root_with_source_from_environment() {
+    match cache_root(&CacheVariables::from_environment()) {
         Some(root) => resolve(&root, model),
         None => Err(no_cache_root_problem(model)),
     }
@@ -124,8 +129,7 @@ pub fn resolve_from_environment(model: &HubModel) -> Result<ResolvedHubModel, Hu
 
 /// The problem when no variable names a cache root.
 pub fn no_cache_root_problem(model: &HubModel) -> HubCacheProblem {
-    let message =
-        "cannot find the Hugging Face cache: HF_HUB_CACHE, HF_HOME and HOME are all unset or empty";
+    let message = "cannot find the Hugging Face cache: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME, XDG_CACHE_HOME and HOME are all unset or empty";
     problem(model, message.to_string(), "Set one of them. ")
 }
 
@@ -649,28 +653,63 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_root_prefers_hf_hub_cache_then_hf_home_then_home() {
-        let os = |text: &'static str| Some(OsStr::new(text));
-        let root = |a, b, c| cache_root_with_source(a, b, c).map(|root| (root.path, root.source));
-        let home_default = PathBuf::from("/home/u/.cache/huggingface/hub");
+    fn the_cache_root_is_found_as_huggingface_hub_finds_it() {
+        let os = |text: &str| Some(OsString::from(text));
+        let root =
+            |variables: CacheVariables| cache_root(&variables).map(|root| (root.path, root.source));
+        let all = CacheVariables {
+            hf_hub_cache: os("/c"),
+            huggingface_hub_cache: os("/old"),
+            hf_home: os("/h"),
+            xdg_cache_home: os("/x"),
+            home: os("/home/u"),
+        };
+        assert_eq!(root(all.clone()), Some(("/c".into(), "HF_HUB_CACHE")));
+        let without = |mut variables: CacheVariables, count: usize| {
+            let slots = [
+                &mut variables.hf_hub_cache,
+                &mut variables.huggingface_hub_cache,
+                &mut variables.hf_home,
+                &mut variables.xdg_cache_home,
+            ];
+            for slot in slots.into_iter().take(count) {
+                *slot = os("");
+            }
+            variables
+        };
         assert_eq!(
-            root(os("/c"), os("/h"), os("/home/u")),
-            Some(("/c".into(), "HF_HUB_CACHE"))
+            root(without(all.clone(), 1)),
+            Some(("/old".into(), "HUGGINGFACE_HUB_CACHE"))
         );
         assert_eq!(
-            root(os(""), os("/h"), os("/home/u")),
+            root(without(all.clone(), 2)),
             Some(("/h/hub".into(), "HF_HOME"))
         );
         assert_eq!(
-            root(None, os(""), os("/home/u")),
-            Some((home_default, DEFAULT_SOURCE))
+            root(without(all.clone(), 3)),
+            Some(("/x/huggingface/hub".into(), "XDG_CACHE_HOME"))
         );
         assert_eq!(
-            cache_root(os("~/hf"), None, os("/home/u")),
-            Some("/home/u/hf".into())
+            root(without(all.clone(), 4)),
+            Some(("/home/u/.cache/huggingface/hub".into(), DEFAULT_SOURCE))
         );
-        assert_eq!(cache_root(os(""), os(""), os("")), None);
-        assert_eq!(cache_root(None, None, None), None);
+        let tilde = CacheVariables {
+            hf_hub_cache: os("~/hf"),
+            home: os("/home/u"),
+            ..CacheVariables::default()
+        };
+        assert_eq!(root(tilde), Some(("/home/u/hf".into(), "HF_HUB_CACHE")));
+        assert_eq!(
+            root(without(
+                CacheVariables {
+                    home: os(""),
+                    ..all
+                },
+                4
+            )),
+            None
+        );
+        assert_eq!(root(CacheVariables::default()), None);
     }
 
     #[test]
