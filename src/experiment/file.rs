@@ -1135,6 +1135,59 @@ pub(crate) fn overridden_warning(
     .label("ignored")
 }
 
+/// `[model]` names its model one way: `path` (a directory) or `hub` (an id in the Hugging Face
+/// cache), exactly one of them, in the table or the grid; `revision` only with `hub`.
+fn model_source_rules(
+    values: &[(&'static Key, Located<Setting>)],
+    grid: &[GridAxis],
+    tables_seen: &[(Section, Option<Range<usize>>)],
+    is_set: &dyn Fn(&str) -> bool,
+    problems: &mut Vec<Problem>,
+) {
+    let span_of = |full: &str| -> Option<Range<usize>> {
+        values
+            .iter()
+            .find(|(key, _)| key.full_name() == full)
+            .and_then(|(_, located)| located.span.clone())
+            .or_else(|| {
+                grid.iter()
+                    .find(|axis| axis.key.full_name() == full)
+                    .and_then(|axis| axis.key_span.clone())
+            })
+    };
+    let (path, hub) = (is_set("model.path"), is_set("model.hub"));
+    match (path, hub) {
+        (true, true) => problems.push(
+            Problem::new("`model.path` and `model.hub` are both set", span_of("model.hub"))
+                .label("a second model source")
+                .help("name the model one way: `path` for a model directory, or `hub = \"org/name\"` for a model in the Hugging Face cache"),
+        ),
+        (false, false) => {
+            let table = tables_seen
+                .iter()
+                .find(|(section, _)| *section == Section::Model);
+            let problem = match table {
+                Some((_, span)) => Problem::new(
+                    "missing required key `path` or `hub` in [model]",
+                    span.clone(),
+                ),
+                None => Problem::new("missing table [model]: it must set `path` or `hub`", None),
+            };
+            problems.push(problem.help(
+                "add `path = \"...\"` (a Hugging Face model directory: config.json, tokenizer, weights) or `hub = \"org/name\"` (a model in the local Hugging Face cache)",
+            ));
+        }
+        _ => {}
+    }
+    if is_set("model.revision") && !hub {
+        problems.push(
+            Problem::new("`model.revision` without `model.hub`", span_of("model.revision"))
+                .label("a revision of what?")
+                .help("a revision picks a version of a model in the Hugging Face cache: set `hub = \"org/name\"`, or remove `revision`"),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1332,58 +1385,5 @@ mod tests {
         assert_eq!(format_float(0.1), "0.1");
         assert_eq!(format_float(3.0), "3");
         assert_eq!(format_float(0.0), "0");
-    }
-}
-
-/// `[model]` names its model one way: `path` (a directory) or `hub` (an id in the Hugging Face
-/// cache), exactly one of them, in the table or the grid; `revision` only with `hub`.
-fn model_source_rules(
-    values: &[(&'static Key, Located<Setting>)],
-    grid: &[GridAxis],
-    tables_seen: &[(Section, Option<Range<usize>>)],
-    is_set: &dyn Fn(&str) -> bool,
-    problems: &mut Vec<Problem>,
-) {
-    let span_of = |full: &str| -> Option<Range<usize>> {
-        values
-            .iter()
-            .find(|(key, _)| key.full_name() == full)
-            .and_then(|(_, located)| located.span.clone())
-            .or_else(|| {
-                grid.iter()
-                    .find(|axis| axis.key.full_name() == full)
-                    .and_then(|axis| axis.key_span.clone())
-            })
-    };
-    let (path, hub) = (is_set("model.path"), is_set("model.hub"));
-    match (path, hub) {
-        (true, true) => problems.push(
-            Problem::new("`model.path` and `model.hub` are both set", span_of("model.hub"))
-                .label("a second model source")
-                .help("name the model one way: `path` for a model directory, or `hub = \"org/name\"` for a model in the Hugging Face cache"),
-        ),
-        (false, false) => {
-            let table = tables_seen
-                .iter()
-                .find(|(section, _)| *section == Section::Model);
-            let problem = match table {
-                Some((_, span)) => Problem::new(
-                    "missing required key `path` or `hub` in [model]",
-                    span.clone(),
-                ),
-                None => Problem::new("missing table [model]: it must set `path` or `hub`", None),
-            };
-            problems.push(problem.help(
-                "add `path = \"...\"` (a Hugging Face model directory: config.json, tokenizer, weights) or `hub = \"org/name\"` (a model in the local Hugging Face cache)",
-            ));
-        }
-        _ => {}
-    }
-    if is_set("model.revision") && !hub {
-        problems.push(
-            Problem::new("`model.revision` without `model.hub`", span_of("model.revision"))
-                .label("a revision of what?")
-                .help("a revision picks a version of a model in the Hugging Face cache: set `hub = \"org/name\"`, or remove `revision`"),
-        );
     }
 }

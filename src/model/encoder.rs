@@ -357,16 +357,18 @@ impl EncoderClassifier {
                 checkpoint.linear(&format!("{prefix}.{}", names.output), hidden, intermediate)?;
             let output_norm =
                 checkpoint.norm(&format!("{prefix}.{}", names.output_norm), hidden, epsilon)?;
-            layers.push((
-                query,
-                key,
-                value,
-                attention_output,
-                attention_norm,
-                intermediate_layer,
-                output,
-                output_norm,
-            ));
+            layers.push((|| {
+                Some(EncoderLayer {
+                    query: query?,
+                    key: key?,
+                    value: value?,
+                    attention_output: attention_output?,
+                    attention_norm: attention_norm?,
+                    intermediate: intermediate_layer?,
+                    output: output?,
+                    output_norm: output_norm?,
+                })
+            })());
         }
         if !checkpoint.missing.is_empty() {
             let missing = &checkpoint.missing;
@@ -395,27 +397,7 @@ impl EncoderClassifier {
         };
         let layers = layers
             .into_iter()
-            .map(
-                |(
-                    query,
-                    key,
-                    value,
-                    attention_output,
-                    attention_norm,
-                    intermediate,
-                    output,
-                    output_norm,
-                )| EncoderLayer {
-                    query: query.expect(present),
-                    key: key.expect(present),
-                    value: value.expect(present),
-                    attention_output: attention_output.expect(present),
-                    attention_norm: attention_norm.expect(present),
-                    intermediate: intermediate.expect(present),
-                    output: output.expect(present),
-                    output_norm: output_norm.expect(present),
-                },
-            )
+            .map(|layer| layer.expect(present))
             .collect();
 
         // The head: its dense layer (BERT's pooler) and its output layer, each initialised
