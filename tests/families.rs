@@ -20,7 +20,7 @@ use bertlab::plan::model_directory::ModelDirectory;
 use bertlab::support::random::SeededRandom;
 use bertlab::tokenize::tokenizer;
 use candle_core::{DType, Device, Tensor};
-use common::reference::{floats, max_difference, rows_u32, to_f64};
+use common::reference::{floats, gradient_descent, max_difference, rows_u32, to_f64};
 use serde_json::Value;
 
 /// The families with fixtures, by `model_type`.
@@ -346,30 +346,7 @@ fn fine_tuning_moves_the_lowest_layer() {
             .map(|((name, var), _)| (name.clone(), var.clone()))
             .unwrap();
         let before = to_f64(lowest.as_tensor());
-        let eval_loss = |model: &EncoderClassifier| {
-            let logits = model.forward(&batch, &mut Mode::Eval).unwrap();
-            cross_entropy(&logits, &labels(family), None)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        let first = eval_loss(&model);
-        for step in 0..20 {
-            let mut random = SeededRandom::for_dropout(3, step);
-            let logits = model
-                .forward(&batch, &mut Mode::Train(&mut random))
-                .unwrap();
-            let gradients = cross_entropy(&logits, &labels(family), None)
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (_, var) in model.parameters() {
-                let gradient = gradients.get(var.as_tensor()).unwrap();
-                var.set(&(var.as_tensor() - (gradient * 0.05).unwrap()).unwrap())
-                    .unwrap();
-            }
-        }
-        let last = eval_loss(&model);
+        let (first, last) = gradient_descent(&model, &batch, &labels(family), 20);
         assert!(last < first - 0.1, "{family}: loss {first} -> {last}");
         let moved = max_difference(&to_f64(lowest.as_tensor()), &before);
         assert!(moved > 1e-3, "{family}: {lowest_name} moved by {moved:e}");

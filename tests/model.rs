@@ -14,7 +14,7 @@ use bertlab::model::{Batch, EncoderClassifier, Mode, ModelConfig};
 use bertlab::support::random::SeededRandom;
 use bertlab::tokenize::tokenizer;
 use candle_core::{DType, Device, Tensor};
-use common::reference::{fixtures, floats, max_difference, rows_u32, to_f64};
+use common::reference::{fixtures, floats, gradient_descent, max_difference, rows_u32, to_f64};
 use serde_json::Value;
 
 fn expected() -> Value {
@@ -467,30 +467,7 @@ fn training_steps_move_the_lowest_encoder_layer() {
         to_f64(var.as_tensor())
     };
     let before = lowest(&model);
-    let eval_loss = |model: &EncoderClassifier| {
-        let logits = model.forward(&batch, &mut Mode::Eval).unwrap();
-        cross_entropy(&logits, &labels(model.device()), None)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    let first_loss = eval_loss(&model);
-    for step in 0..20 {
-        let mut random = SeededRandom::for_dropout(3, step);
-        let logits = model
-            .forward(&batch, &mut Mode::Train(&mut random))
-            .unwrap();
-        let gradients = cross_entropy(&logits, &labels(model.device()), None)
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (_, var) in model.parameters() {
-            let gradient = gradients.get(var.as_tensor()).unwrap();
-            var.set(&(var.as_tensor() - (gradient * 0.05).unwrap()).unwrap())
-                .unwrap();
-        }
-    }
-    let last_loss = eval_loss(&model);
+    let (first_loss, last_loss) = gradient_descent(&model, &batch, &labels(model.device()), 20);
     assert!(
         last_loss < first_loss - 0.1,
         "loss {first_loss} -> {last_loss}"

@@ -9,10 +9,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::Workspace;
+use common::{Output, Workspace};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+const FAMILIES: [&str; 4] = ["distilbert", "roberta", "xlm-roberta", "electra"];
 const COMMIT_MAIN: &str = "0123456789abcdef0123456789abcdef01234567";
 const COMMIT_V2: &str = "89abcdef0123456789abcdef0123456789abcdef";
 
@@ -57,14 +58,8 @@ fn cache_model(cache: &Path, id: &str, revision: &str, commit: &str, model: &Pat
     std::fs::write(reference, format!("{commit}\n")).unwrap();
 }
 
-struct Ran {
-    status: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// The binary in the workspace with the given Hugging Face variables (the others removed).
-fn bertlab(workspace: &Workspace, args: &[&str], environment: &[(&str, PathBuf)]) -> Ran {
+fn bertlab(workspace: &Workspace, args: &[&str], environment: &[(&str, PathBuf)]) -> Output {
     let mut command = workspace.command(args);
     command
         .env_remove("HF_HUB_CACHE")
@@ -75,17 +70,24 @@ fn bertlab(workspace: &Workspace, args: &[&str], environment: &[(&str, PathBuf)]
     for (name, value) in environment {
         command.env(name, value);
     }
-    let output = command.output().unwrap();
-    let filter = |bytes: &[u8]| {
-        String::from_utf8(bytes.to_vec())
-            .unwrap()
-            .replace(&workspace.path().display().to_string(), "[WORKSPACE]")
-    };
-    Ran {
-        status: output.status.code(),
-        stdout: filter(&output.stdout),
-        stderr: filter(&output.stderr),
+    workspace.output(command)
+}
+
+/// A workspace with the tiny fixture of every family beside BERT under `models/`, and an
+/// experiment for each (`experiments/<family>.toml`).
+fn families_workspace() -> Workspace {
+    let workspace = Workspace::new();
+    for family in FAMILIES {
+        copy_directory(
+            &fixture(&format!("tiny-{family}")),
+            &workspace.path().join("models").join(family),
+        );
+        workspace.experiment(
+            &format!("{family}.toml"),
+            &experiment(&format!("path = \"../models/{family}\""), ""),
+        );
     }
+    workspace
 }
 
 fn plan_hashes(
@@ -277,18 +279,12 @@ fn a_model_missing_from_the_cache_says_where_bertlab_looked_and_how_to_download_
 /// RoBERTa's usable positions are refused at plan time, naming the file and what was found.
 #[test]
 fn unsupported_models_are_refused_at_plan_time() {
-    let workspace = Workspace::new();
-    for family in ["distilbert", "roberta", "xlm-roberta", "electra"] {
-        copy_directory(
-            &fixture(&format!("tiny-{family}")),
-            &workspace.path().join("models").join(family),
-        );
-        let name = format!("{family}.toml");
-        workspace.experiment(
-            &name,
-            &experiment(&format!("path = \"../models/{family}\""), ""),
-        );
-        let path = workspace.path().join("experiments").join(&name);
+    let workspace = families_workspace();
+    for family in FAMILIES {
+        let path = workspace
+            .path()
+            .join("experiments")
+            .join(format!("{family}.toml"));
         let planned = bertlab::plan::plan(
             &[path],
             &bertlab::plan::PlanOptions::default(),
@@ -346,18 +342,13 @@ fn unsupported_models_are_refused_at_plan_time() {
 /// Each family trains end to end from its directory, and its saved model keeps its family.
 #[test]
 fn every_family_trains_end_to_end() {
-    let workspace = Workspace::new();
-    for family in ["distilbert", "roberta", "xlm-roberta", "electra"] {
-        copy_directory(
-            &fixture(&format!("tiny-{family}")),
-            &workspace.path().join("models").join(family),
+    let workspace = families_workspace();
+    for family in FAMILIES {
+        let ran = bertlab(
+            &workspace,
+            &["run", &format!("experiments/{family}.toml")],
+            &[],
         );
-        let name = format!("{family}.toml");
-        workspace.experiment(
-            &name,
-            &experiment(&format!("path = \"../models/{family}\""), ""),
-        );
-        let ran = bertlab(&workspace, &["run", &format!("experiments/{name}")], &[]);
         assert_eq!(ran.status, Some(0), "{family}: {}", ran.stderr);
     }
     let directories = common::run_directories(&workspace.path().join("runs"));

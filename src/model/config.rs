@@ -114,15 +114,25 @@ impl ModelConfig {
     }
 }
 
-/// Reads an optional number from a config object, with a located error for a wrong type.
-pub(crate) fn number(object: &Map<String, Value>, key: &str) -> anyhow::Result<Option<f64>> {
+/// The value at `key` of a config object converted by `convert`, `None` where it is absent or
+/// null, an error naming the key and the `kind` expected where it has another type.
+fn typed<'a, T>(
+    object: &'a Map<String, Value>,
+    key: &str,
+    kind: &str,
+    convert: impl Fn(&'a Value) -> Option<T>,
+) -> anyhow::Result<Option<T>> {
     match object.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_f64()
+        Some(value) => convert(value)
             .map(Some)
-            .with_context(|| format!("`{key}` is {value}, not a number")),
+            .with_context(|| format!("`{key}` is {value}, not {kind}")),
     }
+}
+
+/// Reads an optional number from a config object.
+pub(crate) fn number(object: &Map<String, Value>, key: &str) -> anyhow::Result<Option<f64>> {
+    typed(object, key, "a number", Value::as_f64)
 }
 
 /// Reads a required count from a config object.
@@ -135,13 +145,9 @@ pub(crate) fn optional_count(
     object: &Map<String, Value>,
     key: &str,
 ) -> anyhow::Result<Option<usize>> {
-    match object.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .map(|count| Some(count as usize))
-            .with_context(|| format!("`{key}` is {value}, not a non-negative integer")),
-    }
+    typed(object, key, "a non-negative integer", |value| {
+        value.as_u64().map(|count| count as usize)
+    })
 }
 
 /// Reads an optional string from a config object.
@@ -149,11 +155,5 @@ pub(crate) fn text<'a>(
     object: &'a Map<String, Value>,
     key: &str,
 ) -> anyhow::Result<Option<&'a str>> {
-    match object.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_str()
-            .map(Some)
-            .with_context(|| format!("`{key}` is {value}, not a string")),
-    }
+    typed(object, key, "a string", Value::as_str)
 }

@@ -140,23 +140,14 @@ impl ConfigSummary {
                 }
             ));
         }
-        let number = |key: &str| -> Result<Option<f64>, String> {
-            match object.get(key) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(value) => value
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| format!("`{key}` is {value}, not a number")),
-            }
-        };
-        let count = |key: &str| -> Result<Option<u64>, String> {
-            match object.get(key) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(value) => value
-                    .as_u64()
-                    .map(Some)
-                    .ok_or_else(|| format!("`{key}` is {value}, not a non-negative integer")),
-            }
+        let number = |key: &str| typed(object, key, "a number", serde_json::Value::as_f64);
+        let count = |key: &str| {
+            typed(
+                object,
+                key,
+                "a non-negative integer",
+                serde_json::Value::as_u64,
+            )
         };
         let max_position_embeddings = count("max_position_embeddings")?
             .ok_or_else(|| "it lacks `max_position_embeddings`".to_string())?;
@@ -182,6 +173,22 @@ impl ConfigSummary {
             attention_dropout,
             classifier_dropout,
         })
+    }
+}
+
+/// The value at `key` of a config object converted by `convert`, `None` where it is absent or
+/// null, a message naming the key and the `kind` expected where it has another type.
+fn typed<T>(
+    object: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    kind: &str,
+    convert: impl Fn(&serde_json::Value) -> Option<T>,
+) -> Result<Option<T>, String> {
+    match object.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => convert(value)
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` is {value}, not {kind}")),
     }
 }
 

@@ -242,14 +242,20 @@ impl Workspace {
 
     /// Runs the real binary in the workspace, with its own fingerprint cache and no colour.
     pub fn bertlab(&self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_bertlab"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bertlab"));
+        command
             .args(args)
             .current_dir(self.path())
             .env("BERTLAB_CACHE_DIR", self.path().join("cache"))
             .env("NO_COLOR", "1")
-            .env_remove("BERTLAB_RUNS")
-            .output()
-            .unwrap();
+            .env_remove("BERTLAB_RUNS");
+        self.output(command)
+    }
+
+    /// Runs `command` to its end: its exit status and output, the workspace path replaced by
+    /// `[WORKSPACE]`.
+    pub fn output(&self, mut command: Command) -> Output {
+        let output = command.output().unwrap();
         let filter = |bytes: &[u8]| {
             String::from_utf8(bytes.to_vec())
                 .unwrap()

@@ -16,26 +16,29 @@ pub static FAMILY: Family = Family {
     name: "BERT",
     architecture: "BertForSequenceClassification",
     read_config,
-    layout: Layout {
-        base: "bert",
-        base_parts: &["embeddings", "encoder", "pooler"],
-        word_embeddings: "embeddings.word_embeddings",
-        position_embeddings: "embeddings.position_embeddings",
-        token_type_embeddings: Some("embeddings.token_type_embeddings"),
-        embeddings_norm: "embeddings.LayerNorm",
-        embeddings_project: None,
-        positions: Positions::Absolute,
-        layers: "encoder.layer",
-        layer: BERT_LAYER,
-        dropout_after_attention: true,
-        head: HeadLayout {
-            dense: "bert.pooler.dense",
-            activation: HeadActivation::Tanh,
-            output: "classifier",
-            dropout_before_dense: false,
-            dense_is_pretrained: true,
-            dropout_key: "classifier_dropout",
-        },
+    layout: BERT_LAYOUT,
+};
+
+/// BERT's layout, which RoBERTa and ELECTRA change in a few places.
+pub const BERT_LAYOUT: Layout = Layout {
+    base: "bert",
+    base_parts: &["embeddings", "encoder", "pooler"],
+    word_embeddings: "embeddings.word_embeddings",
+    position_embeddings: "embeddings.position_embeddings",
+    token_type_embeddings: Some("embeddings.token_type_embeddings"),
+    embeddings_norm: "embeddings.LayerNorm",
+    embeddings_project: None,
+    positions: Positions::Absolute,
+    layers: "encoder.layer",
+    layer: BERT_LAYER,
+    dropout_after_attention: true,
+    head: HeadLayout {
+        dense: "bert.pooler.dense",
+        activation: HeadActivation::Tanh,
+        output: "classifier",
+        dropout_before_dense: false,
+        dense_is_pretrained: true,
+        dropout_key: "classifier_dropout",
     },
 };
 

@@ -8,8 +8,9 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 
 use crate::model::config::ModelConfig;
-use crate::model::family::bert::{BERT_LAYER, read_bert_style};
-use crate::model::family::{Family, HeadActivation, HeadLayout, Layout, Positions, count_or};
+use crate::model::family::bert::{BERT_LAYOUT, read_bert_style};
+use crate::model::family::roberta::CLASSIFICATION_HEAD;
+use crate::model::family::{Family, HeadActivation, HeadLayout, Layout, count_or};
 
 pub static FAMILY: Family = Family {
     model_type: "electra",
@@ -19,23 +20,12 @@ pub static FAMILY: Family = Family {
     layout: Layout {
         base: "electra",
         base_parts: &["embeddings", "embeddings_project", "encoder"],
-        word_embeddings: "embeddings.word_embeddings",
-        position_embeddings: "embeddings.position_embeddings",
-        token_type_embeddings: Some("embeddings.token_type_embeddings"),
-        embeddings_norm: "embeddings.LayerNorm",
         embeddings_project: Some("embeddings_project"),
-        positions: Positions::Absolute,
-        layers: "encoder.layer",
-        layer: BERT_LAYER,
-        dropout_after_attention: true,
         head: HeadLayout {
-            dense: "classifier.dense",
             activation: HeadActivation::Gelu,
-            output: "classifier.out_proj",
-            dropout_before_dense: true,
-            dense_is_pretrained: false,
-            dropout_key: "classifier_dropout",
+            ..CLASSIFICATION_HEAD
         },
+        ..BERT_LAYOUT
     },
 };
 

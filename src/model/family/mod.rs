@@ -136,13 +136,18 @@ pub fn supported_list() -> String {
     format!("model_type {}", names.join(", "))
 }
 
-/// The number at `key` of a written config, `default` (filled in) where it is absent: a
-/// family's default, written out in a saved model's config as transformers would.
-pub(crate) fn float_or(written: &mut Map<String, Value>, key: &str, default: f64) -> Result<f64> {
+/// Writes `default` at `key` of a written config where the key is absent (a family's default,
+/// written out in a saved model's config as transformers would).
+fn fill(written: &mut Map<String, Value>, key: &str, default: impl Into<Value>) {
     if !written.contains_key(key) {
-        written.insert(key.to_string(), Value::from(default));
+        written.insert(key.to_string(), default.into());
     }
-    crate::model::config::number(written, key).map(|value| value.unwrap_or(default))
+}
+
+/// The number at `key` of a written config, `default` (filled in) where it is absent.
+pub(crate) fn float_or(written: &mut Map<String, Value>, key: &str, default: f64) -> Result<f64> {
+    fill(written, key, default);
+    Ok(crate::model::config::number(written, key)?.unwrap_or(default))
 }
 
 /// The count at `key` of a written config, `default` (filled in) where it is absent.
@@ -151,10 +156,8 @@ pub(crate) fn count_or(
     key: &str,
     default: usize,
 ) -> Result<usize> {
-    if !written.contains_key(key) {
-        written.insert(key.to_string(), Value::from(default));
-    }
-    crate::model::config::optional_count(written, key).map(|value| value.unwrap_or(default))
+    fill(written, key, default);
+    Ok(crate::model::config::optional_count(written, key)?.unwrap_or(default))
 }
 
 /// The text at `key` of a written config, `default` (filled in) where it is absent.
@@ -163,8 +166,8 @@ pub(crate) fn text_or(
     key: &str,
     default: &str,
 ) -> Result<String> {
-    if !written.contains_key(key) {
-        written.insert(key.to_string(), Value::from(default));
-    }
-    crate::model::config::text(written, key).map(|value| value.unwrap_or(default).to_string())
+    fill(written, key, default);
+    Ok(crate::model::config::text(written, key)?
+        .unwrap_or(default)
+        .to_string())
 }

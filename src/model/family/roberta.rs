@@ -10,29 +10,24 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 
 use crate::model::config::ModelConfig;
-use crate::model::family::bert::{BERT_LAYER, read_bert_style};
+use crate::model::family::bert::{BERT_LAYOUT, read_bert_style};
 use crate::model::family::{Family, HeadActivation, HeadLayout, Layout, Positions};
+
+/// RoBERTa's head (`RobertaClassificationHead`), which ELECTRA's differs from in its activation.
+pub const CLASSIFICATION_HEAD: HeadLayout = HeadLayout {
+    dense: "classifier.dense",
+    activation: HeadActivation::Tanh,
+    output: "classifier.out_proj",
+    dropout_before_dense: true,
+    dense_is_pretrained: false,
+    dropout_key: "classifier_dropout",
+};
 
 const LAYOUT: Layout = Layout {
     base: "roberta",
-    base_parts: &["embeddings", "encoder", "pooler"],
-    word_embeddings: "embeddings.word_embeddings",
-    position_embeddings: "embeddings.position_embeddings",
-    token_type_embeddings: Some("embeddings.token_type_embeddings"),
-    embeddings_norm: "embeddings.LayerNorm",
-    embeddings_project: None,
     positions: Positions::AfterPadding,
-    layers: "encoder.layer",
-    layer: BERT_LAYER,
-    dropout_after_attention: true,
-    head: HeadLayout {
-        dense: "classifier.dense",
-        activation: HeadActivation::Tanh,
-        output: "classifier.out_proj",
-        dropout_before_dense: true,
-        dense_is_pretrained: false,
-        dropout_key: "classifier_dropout",
-    },
+    head: CLASSIFICATION_HEAD,
+    ..BERT_LAYOUT
 };
 
 pub static ROBERTA: Family = Family {
