@@ -53,6 +53,11 @@ import sys
 import torch
 import transformers
 
+# The steps after training (special ids, post-processor, transformers' tokenizer class,
+# save_pretrained, XLM-R's rebuilt tokenizer.json) are the fixtures' (scripts/make_fixtures.py,
+# found beside this script: Python puts the script's folder on sys.path).
+from make_fixtures import save_roberta_tokenizer, save_xlm_roberta_tokenizer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
 FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "electra-small")
@@ -110,7 +115,7 @@ def wordpiece_tokenizer(directory, tokenizer_class, vocab_path):
 
 def bpe_tokenizer(directory, texts):
     """Byte-level BPE like RoBERTa's."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -121,22 +126,12 @@ def bpe_tokenizer(directory, texts):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(texts, trainer)
-    for token, index in (("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3), ("<mask>", 4)):
-        assert tokenizer.token_to_id(token) == index, token
-    tokenizer.post_processor = processors.RobertaProcessing(
-        ("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False)
-    wrapper_class = getattr(transformers, "RobertaTokenizerFast", None) or transformers.RobertaTokenizer
-    wrapped = wrapper_class(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-    )
-    wrapped.save_pretrained(directory)
-    return wrapped
+    return save_roberta_tokenizer(tokenizer, directory)
 
 
 def unigram_tokenizer(directory, texts):
     """SentencePiece-style Unigram like XLM-R's; <mask> is the last id."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.Unigram())
     # No normalizer: transformers 5 drops any but a Precompiled one when it rebuilds the pipeline,
@@ -148,23 +143,7 @@ def unigram_tokenizer(directory, texts):
         special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
     )
     tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.add_special_tokens(["<mask>"])
-    for token, index in (("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3)):
-        assert tokenizer.token_to_id(token) == index, token
-    assert tokenizer.token_to_id("<mask>") == tokenizer.get_vocab_size(with_added_tokens=True) - 1
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    wrapper_class = getattr(transformers, "XLMRobertaTokenizerFast", None) or transformers.XLMRobertaTokenizer
-    wrapped = wrapper_class(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-    )
-    wrapped.save_pretrained(directory)
-    # transformers 5 does not run that tokenizer.json as written: it rebuilds the backend from the
-    # vocab. The rebuilt pipeline becomes the tokenizer.json, so that the file and AutoTokenizer agree.
-    rebuilt = transformers.AutoTokenizer.from_pretrained(directory)
-    rebuilt.backend_tokenizer.save(os.path.join(directory, "tokenizer.json"))
-    return rebuilt
+    return save_xlm_roberta_tokenizer(tokenizer, directory)
 
 
 def check_tokenizer(family, directory, texts, model_vocab_size):

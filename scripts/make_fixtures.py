@@ -238,20 +238,16 @@ def wordpiece_tokenizer(directory, tokenizer_class):
     return tokenizer
 
 
-def bpe_tokenizer(directory):
-    """Byte-level BPE like RoBERTa's, trained on CORPUS."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+# The part of the RoBERTa and XLM-R tokenizers that follows training, shared with
+# scripts/make_base_models.py (which imports it; this module does nothing else when imported).
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, min_frequency=1, show_progress=False,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(CORPUS, trainer)
-    for token, index in (("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3)):
+def save_roberta_tokenizer(tokenizer, directory):
+    """Saves a trained byte-level BPE `tokenizers.Tokenizer` (special tokens <s>=0 <pad>=1 </s>=2
+    <unk>=3 <mask>=4) as RoBERTa's: RobertaProcessing, transformers' RoBERTa tokenizer class,
+    save_pretrained(directory). Returns the transformers tokenizer."""
+    from tokenizers import processors
+
+    for token, index in (("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3), ("<mask>", 4)):
         assert tokenizer.token_to_id(token) == index, token
     tokenizer.post_processor = processors.RobertaProcessing(
         ("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=False)
@@ -264,9 +260,54 @@ def bpe_tokenizer(directory):
     return wrapped
 
 
+def save_xlm_roberta_tokenizer(tokenizer, directory):
+    """Saves a trained Unigram `tokenizers.Tokenizer` (special tokens <s>=0 <pad>=1 </s>=2 <unk>=3)
+    as XLM-R's: adds <mask> (the last id), template `<s> $A </s>`, transformers' XLM-R tokenizer
+    class, save_pretrained(directory), then tokenizer.json rewritten with the pipeline that
+    AutoTokenizer rebuilds. Returns the transformers tokenizer made before that rewrite
+    (tokenizer_config.json is its)."""
+    from tokenizers import processors
+
+    tokenizer.add_special_tokens(["<mask>"])
+    for token, index in (("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3)):
+        assert tokenizer.token_to_id(token) == index, token
+    assert tokenizer.token_to_id("<mask>") == tokenizer.get_vocab_size(with_added_tokens=True) - 1
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    wrapper_class = getattr(transformers, "XLMRobertaTokenizerFast", None) or transformers.XLMRobertaTokenizer
+    wrapped = wrapper_class(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+    )
+    wrapped.save_pretrained(directory)
+    # transformers 5 does not run that tokenizer.json as written (see the docstring): it rebuilds the
+    # backend from the vocab. The rebuilt pipeline becomes the tokenizer.json, so that the file and
+    # AutoTokenizer agree (family_fixtures here, check_tokenizer in make_base_models.py check it);
+    # tokenizer_config.json stays as written above.
+    rebuilt = transformers.AutoTokenizer.from_pretrained(directory)
+    rebuilt.backend_tokenizer.save(os.path.join(directory, "tokenizer.json"))
+    return wrapped
+
+
+def bpe_tokenizer(directory):
+    """Byte-level BPE like RoBERTa's, trained on CORPUS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, min_frequency=1, show_progress=False,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    return save_roberta_tokenizer(tokenizer, directory)
+
+
 def unigram_tokenizer(directory):
     """SentencePiece-style Unigram like XLM-R's, trained on CORPUS; <mask> is the last id."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
@@ -293,24 +334,7 @@ def unigram_tokenizer(directory):
         [[piece, score] for piece, (_, score) in zip(appended, pieces[tail:])]
     state["model"]["vocab"] = specials + pieces
     tokenizer = Tokenizer.from_str(json.dumps(state))
-    tokenizer.add_special_tokens(["<mask>"])
-    for token, index in (("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3)):
-        assert tokenizer.token_to_id(token) == index, token
-    assert tokenizer.token_to_id("<mask>") == tokenizer.get_vocab_size(with_added_tokens=True) - 1
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    wrapper_class = getattr(transformers, "XLMRobertaTokenizerFast", None) or transformers.XLMRobertaTokenizer
-    wrapped = wrapper_class(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-    )
-    wrapped.save_pretrained(directory)
-    # transformers 5 does not run that tokenizer.json as written (see the docstring): it rebuilds the
-    # backend from the vocab. The rebuilt pipeline becomes the tokenizer.json, so that the file and
-    # AutoTokenizer agree (family_fixtures checks it); tokenizer_config.json stays as written above.
-    rebuilt = transformers.AutoTokenizer.from_pretrained(directory)
-    rebuilt.backend_tokenizer.save(os.path.join(directory, "tokenizer.json"))
-    return wrapped
+    return save_xlm_roberta_tokenizer(tokenizer, directory)
 
 
 def family_parts(family, vocab_size):
