@@ -275,8 +275,9 @@ fn a_model_missing_from_the_cache_says_where_bertlab_looked_and_how_to_download_
     assert!(!workspace.store_exists());
 }
 
-/// A directory of each family plans; another `model_type`, a decoder, and `max_length` beyond
-/// RoBERTa's usable positions are refused at plan time, naming the file and what was found.
+/// A directory of each family plans; another `model_type`, a decoder, a kind of position the
+/// encoder does not compute, and `max_length` beyond RoBERTa's usable positions are refused at
+/// plan time, naming the file and what was found.
 #[test]
 fn unsupported_models_are_refused_at_plan_time() {
     let workspace = families_workspace();
@@ -317,7 +318,14 @@ fn unsupported_models_are_refused_at_plan_time() {
         );
         config.insert("is_decoder".into(), true.into());
     });
+    edit("relative", &|config| {
+        config.insert("position_embedding_type".into(), "relative_key".into());
+    });
     workspace.experiment("gpt.toml", &experiment("path = \"../models/gpt\"", ""));
+    workspace.experiment(
+        "relative.toml",
+        &experiment("path = \"../models/relative\"", ""),
+    );
     workspace.experiment(
         "decoder.toml",
         &experiment("path = \"../models/decoder\"", ""),
@@ -327,7 +335,7 @@ fn unsupported_models_are_refused_at_plan_time() {
         &experiment("path = \"../models/roberta\"", "")
             .replace("max_length = 32", "max_length = 65"),
     );
-    for name in ["gpt", "decoder", "long"] {
+    for name in ["gpt", "decoder", "relative", "long"] {
         let ran = bertlab(
             &workspace,
             &["plan", &format!("experiments/{name}.toml")],

@@ -33,6 +33,8 @@ pub struct FamilyKeys {
     /// The tokenizer files it reads (at least one must exist), in order of preference; they and
     /// [`TOKENIZER_SETTINGS_FILES`] enter the run hash.
     pub tokenizer_files: &'static [&'static str],
+    /// The key of the feed-forward activation and the values the model stage computes.
+    pub activation: (&'static str, &'static [&'static str]),
 }
 
 const BERT_KEYS: FamilyKeys = FamilyKeys {
@@ -44,6 +46,7 @@ const BERT_KEYS: FamilyKeys = FamilyKeys {
     classifier_dropout: ("classifier_dropout", None),
     positions_after_padding: None,
     tokenizer_files: &["tokenizer.json", "vocab.txt"],
+    activation: ("hidden_act", &["gelu", "gelu_python"]),
 };
 
 /// The families planning accepts, in the order messages list them.
@@ -56,6 +59,7 @@ pub static FAMILIES: &[FamilyKeys] = &[
         hidden_dropout: ("dropout", DEFAULT_DROPOUT),
         attention_dropout: ("attention_dropout", DEFAULT_DROPOUT),
         classifier_dropout: ("seq_classif_dropout", Some(0.2)),
+        activation: ("activation", &["gelu"]),
         ..BERT_KEYS
     },
     FamilyKeys {
@@ -140,6 +144,33 @@ impl ConfigSummary {
                 }
             ));
         }
+        let text = |key: &str| typed(object, key, "a string", serde_json::Value::as_str);
+        let (activation_key, activations) = family.activation;
+        if let Some(activation) = text(activation_key)?
+            && !activations.contains(&activation)
+        {
+            return Err(format!(
+                "`{activation_key}` is \"{activation}\"; bertlab's {} computes {}",
+                family.name,
+                activations
+                    .iter()
+                    .map(|name| format!("\"{name}\""))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+        }
+        if let Some(kind) = text("position_embedding_type")?
+            && kind != "absolute"
+        {
+            return Err(format!(
+                "`position_embedding_type` is \"{kind}\"; bertlab computes absolute positions only"
+            ));
+        }
+        if object.get("sinusoidal_pos_embds") == Some(&serde_json::Value::Bool(true)) {
+            return Err(
+                "`sinusoidal_pos_embds` is true; bertlab trains learned positions only".to_string(),
+            );
+        }
         let number = |key: &str| typed(object, key, "a number", serde_json::Value::as_f64);
         let count = |key: &str| {
             typed(
@@ -178,11 +209,11 @@ impl ConfigSummary {
 
 /// The value at `key` of a config object converted by `convert`, `None` where it is absent or
 /// null, a message naming the key and the `kind` expected where it has another type.
-fn typed<T>(
-    object: &serde_json::Map<String, serde_json::Value>,
+fn typed<'a, T>(
+    object: &'a serde_json::Map<String, serde_json::Value>,
     key: &str,
     kind: &str,
-    convert: impl Fn(&serde_json::Value) -> Option<T>,
+    convert: impl Fn(&'a serde_json::Value) -> Option<T>,
 ) -> Result<Option<T>, String> {
     match object.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
@@ -237,7 +268,7 @@ impl ModelDirectory {
         let config = ConfigSummary::read(&config_value).map_err(|reason| ModelDirectoryProblem {
             message: format!("{} is not a model bertlab can train: {reason}", config_path.display()),
             help: format!(
-                "bertlab fine-tunes encoders of model_type {}: choose a checkpoint of one of these families (docs/model.md)",
+                "bertlab fine-tunes encoders of model_type {} (docs/model.md says what each computes): choose a checkpoint it trains",
                 supported_families()
             ),
         })?;
