@@ -366,7 +366,7 @@ impl Planner<'_> {
                     .map(|resolved| (resolved.directory.clone(), Some(resolved)))
                     .map_err(|problem| {
                         Problem::new(problem.message, point.span("model.hub"))
-                            .label("not in the cache")
+                            .label("model in the Hugging Face cache")
                             .help(problem.help)
                     })
             }
@@ -381,17 +381,16 @@ impl Planner<'_> {
                 None,
             )),
         };
-        let (model_path, model_hub) = match source {
-            Ok(source) => source,
+        let source = match source {
+            Ok(source) => Some(source),
             Err(problem) => {
                 push_unique(problems, problem);
-                (PathBuf::new(), None)
+                None
             }
         };
-        let model = if model_path.as_os_str().is_empty() {
-            None
-        } else {
-            match self.model(&model_path) {
+        let model = match &source {
+            None => None,
+            Some((path, _)) => match self.model(path) {
                 Ok(model) => Some(model.clone()),
                 Err(problem) => {
                     push_unique(
@@ -402,7 +401,7 @@ impl Planner<'_> {
                     );
                     None
                 }
-            }
+            },
         };
 
         let mut values = Vec::new();
@@ -433,6 +432,7 @@ impl Planner<'_> {
         }
         let values = Values(values);
         let model = model?;
+        let (model_path, model_hub) = source.expect("a model directory was read from its source");
 
         // Cross-key rules.
         let max_positions = model.config.max_length;
