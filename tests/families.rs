@@ -596,3 +596,56 @@ fn roberta_sequences_stop_two_short_of_the_positions() {
         "sequence of 65 tokens is longer than the model's 64 positions"
     );
 }
+
+/// `bertlab device-check` on every family: each check (f64, f32 and, where the CPU has
+/// AVX512-BF16, bf16 products against the fp32 gradients; AdamW steps; dropout) passes, with
+/// each family's own key bias left out of the gradient comparisons.
+#[test]
+fn device_check_passes_on_every_family() {
+    for family in FAMILIES {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bertlab"))
+            .args(["device-check"])
+            .arg(directory(family))
+            .args(["--device", "cpu"])
+            .env("NO_COLOR", "1")
+            .env_remove(bertlab::train::device::FAKE_GPUS_VARIABLE)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{family}: {stdout}");
+        let expected = if bertlab::model::bf16::available() {
+            15
+        } else {
+            12
+        };
+        assert!(
+            stdout.contains(&format!("all {expected} checks passed")),
+            "{family}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn the_attention_key_bias_is_named_by_the_family_layout() {
+    for family in FAMILIES {
+        let model = classifier(family, DType::F32);
+        let key_biases: Vec<&str> = model
+            .parameters()
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| model.is_attention_key_bias(name))
+            .collect();
+        assert_eq!(
+            key_biases.len(),
+            2,
+            "{family}: one per layer: {key_biases:?}"
+        );
+        let key = model.config().family.layout.layer.key;
+        assert!(
+            key_biases
+                .iter()
+                .all(|name| name.ends_with(&format!("{key}.bias"))),
+            "{family}: {key_biases:?}"
+        );
+    }
+}

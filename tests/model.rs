@@ -510,7 +510,7 @@ fn bf16_products_keep_every_gradient_and_stay_close_to_fp32() {
         let norms = a.iter().map(|x| x * x).sum::<f64>().sqrt()
             * b.iter().map(|x| x * x).sum::<f64>().sqrt();
         let cosine = dot / norms;
-        if name.ends_with("attention.self.key.bias") {
+        if fp32.is_attention_key_bias(name) {
             // Softmax ignores what is added to every score of a row, and the key bias adds
             // q·b to every score of query q's row: its true gradient is zero, so both
             // gradients are rounding noise (fp32 noise of ~1e-9 against bf16 noise).

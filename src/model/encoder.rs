@@ -627,6 +627,18 @@ impl EncoderClassifier {
         parameters
     }
 
+    /// Whether `name` is an encoder layer's attention key bias, whose true gradient is zero
+    /// (softmax ignores what is added to every score of a row, and the key bias adds `q . b` to
+    /// every score of query `q`'s row): its computed gradient is rounding noise.
+    pub fn is_attention_key_bias(&self, name: &str) -> bool {
+        let layout = &self.config.family.layout;
+        name.strip_prefix(&format!("{}.{}.", layout.base, layout.layers))
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(index, rest)| {
+                index.parse::<usize>().is_ok() && rest == format!("{}.bias", layout.layer.key)
+            })
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
