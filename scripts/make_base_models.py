@@ -56,7 +56,7 @@ import transformers
 # The steps after training (special ids, post-processor, transformers' tokenizer class,
 # save_pretrained, XLM-R's rebuilt tokenizer.json) are the fixtures' (scripts/make_fixtures.py,
 # found beside this script: Python puts the script's folder on sys.path).
-from make_fixtures import save_roberta_tokenizer, save_xlm_roberta_tokenizer
+from make_fixtures import save_roberta_tokenizer, save_xlm_roberta_tokenizer, train_bpe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
@@ -115,18 +115,7 @@ def wordpiece_tokenizer(directory, tokenizer_class, vocab_path):
 
 def bpe_tokenizer(directory, texts):
     """Byte-level BPE like RoBERTa's."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=50265, min_frequency=2, show_progress=False,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    return save_roberta_tokenizer(tokenizer, directory)
+    return save_roberta_tokenizer(train_bpe(texts, vocab_size=50265, min_frequency=2), directory)
 
 
 def unigram_tokenizer(directory, texts):

@@ -289,20 +289,25 @@ def save_xlm_roberta_tokenizer(tokenizer, directory):
     return wrapped
 
 
-def bpe_tokenizer(directory):
-    """Byte-level BPE like RoBERTa's, trained on CORPUS."""
+def train_bpe(texts, vocab_size, min_frequency):
+    """A byte-level BPE like RoBERTa's trained on texts, specials <s> <pad> </s> <unk> <mask> first."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, min_frequency=1, show_progress=False,
+        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tokenizer.train_from_iterator(CORPUS, trainer)
-    return save_roberta_tokenizer(tokenizer, directory)
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def bpe_tokenizer(directory):
+    """Byte-level BPE like RoBERTa's, trained on CORPUS."""
+    return save_roberta_tokenizer(train_bpe(CORPUS, vocab_size=300, min_frequency=1), directory)
 
 
 def unigram_tokenizer(directory):
