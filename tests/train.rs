@@ -451,12 +451,16 @@ fn a_worker_killed_while_holding_a_claim_leaves_the_run_to_a_waiting_worker() {
     };
     let store = workspace.path().join("runs-shared");
     let mut holder = spawn();
-    // The holder is past its first epoch (a checkpoint on disk) when the second worker starts.
+    // The holder is past its first epoch (a state checkpoint on disk) when the second worker
+    // starts. The folder alone is not enough: the kept epoch's weights are written into it first,
+    // and a holder killed before its state lands leaves nothing to resume from.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !(store.is_dir()
-        && run_directories(&store)
-            .first()
-            .is_some_and(|directory| directory.join("checkpoint").is_dir()))
+        && run_directories(&store).first().is_some_and(|directory| {
+            bertlab::train::checkpoint::checkpoint_folder(directory)
+                .join(bertlab::train::checkpoint::STATE_FILE)
+                .is_file()
+        }))
     {
         assert!(
             Instant::now() < deadline,

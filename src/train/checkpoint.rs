@@ -15,7 +15,8 @@ use crate::store::run_files::{self, EpochRow};
 use crate::support::atomic_file;
 use crate::train::optimizer::AdamW;
 
-const STATE_FILE: &str = "state.safetensors";
+/// The state checkpoint in the checkpoint folder; written atomically, so it exists only whole.
+pub const STATE_FILE: &str = "state.safetensors";
 const BEST_FILE: &str = "best.safetensors";
 const STATE_KEY: &str = "bertlab_training_state";
 /// The layout of [`TrainingState`]; a checkpoint of another version is refused.
