@@ -6,7 +6,8 @@ the outputs are committed under tests/fixtures/).
     python3 scripts/make_fixtures.py --minilm   # also [CLS] states of the example model (needs assets/)
     python3 scripts/make_fixtures.py --family distilbert --family roberta   # only those families
 
---family NAME (repeatable; bert, distilbert, roberta, xlm-roberta, electra; default: all of them)
+--family NAME (repeatable; bert, distilbert, roberta, xlm-roberta, electra, deberta-v2, deberta-v3;
+default: all of them)
 picks which families are rewritten, so that one family's fixtures can be remade without touching
 the others' (every family has its own seeds: the outputs do not depend on which others are made).
 
@@ -16,15 +17,29 @@ Outputs:
   tests/fixtures/tiny-bert-expected.json  token ids, masks, [CLS] hidden states and logits
   tests/fixtures/minilm-cls.json        token ids and [CLS] hidden states of all-MiniLM-L6-v2
 
-  Per family F in distilbert, roberta, xlm-roberta, electra (hidden 32, 2 layers, 4 heads,
-  intermediate 48, 3 labels negative/neutral/positive, eager attention, random weights far from init):
+  Per family F in distilbert, roberta, xlm-roberta, electra, deberta-v2, deberta-v3 (hidden 32,
+  2 layers, 4 heads, intermediate 48, 3 labels negative/neutral/positive, eager attention, random
+  weights far from init):
   tests/fixtures/tiny-F/                F*ForSequenceClassification + its tokenizer (save_pretrained:
                                         tokenizer.json, tokenizer_config.json, ...); weights in
-                                        model.safetensors, except distilbert: pytorch_model.bin
-                                        (torch.save of the state_dict, config via config.save_pretrained)
+                                        model.safetensors, except distilbert and deberta-v3:
+                                        pytorch_model.bin (torch.save of the state_dict, config via
+                                        config.save_pretrained)
       distilbert, electra: WordPiece from VOCABULARY (vocab.txt, lower case)
       roberta:      byte-level BPE trained on CORPUS (<s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4)
       xlm-roberta:  Unigram trained on CORPUS, Metaspace (<s>=0 <pad>=1 </s>=2 <unk>=3, <mask> last)
+      deberta-v2, deberta-v3: DebertaV2ForSequenceClassification (model_type deberta-v2) with a
+                    SentencePiece Unigram model trained on CORPUS by the sentencepiece library
+                    (spm.model, nmt_nfkc with its precompiled charsmap; [PAD]=0 [CLS]=1 [SEP]=2
+                    [UNK]=3, [MASK]=4 a control symbol) + tokenizer_config.json and NO
+                    tokenizer.json, as hub DeBERTa-v3 directories ship them.
+        deberta-v3: microsoft/deberta-v3-base's settings: relative attention with log buckets
+                    (position_buckets 8, max_relative_positions -1 = 64), pos_att_type "p2c|c2p" (the
+                    string form in config.json), share_att_key, norm_rel_ebd layer_norm, no absolute
+                    positions, no token types; pytorch_model.bin
+        deberta-v2: the other branches: pos_key_proj/pos_query_proj (share_att_key false), no buckets,
+                    max_relative_positions 6 (distances clamped), absolute positions, 2 token types,
+                    embedding_size 16 (embed_proj); model.safetensors
   tests/fixtures/tiny-F-expected.json   versions, model_type, sentences, labels, input_ids and
                                         attention_mask (AutoTokenizer, padding=True), logits (float32,
                                         eval, inputs: input_ids + attention_mask only) and the mean
@@ -34,17 +49,38 @@ Outputs:
                                         ([name, shape] of the state_dict of F's pretraining model:
                                         *ForMaskedLM, ElectraForPreTraining) and pretraining_load
                                         (missing/unexpected keys when the classifier is loaded from it)
+      deberta-v2, deberta-v3: sentences add LONG_SENTENCE (40 tokens, label neutral); instead of
+                                        tokenizer_json_ids: sentencepiece_ids ([CLS] + the
+                                        sentencepiece library's SentencePieceProcessor on spm.model
+                                        + [SEP]) on tokenizer_texts, which add SPM_TEXTS (whitespace
+                                        and NFKC cases); tokenizer_disagreements lists the texts where
+                                        the two differ (not an error, see below); and also buckets
+                                        (make_log_bucket_position of transformers on distances -80..80
+                                        for bucket_size 8 / max_position 64 and -1100..1100 for
+                                        256 / 512, deberta-v3-base's), relative_position_ids
+                                        (build_relative_position for the batch's padded length with
+                                        the model's bucket_size and max_position) and
+                                        relative_attention (those settings and the attention span)
   tests/fixtures/tiny-F-gradients.safetensors  the classifier in float64, eval mode: the gradient of
                                         the loss for every named parameter (state_dict names), plus
                                         `logits` [batch, 3] and `loss` (shape []), all float64
 
-Every family's tokenizer.json is the pipeline transformers runs: the script fails unless
-AutoTokenizer and tokenizers.Tokenizer.from_file(tokenizer.json) give the same ids on every text
-(`tokenizer_disagreements` is always []). This matters for xlm-roberta: transformers 5's
-XLMRobertaTokenizer (like RobertaTokenizer) does not run tokenizer.json as written; it rebuilds the
-backend from the file's vocab, keeping only a Precompiled normalizer (none here: NFKC + Replace are
-dropped) and replacing the pre-tokenizer by WhitespaceSplit + Metaspace. So the Unigram tokenizer is
-saved, loaded back with AutoTokenizer, and that rebuilt backend is written as tokenizer.json.
+Every family's tokenizer.json (but the DeBERTa families', below) is the pipeline transformers
+runs: the script fails unless AutoTokenizer and tokenizers.Tokenizer.from_file(tokenizer.json) give
+the same ids on every text (`tokenizer_disagreements` is always []). This matters for xlm-roberta:
+transformers 5's XLMRobertaTokenizer (like RobertaTokenizer) does not run tokenizer.json as written;
+it rebuilds the backend from the file's vocab, keeping only a Precompiled normalizer (none here:
+NFKC + Replace are dropped) and replacing the pre-tokenizer by WhitespaceSplit + Metaspace. So the
+Unigram tokenizer is saved, loaded back with AutoTokenizer, and that rebuilt backend is written as
+tokenizer.json.
+
+The DeBERTa families are the exception: their directories have no tokenizer.json (a reader has to
+run spm.model itself), and transformers 5's DebertaV2Tokenizer does not run spm.model as the
+sentencepiece library does: it keeps the vocab and the scores but normalizes with Replace(\\s{2,} and
+[\\n\\r\\t] -> " ") + NFC + right Strip instead of the model's precompiled NFKC charsmap, and matches
+[CLS]/[SEP]/[MASK]/[PAD] in the text as special tokens. So tokenizer_disagreements records the texts
+where AutoTokenizer (what the model's input_ids are made with) and sentencepiece differ.
+The spm.model is trained twice and the script fails unless both give the same bytes.
 """
 import argparse
 import copy
@@ -164,7 +200,9 @@ def minilm_fixture():
 # ---------------------------------------------------------------------------------------------
 # Other encoder families: DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA.
 
-FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra")
+FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "deberta-v2", "deberta-v3")
+DEBERTA_FAMILIES = ("deberta-v2", "deberta-v3")  # SentencePiece spm.model, no tokenizer.json
+PYTORCH_BIN_FAMILIES = ("distilbert", "deberta-v3")  # config.json + pytorch_model.bin
 
 ID2LABEL = {0: "negative", 1: "neutral", 2: "positive"}
 LABEL2ID = {"negative": 0, "neutral": 1, "positive": 2}
@@ -221,7 +259,31 @@ EDGE_TEXTS = [
 ]
 assert len(EDGE_TEXTS[5]) == 300
 
-SEEDS = {"distilbert": 2001, "roberta": 2002, "xlm-roberta": 2003, "electra": 2004}
+SEEDS = {"distilbert": 2001, "roberta": 2002, "xlm-roberta": 2003, "electra": 2004,
+         "deberta-v2": 2005, "deberta-v3": 2006}
+
+# More tokenizer texts for the SentencePiece (DeBERTa) families: where the model's own normalization
+# (nmt_nfkc: NFKC, whitespace collapsed and stripped) and transformers' (NFC + Replace) may part.
+SPM_TEXTS = [
+    "ﬁne ﬂowers",
+    "ＡＢＣ １２３",
+    "two  spaces   here",
+    "tab\there",
+    "new\nline",
+    "  leading and trailing  ",
+    "café naïve",
+    "①②",
+    "a [SEP] b",
+    "a[MASK]b and [MASK] and the[CLS]end",
+]
+
+# The DeBERTa families' batch adds a sentence of 40 tokens (their spm.model's), mixed (neutral): distances
+# up to 39 reach the log bucket 7 of deberta-v3 (distances 26..63) and are clamped to deberta-v2's 6.
+LONG_SENTENCE = "The plot makes no sense, but the actors are charming and I would read the book again."
+LONG_SENTENCE_LABEL = 1
+
+# make_log_bucket_position's recorded settings: (bucket_size, max_position, largest |distance|).
+BUCKET_CASES = ((8, 64, 80), (256, 512, 1100))
 
 
 def write_vocab_txt(directory):
@@ -342,6 +404,79 @@ def unigram_tokenizer(directory):
     return save_xlm_roberta_tokenizer(tokenizer, directory)
 
 
+def train_sentencepiece(texts):
+    """The bytes of a SentencePiece Unigram model (like DeBERTa-v3's spm.model) trained on texts:
+    [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3 [MASK]=4 (a control symbol, like [PAD] [CLS] [SEP]: never matched
+    in text by sentencepiece), nmt_nfkc normalization (a precompiled charsmap in the model)."""
+    import io
+
+    import sentencepiece
+
+    if hasattr(sentencepiece, "set_random_generator_seed"):
+        sentencepiece.set_random_generator_seed(1)
+    buffer = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=buffer, model_type="unigram", vocab_size=200,
+        pad_id=0, pad_piece="[PAD]", bos_id=1, bos_piece="[CLS]", eos_id=2, eos_piece="[SEP]",
+        unk_id=3, unk_piece="[UNK]", control_symbols=["[MASK]"], normalization_rule_name="nmt_nfkc",
+        num_threads=1, shuffle_input_sentence=False, minloglevel=2,
+    )
+    return buffer.getvalue()
+
+
+def sentencepiece_tokenizer(directory):
+    """spm.model trained on CORPUS (twice: the bytes must be the same), DebertaV2Tokenizer made from
+    it and saved (tokenizer_config.json), its tokenizer.json deleted. Returns the tokenizer."""
+    model = train_sentencepiece(CORPUS)
+    if train_sentencepiece(CORPUS) != model:
+        raise SystemExit("sentencepiece: two trainings on CORPUS gave different spm.model bytes")
+    vocab_file = os.path.join(directory, "spm.model")
+    with open(vocab_file, "wb") as handle:
+        handle.write(model)
+    # What from_pretrained does with a directory holding spm.model, without the `is_local` and
+    # `local_files_only` it would leave in tokenizer_config.json.
+    tokenizer = transformers.DebertaV2Tokenizer(
+        **transformers.DebertaV2Tokenizer.convert_to_native_format(vocab_file=vocab_file))
+    for name, token, index in (("pad", "[PAD]", 0), ("cls", "[CLS]", 1), ("sep", "[SEP]", 2),
+                               ("unk", "[UNK]", 3), ("mask", "[MASK]", 4)):
+        if (str(getattr(tokenizer, name + "_token")), getattr(tokenizer, name + "_token_id")) != (token, index):
+            raise SystemExit(f"sentencepiece: {name}_token is not {token}={index}")
+    tokenizer.save_pretrained(directory)
+    tokenizer_json = os.path.join(directory, "tokenizer.json")
+    if os.path.exists(tokenizer_json):  # the directory must make a reader run spm.model itself
+        os.remove(tokenizer_json)
+    return tokenizer
+
+
+def log_buckets():
+    """transformers' make_log_bucket_position, as ints, on every distance up to a bound."""
+    from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
+
+    rows = []
+    for bucket_size, max_position, bound in BUCKET_CASES:
+        distances = list(range(-bound, bound + 1))
+        buckets = make_log_bucket_position(torch.tensor(distances), bucket_size, max_position)
+        rows.append({"bucket_size": bucket_size, "max_position": max_position, "distances": distances,
+                     "buckets": [int(value) for value in buckets.tolist()]})
+    return rows
+
+
+def relative_positions(model, length):
+    """build_relative_position for `length` tokens with the settings the model's encoder uses."""
+    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+    encoder = model.deberta.encoder
+    states = torch.zeros(1, length, model.config.hidden_size)
+    ids = build_relative_position(states, states, bucket_size=encoder.position_buckets,
+                                  max_position=encoder.max_relative_positions)
+    assert torch.equal(ids, encoder.get_rel_pos(states)), "not what the encoder builds"
+    attention = encoder.layer[0].attention.self
+    settings = {"position_buckets": encoder.position_buckets,
+                "max_relative_positions": encoder.max_relative_positions,
+                "att_span": attention.pos_ebd_size, "rel_embeddings": list(encoder.rel_embeddings.weight.shape)}
+    return ids[0].tolist(), settings
+
+
 def family_parts(family, vocab_size):
     """(config, classifier class, pretraining class) of a family."""
     common = dict(num_labels=3, id2label=ID2LABEL, label2id=LABEL2ID, attn_implementation="eager")
@@ -366,6 +501,22 @@ def family_parts(family, vocab_size):
             num_attention_heads=4, intermediate_size=48, max_position_embeddings=64, type_vocab_size=2,
             **common)
         return config, transformers.ElectraForSequenceClassification, transformers.ElectraForPreTraining
+    if family in DEBERTA_FAMILIES:
+        shared = dict(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=48, max_position_embeddings=64, relative_attention=True, layer_norm_eps=1e-7,
+            hidden_act="gelu", pooler_hidden_act="gelu", pooler_dropout=0, hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1, pad_token_id=0, **common)
+        if family == "deberta-v3":  # microsoft/deberta-v3-base's config, scaled down
+            config = transformers.DebertaV2Config(
+                type_vocab_size=0, position_buckets=8, max_relative_positions=-1, pos_att_type=["p2c", "c2p"],
+                norm_rel_ebd="layer_norm", share_att_key=True, position_biased_input=False, **shared)
+        else:  # the other branches: separate position projections, clamped distances, absolute positions
+            config = transformers.DebertaV2Config(
+                type_vocab_size=2, position_buckets=-1, max_relative_positions=6, pos_att_type=["c2p", "p2c"],
+                norm_rel_ebd="none", share_att_key=False, position_biased_input=True, embedding_size=16,
+                conv_kernel_size=0, **shared)
+        return config, transformers.DebertaV2ForSequenceClassification, transformers.DebertaV2ForMaskedLM
     raise ValueError(family)
 
 
@@ -385,6 +536,7 @@ def family_fixtures(family):
     os.makedirs(directory)
     torch.manual_seed(SEEDS[family])
     generator = torch.Generator().manual_seed(SEEDS[family])
+    spm_family = family in DEBERTA_FAMILIES  # spm.model, no tokenizer.json
 
     if family == "distilbert":
         tokenizer = wordpiece_tokenizer(directory, transformers.DistilBertTokenizer)
@@ -392,6 +544,8 @@ def family_fixtures(family):
         tokenizer = wordpiece_tokenizer(directory, transformers.ElectraTokenizer)
     elif family == "roberta":
         tokenizer = bpe_tokenizer(directory)
+    elif spm_family:
+        tokenizer = sentencepiece_tokenizer(directory)
     else:
         tokenizer = unigram_tokenizer(directory)
     vocab_size = len(tokenizer)
@@ -399,40 +553,75 @@ def family_fixtures(family):
     config, classifier_class, pretraining_class = family_parts(family, vocab_size)
     classifier = classifier_class(config).eval()
     randomize(classifier, generator)
-    if family == "distilbert":  # the other format: config.json + pytorch_model.bin
+    if family in PYTORCH_BIN_FAMILIES:  # the other format: config.json + pytorch_model.bin
         classifier.config.save_pretrained(directory)
         torch.save(classifier.state_dict(), os.path.join(directory, "pytorch_model.bin"))
     else:
         classifier.save_pretrained(directory)
+    if family == "deberta-v3":  # pos_att_type as hub configs write it: "p2c|c2p"
+        config_path = os.path.join(directory, "config.json")
+        as_list = transformers.AutoConfig.from_pretrained(directory).to_dict()
+        with open(config_path) as handle:
+            written = json.load(handle)
+        written["pos_att_type"] = "|".join(written["pos_att_type"])
+        with open(config_path, "w") as handle:  # the layout of PretrainedConfig.to_json_file
+            handle.write(json.dumps(written, indent=2, sort_keys=True) + "\n")
+        as_string = transformers.AutoConfig.from_pretrained(directory).to_dict()
+        if as_string != as_list:
+            changed = sorted(k for k in set(as_list) | set(as_string) if as_list.get(k) != as_string.get(k))
+            raise SystemExit(f"deberta-v3: config.json with pos_att_type {written['pos_att_type']!r} loads "
+                             f"differently: {changed}")
 
     # Everything below is read back from the directory, as a user of the fixture would.
+    saved_tokenizer = tokenizer
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
-    backend = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+    if spm_family:
+        import sentencepiece
+
+        if os.path.exists(os.path.join(directory, "tokenizer.json")):
+            raise SystemExit(f"{family}: {directory} has a tokenizer.json")
+        processor = sentencepiece.SentencePieceProcessor(model_file=os.path.join(directory, "spm.model"))
+        assert processor.get_piece_size() == len(tokenizer), (processor.get_piece_size(), len(tokenizer))
+        backend = None
+    else:
+        backend = Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         directory, attn_implementation="eager").eval()
     assert type(model) is classifier_class, type(model)
     for (name, saved), (_, loaded) in zip(classifier.state_dict().items(), model.state_dict().items()):
         assert torch.equal(saved, loaded), name
 
-    sentences = SENTENCES + ([NON_ASCII_SENTENCE] if family in ("roberta", "xlm-roberta") else [])
-    labels = torch.tensor(LABELS[:len(sentences)])
+    sentences = SENTENCES + ([NON_ASCII_SENTENCE] if family in ("roberta", "xlm-roberta") or spm_family else [])
+    sentences += [LONG_SENTENCE] if spm_family else []
+    labels = torch.tensor((LABELS + [LONG_SENTENCE_LABEL])[:len(sentences)])
     encoded = tokenizer(sentences, padding=True, return_tensors="pt")
     inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
     with torch.no_grad():
         logits = model(**inputs).logits
     loss = torch.nn.functional.cross_entropy(logits, labels)
 
-    texts = sentences + EDGE_TEXTS
+    texts = sentences + EDGE_TEXTS + (SPM_TEXTS if spm_family else [])
     tokenizer_ids = [tokenizer(text)["input_ids"] for text in texts]
-    tokenizer_json_ids = [backend.encode(text).ids for text in texts]
-    disagreements = [text for text, a, b in zip(texts, tokenizer_ids, tokenizer_json_ids) if a != b]
-    batch_json_ids = [backend.encode(sentence).ids for sentence in sentences]
-    for sentence, ids in zip(sentences, batch_json_ids):
-        if ids != tokenizer(sentence)["input_ids"] and sentence not in disagreements:
-            disagreements.append(sentence)
-    if disagreements:  # not `assert`: it must fail under python -O too
-        raise SystemExit(f"{family}: AutoTokenizer ({type(tokenizer).__name__}) and "
-                         f"{os.path.join(directory, 'tokenizer.json')} give different ids on {disagreements!r}")
+    if spm_family:
+        if [saved_tokenizer(text)["input_ids"] for text in texts] != tokenizer_ids:
+            raise SystemExit(f"{family}: AutoTokenizer on {directory} is not the tokenizer saved there")
+        if encoded["input_ids"].shape[1] <= 26:  # deberta-v3's bucket 7 starts at 26; deberta-v2 clamps at 6
+            raise SystemExit(f"{family}: no sentence longer than 26 tokens (log buckets, clamping)")
+        # Both the recorded ids and the disagreements: these differ by design (see the docstring).
+        other_ids_name = "sentencepiece_ids"
+        other_ids = [[tokenizer.cls_token_id] + processor.encode(text) + [tokenizer.sep_token_id] for text in texts]
+        disagreements = [text for text, a, b in zip(texts, tokenizer_ids, other_ids) if a != b]
+    else:
+        other_ids_name = "tokenizer_json_ids"
+        other_ids = [backend.encode(text).ids for text in texts]
+        disagreements = [text for text, a, b in zip(texts, tokenizer_ids, other_ids) if a != b]
+        batch_json_ids = [backend.encode(sentence).ids for sentence in sentences]
+        for sentence, ids in zip(sentences, batch_json_ids):
+            if ids != tokenizer(sentence)["input_ids"] and sentence not in disagreements:
+                disagreements.append(sentence)
+        if disagreements:  # not `assert`: it must fail under python -O too
+            raise SystemExit(f"{family}: AutoTokenizer ({type(tokenizer).__name__}) and "
+                             f"{os.path.join(directory, 'tokenizer.json')} give different ids on {disagreements!r}")
 
     # The pretraining model of the same config, and what the classifier makes of its checkpoint.
     pretraining = pretraining_class(copy.deepcopy(config)).eval()
@@ -469,7 +658,7 @@ def family_fixtures(family):
         "loss": float(loss.item()),
         "tokenizer_texts": texts,
         "tokenizer_ids": tokenizer_ids,
-        "tokenizer_json_ids": tokenizer_json_ids,
+        other_ids_name: other_ids,
         "tokenizer_disagreements": disagreements,
         "vocab_size": vocab_size,
         "pad_token_id": tokenizer.pad_token_id,
@@ -479,6 +668,10 @@ def family_fixtures(family):
         "pretraining_load": pretraining_load,
         "gradients": {"file": f"tiny-{family}-gradients.safetensors", "dtype": "float64", "loss_shape": []},
     }
+    if spm_family:
+        expected["buckets"] = log_buckets()
+        expected["relative_position_ids"], expected["relative_attention"] = \
+            relative_positions(model, encoded["input_ids"].shape[1])
     with open(os.path.join(FIXTURES, f"tiny-{family}-expected.json"), "w") as handle:
         json.dump(expected, handle, ensure_ascii=False)
 

@@ -22,6 +22,37 @@ pub struct DropoutRates {
     pub classifier: f64,
 }
 
+/// DeBERTa's relative-position attention (`relative_attention = true`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RelativeAttention {
+    /// Relative distances are log-bucketed into this many buckets each side (`position_buckets`);
+    /// 0: not bucketed.
+    pub position_buckets: usize,
+    /// `max_relative_positions` (`max_position_embeddings` where the config gives less than 1).
+    pub max_relative_positions: usize,
+    /// Content-to-position scores (`c2p` in `pos_att_type`).
+    pub content_to_position: bool,
+    /// Position-to-content scores (`p2c`).
+    pub position_to_content: bool,
+    /// The layer's query/key projections also project the relative embeddings
+    /// (`share_att_key`); else `pos_query_proj`/`pos_key_proj` do.
+    pub share_attention_key: bool,
+    /// `encoder.LayerNorm` on the relative embeddings (`norm_rel_ebd = "layer_norm"`).
+    pub normalize_embeddings: bool,
+}
+
+impl RelativeAttention {
+    /// transformers' `pos_ebd_size`: the buckets, else `max_relative_positions`; the relative
+    /// embeddings have `2 * span` rows.
+    pub fn span(&self) -> usize {
+        if self.position_buckets > 0 {
+            self.position_buckets
+        } else {
+            self.max_relative_positions
+        }
+    }
+}
+
 /// The encoder's shape and defaults, resolved from one family's `config.json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
@@ -43,6 +74,16 @@ pub struct ModelConfig {
     pub pad_token_id: u32,
     /// The dropout rates `config.json` gives, with the family's defaults where it is silent.
     pub dropout: DropoutRates,
+    /// Learned absolute positions added to the embeddings (DeBERTa: `position_biased_input`).
+    pub position_embeddings: bool,
+    /// DeBERTa's disentangled relative-position attention, where the model has it.
+    pub relative_attention: Option<RelativeAttention>,
+    /// Attention scores are divided by `sqrt(head_size * attention_scale_factor)`: 1, except in
+    /// DeBERTa (1 + one for each of `c2p`, `p2c`).
+    pub attention_scale_factor: usize,
+    /// The dropout on the first token before the head's dense layer, where the family's config
+    /// gives it its own rate (DeBERTa's `pooler_dropout`); `None`: the classifier dropout.
+    pub pooler_dropout: Option<f64>,
     /// `config.json` as the family read it (every field kept, defaults filled in).
     pub written: Map<String, Value>,
 }

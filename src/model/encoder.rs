@@ -17,8 +17,10 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::Depth;
-use crate::model::config::{DropoutRates, ModelConfig};
-use crate::model::family::{HeadActivation, Layout, Positions};
+use crate::model::config::{DropoutRates, ModelConfig, RelativeAttention};
+use crate::model::family::{
+    HeadActivation, Layout, Positions, ProjectionPlacement, RelativeNames, deberta,
+};
 use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, Precision, operand};
 use crate::support::random::{SeededRandom, stream};
 
@@ -78,12 +80,28 @@ impl Mode<'_> {
 #[derive(Clone, Debug)]
 struct Embeddings {
     word: Var,
-    position: Var,
-    /// `None` in a family without token types.
+    /// `None` in a model without absolute positions (DeBERTa-v3).
+    position: Option<Var>,
+    /// `None` in a model without token types.
     token_type: Option<Var>,
     norm: LayerNorm,
-    /// `embedding_size` -> `hidden_size`, where they differ (ELECTRA).
-    project: Option<Linear>,
+    /// `embedding_size` -> `hidden_size`, where they differ (ELECTRA, DeBERTa).
+    project: Option<EmbeddingsProjection>,
+}
+
+#[derive(Clone, Debug)]
+enum EmbeddingsProjection {
+    /// After the LayerNorm, with a bias (ELECTRA).
+    AfterNorm(Linear),
+    /// Before the LayerNorm, a weight `[hidden, embedding]` only (DeBERTa).
+    BeforeNorm(Var),
+}
+
+/// DeBERTa's relative embeddings `[2 span, hidden]` and their LayerNorm.
+#[derive(Clone, Debug)]
+struct RelativeEmbeddings {
+    table: Var,
+    norm: Option<LayerNorm>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,6 +114,9 @@ struct EncoderLayer {
     intermediate: Linear,
     output: Linear,
     output_norm: LayerNorm,
+    /// DeBERTa without `share_att_key`: the relative embeddings' own projections.
+    position_key: Option<Linear>,
+    position_query: Option<Linear>,
 }
 
 /// The classification head on the first token (`family::HeadLayout`).
@@ -121,6 +142,8 @@ pub struct EncoderClassifier {
     config: ModelConfig,
     num_labels: usize,
     embeddings: Embeddings,
+    /// DeBERTa's relative embeddings, where the model has relative attention.
+    relative: Option<RelativeEmbeddings>,
     layers: Vec<EncoderLayer>,
     head: Head,
     /// Every trainable tensor, by transformers name, in a fixed order.
@@ -188,6 +211,42 @@ fn position_ids_after_padding(input_ids: &Tensor, pad: u32) -> candle_core::Resu
         }
     }
     Tensor::from_vec(ids, (batch_size, length), input_ids.device())
+}
+
+/// Which rows of DeBERTa's relative embeddings a sequence of `length` tokens reads: rows
+/// `first .. first + count`, and for each query `i` and key `j` the row (less `first`) that
+/// `c2p` reads at `[i, j]` and `p2c` at `[j, i]` (both read `row(i, j)`, since the bucketing is
+/// odd in the distance), as `[length, length]` row-major.
+struct RelativeRows {
+    first: usize,
+    count: usize,
+    content_to_position: Vec<u32>,
+    position_to_content: Vec<u32>,
+}
+
+impl RelativeRows {
+    fn new(length: usize, settings: &RelativeAttention) -> RelativeRows {
+        let rows: Vec<usize> = (0..length * length)
+            .map(|pair| deberta::relative_embedding_row(pair / length, pair % length, settings))
+            .collect();
+        let first = rows.iter().copied().min().unwrap_or(0);
+        let last = rows.iter().copied().max().unwrap_or(0);
+        let mut content_to_position = vec![0u32; length * length];
+        let mut position_to_content = vec![0u32; length * length];
+        for i in 0..length {
+            for j in 0..length {
+                let row = (rows[i * length + j] - first) as u32;
+                content_to_position[i * length + j] = row;
+                position_to_content[j * length + i] = row;
+            }
+        }
+        RelativeRows {
+            first,
+            count: last + 1 - first,
+            content_to_position,
+            position_to_content,
+        }
+    }
 }
 
 /// Takes the checkpoint's tensors by name, checking shapes, and keeps the names that are missing.
@@ -310,28 +369,70 @@ impl EncoderClassifier {
             &format!("{base}.{}.weight", layout.word_embeddings),
             &[config.vocab_size, width],
         )?;
-        let position = checkpoint.take(
-            &format!("{base}.{}.weight", layout.position_embeddings),
-            &[config.max_position_embeddings, width],
-        )?;
+        let position_name = format!("{base}.{}.weight", layout.position_embeddings);
+        let position = if config.position_embeddings {
+            Some(checkpoint.take(&position_name, &[config.max_position_embeddings, width])?)
+        } else {
+            // DeBERTa-v3 checkpoints keep the table they do not use; transformers ignores it.
+            checkpoint.available.remove(&position_name);
+            None
+        };
         let token_type = match layout.token_type_embeddings {
-            Some(name) => checkpoint.take(
+            Some(name) if config.type_vocab_size > 0 => Some(checkpoint.take(
                 &format!("{base}.{name}.weight"),
                 &[config.type_vocab_size, width],
-            )?,
-            None => None,
+            )?),
+            _ => None,
+        };
+        let projected = layout
+            .embeddings_project
+            .filter(|_| width != hidden);
+        let norm_width = match projected.map(|projection| projection.placement) {
+            Some(ProjectionPlacement::BeforeNormWithoutBias) => hidden,
+            _ => width,
         };
         let norm = checkpoint.norm(
             &format!("{base}.{}", layout.embeddings_norm),
-            width,
+            norm_width,
             epsilon,
         )?;
-        let project = match layout.embeddings_project {
-            Some(name) if width != hidden => {
-                Some(checkpoint.linear(&format!("{base}.{name}"), hidden, width)?)
+        let project = match projected {
+            Some(projection) => {
+                let name = format!("{base}.{}", projection.name);
+                Some(match projection.placement {
+                    ProjectionPlacement::AfterNormWithBias => checkpoint
+                        .linear(&name, hidden, width)?
+                        .map(EmbeddingsProjection::AfterNorm),
+                    ProjectionPlacement::BeforeNormWithoutBias => checkpoint
+                        .take(&format!("{name}.weight"), &[hidden, width])?
+                        .map(EmbeddingsProjection::BeforeNorm),
+                })
             }
+            None => None,
+        };
+        let relative = match (config.relative_attention, layout.relative) {
+            (Some(settings), Some(names)) => {
+                let table = checkpoint.take(
+                    &format!("{base}.{}.weight", names.embeddings),
+                    &[2 * settings.span(), hidden],
+                )?;
+                let norm = if settings.normalize_embeddings {
+                    Some(checkpoint.norm(&format!("{base}.{}", names.norm), hidden, epsilon)?)
+                } else {
+                    None
+                };
+                Some((table, norm))
+            }
+            (Some(_), None) => bail!(
+                "{} has no relative-position attention",
+                config.family.name
+            ),
             _ => None,
         };
+        // The relative projections a layer has of its own: not with `share_att_key`.
+        let own_projections = config
+            .relative_attention
+            .filter(|settings| !settings.share_attention_key);
         let mut layers = Vec::new();
         for index in 0..config.num_hidden_layers {
             let prefix = format!("{base}.{}.{index}", layout.layers);
@@ -357,6 +458,22 @@ impl EncoderClassifier {
                 checkpoint.linear(&format!("{prefix}.{}", names.output), hidden, intermediate)?;
             let output_norm =
                 checkpoint.norm(&format!("{prefix}.{}", names.output_norm), hidden, epsilon)?;
+            let mut own = |wanted: bool, name: fn(&RelativeNames) -> &'static str| {
+                match (wanted, layout.relative) {
+                    (true, Some(names)) => checkpoint
+                        .linear(&format!("{prefix}.{}", name(&names)), hidden, hidden)
+                        .map(Some),
+                    _ => Ok(None),
+                }
+            };
+            let position_key = own(
+                own_projections.is_some_and(|settings| settings.content_to_position),
+                |names| names.position_key,
+            )?;
+            let position_query = own(
+                own_projections.is_some_and(|settings| settings.position_to_content),
+                |names| names.position_query,
+            )?;
             layers.push((|| {
                 Some(EncoderLayer {
                     query: query?,
@@ -367,6 +484,14 @@ impl EncoderClassifier {
                     intermediate: intermediate_layer?,
                     output: output?,
                     output_norm: output_norm?,
+                    position_key: match position_key {
+                        Some(linear) => Some(linear?),
+                        None => None,
+                    },
+                    position_query: match position_query {
+                        Some(linear) => Some(linear?),
+                        None => None,
+                    },
                 })
             })());
         }
@@ -388,13 +513,15 @@ impl EncoderClassifier {
         let present = "every encoder tensor is present";
         let embeddings = Embeddings {
             word: word.expect(present),
-            position: position.expect(present),
-            token_type: layout
-                .token_type_embeddings
-                .map(|_| token_type.expect(present)),
+            position: position.map(|position| position.expect(present)),
+            token_type: token_type.map(|token_type| token_type.expect(present)),
             norm: norm.expect(present),
             project: project.map(|project| project.expect(present)),
         };
+        let relative = relative.map(|(table, norm)| RelativeEmbeddings {
+            table: table.expect(present),
+            norm: norm.map(|norm| norm.expect(present)),
+        });
         let layers = layers
             .into_iter()
             .map(|layer| layer.expect(present))
@@ -465,6 +592,7 @@ impl EncoderClassifier {
             config,
             num_labels,
             embeddings,
+            relative,
             layers,
             head: Head { dense, output },
             parameters: Vec::new(),
@@ -558,11 +686,13 @@ impl EncoderClassifier {
             &self.embeddings.word,
             embeddings,
         );
-        push(
-            format!("{base}.{}.weight", layout.position_embeddings),
-            &self.embeddings.position,
-            embeddings,
-        );
+        if let Some(position) = &self.embeddings.position {
+            push(
+                format!("{base}.{}.weight", layout.position_embeddings),
+                position,
+                embeddings,
+            );
+        }
         if let (Some(name), Some(var)) = (layout.token_type_embeddings, &self.embeddings.token_type)
         {
             push(format!("{base}.{name}.weight"), var, embeddings);
@@ -578,9 +708,31 @@ impl EncoderClassifier {
             &self.embeddings.norm.bias,
             embeddings,
         );
-        if let (Some(name), Some(project)) = (layout.embeddings_project, &self.embeddings.project) {
-            push(format!("{base}.{name}.weight"), &project.weight, embeddings);
-            push(format!("{base}.{name}.bias"), &project.bias, embeddings);
+        if let (Some(projection), Some(project)) =
+            (layout.embeddings_project, &self.embeddings.project)
+        {
+            let name = projection.name;
+            match project {
+                EmbeddingsProjection::AfterNorm(linear) => {
+                    push(format!("{base}.{name}.weight"), &linear.weight, embeddings);
+                    push(format!("{base}.{name}.bias"), &linear.bias, embeddings);
+                }
+                EmbeddingsProjection::BeforeNorm(weight) => {
+                    push(format!("{base}.{name}.weight"), weight, embeddings);
+                }
+            }
+        }
+        // The relative embeddings feed every layer: they sit with the embeddings.
+        if let (Some(names), Some(relative)) = (layout.relative, &self.relative) {
+            push(
+                format!("{base}.{}.weight", names.embeddings),
+                &relative.table,
+                embeddings,
+            );
+            if let Some(norm) = &relative.norm {
+                push(format!("{base}.{}.weight", names.norm), &norm.weight, embeddings);
+                push(format!("{base}.{}.bias", names.norm), &norm.bias, embeddings);
+            }
         }
         let names = &layout.layer;
         for (index, layer) in self.layers.iter().enumerate() {
@@ -615,6 +767,17 @@ impl EncoderClassifier {
                 push(format!("{prefix}.{name}.weight"), weight, depth);
                 push(format!("{prefix}.{name}.bias"), bias, depth);
             }
+            if let Some(names) = layout.relative {
+                for (name, linear) in [
+                    (names.position_key, &layer.position_key),
+                    (names.position_query, &layer.position_query),
+                ] {
+                    if let Some(linear) = linear {
+                        push(format!("{prefix}.{name}.weight"), &linear.weight, depth);
+                        push(format!("{prefix}.{name}.bias"), &linear.bias, depth);
+                    }
+                }
+            }
         }
         let head = &layout.head;
         for (name, linear) in [
@@ -630,12 +793,24 @@ impl EncoderClassifier {
     /// Whether `name` is an encoder layer's attention key bias, whose true gradient is zero
     /// (softmax ignores what is added to every score of a row, and the key bias adds `q . b` to
     /// every score of query `q`'s row): its computed gradient is rounding noise.
+    ///
+    /// DeBERTa: its position-to-content scores read the keys against positions, so there the
+    /// layer's key bias changes scores key by key and has a true gradient; the bias of its own
+    /// position key projection (`pos_key_proj`, content-to-position: `q . b` again) has none.
     pub fn is_attention_key_bias(&self, name: &str) -> bool {
         let layout = &self.config.family.layout;
+        let position_to_content = self
+            .config
+            .relative_attention
+            .is_some_and(|relative| relative.position_to_content);
         name.strip_prefix(&format!("{}.{}.", layout.base, layout.layers))
             .and_then(|rest| rest.split_once('.'))
             .is_some_and(|(index, rest)| {
-                index.parse::<usize>().is_ok() && rest == format!("{}.bias", layout.layer.key)
+                index.parse::<usize>().is_ok()
+                    && ((rest == format!("{}.bias", layout.layer.key) && !position_to_content)
+                        || layout
+                            .relative
+                            .is_some_and(|names| rest == format!("{}.bias", names.position_key)))
             })
     }
 
@@ -690,27 +865,75 @@ impl EncoderClassifier {
             None => word,
         }
         .reshape((batch_size, length, width))?;
-        let position_table = operand(&self.embeddings.position, embeddings_graph);
-        let embedded = match layout.positions {
-            Positions::Absolute => {
-                summed.broadcast_add(&position_table.narrow(0, 0, length)?.unsqueeze(0)?)?
+        let embedded = match &self.embeddings.position {
+            None => summed,
+            Some(position) => {
+                let position_table = operand(position, embeddings_graph);
+                match layout.positions {
+                    Positions::Absolute => summed
+                        .broadcast_add(&position_table.narrow(0, 0, length)?.unsqueeze(0)?)?,
+                    Positions::AfterPadding => {
+                        let ids =
+                            position_ids_after_padding(&batch.input_ids, self.config.pad_token_id)?;
+                        (summed
+                            + position_table
+                                .index_select(&ids.flatten_all()?, 0)?
+                                .reshape((batch_size, length, width))?)?
+                    }
+                }
             }
-            Positions::AfterPadding => {
-                let ids = position_ids_after_padding(&batch.input_ids, self.config.pad_token_id)?;
-                (summed
-                    + position_table
-                        .index_select(&ids.flatten_all()?, 0)?
-                        .reshape((batch_size, length, width))?)?
+        };
+        let embedded = match &self.embeddings.project {
+            Some(EmbeddingsProjection::BeforeNorm(weight)) => {
+                embedded.broadcast_matmul(&operand(weight, embeddings_graph).t()?)?
             }
+            _ => embedded,
         };
         let mut x = self
             .embeddings
             .norm
             .forward_graph(&embedded, kernels, embeddings_graph)?;
+        if layout.mask_embeddings {
+            let keep = batch
+                .attention_mask
+                .to_dtype(dtype)?
+                .reshape((batch_size, length, 1))?;
+            x = x.broadcast_mul(&keep)?;
+        }
         x = self.dropout_hidden(&x, mode)?;
-        if let Some(project) = &self.embeddings.project {
+        if let Some(EmbeddingsProjection::AfterNorm(project)) = &self.embeddings.project {
             x = project.forward_with(&x, embeddings_graph, precision)?;
         }
+        // DeBERTa: the rows of the relative embeddings this length reads (normalised once), and
+        // where each query-key pair reads them.
+        let relative = match (&self.relative, self.config.relative_attention) {
+            (Some(relative), Some(settings)) => {
+                let rows = RelativeRows::new(length, &settings);
+                let table = operand(&relative.table, embeddings_graph).narrow(
+                    0,
+                    rows.first,
+                    rows.count,
+                )?;
+                let table = match &relative.norm {
+                    Some(norm) => norm.forward_graph(&table, kernels, embeddings_graph)?,
+                    None => table,
+                };
+                let heads = self.config.num_attention_heads;
+                let shape = (batch_size, heads, length, length);
+                let index = |values: &[u32]| -> candle_core::Result<Tensor> {
+                    Tensor::from_slice(values, (1, 1, length, length), x.device())?
+                        .broadcast_as(shape)?
+                        .contiguous()
+                };
+                Some((
+                    settings,
+                    table,
+                    index(&rows.content_to_position)?,
+                    index(&rows.position_to_content)?,
+                ))
+            }
+            _ => None,
+        };
 
         // Additive mask: 0 where attended, the dtype's minimum at padding, as transformers does.
         let minimum = if dtype == DType::F64 {
@@ -722,8 +945,11 @@ impl EncoderClassifier {
         let additive = mask
             .affine(-minimum, minimum)?
             .reshape((batch_size, 1, 1, length))?;
-        // The fused attention (CPU, f32/f64) takes the mask as values.
-        let fused_attention = kernels.fused_for(&x);
+        // The fused attention (CPU, f32/f64) takes the mask as values; it computes neither
+        // relative positions nor another scale.
+        let fused_attention = kernels.fused_for(&x)
+            && relative.is_none()
+            && self.config.attention_scale_factor == 1;
         let additive_values = if fused_attention {
             additive
                 .to_dtype(DType::F64)?
@@ -735,7 +961,13 @@ impl EncoderClassifier {
 
         let heads = self.config.num_attention_heads;
         let head_size = self.config.head_size();
-        let scale = 1.0 / (head_size as f64).sqrt();
+        let scale = if layout.relative.is_some() {
+            // DeBERTa takes the square root in f32 (`torch.tensor(size, dtype=torch.float)`),
+            // whatever the model's dtype.
+            1.0 / f64::from(((head_size * self.config.attention_scale_factor) as f32).sqrt())
+        } else {
+            1.0 / (head_size as f64).sqrt()
+        };
         let pass_graph = graph;
         for (index, layer) in self.layers.iter().enumerate() {
             let graph = self.graph_at(Depth::Layer(index), pass_graph);
@@ -783,6 +1015,46 @@ impl EncoderClassifier {
                 let key = split(key)?;
                 let value = split(value)?;
                 let raw = product(&query, &key.t()?.contiguous()?)?;
+                let raw = match &relative {
+                    Some((settings, table, content_to_position, position_to_content)) => {
+                        let table = self.dropout_hidden(table, mode)?;
+                        let positions = |linear: &Linear| -> candle_core::Result<Tensor> {
+                            // [rows, hidden] -> [1, heads, rows, head_size]
+                            linear
+                                .forward_with(&table, graph, precision)?
+                                .reshape((table.dim(0)?, heads, head_size))?
+                                .transpose(0, 1)?
+                                .unsqueeze(0)?
+                                .contiguous()
+                        };
+                        let (position_key, position_query) = if settings.share_attention_key {
+                            (Some(&layer.key), Some(&layer.query))
+                        } else {
+                            (layer.position_key.as_ref(), layer.position_query.as_ref())
+                        };
+                        let mut raw = raw;
+                        if let Some(position_key) =
+                            position_key.filter(|_| settings.content_to_position)
+                        {
+                            // c2p[b, h, i, j] = q_i . position_key[row(i, j)]
+                            let scores = query
+                                .broadcast_matmul(&positions(position_key)?.transpose(2, 3)?)?
+                                .contiguous()?;
+                            raw = (raw + scores.gather(content_to_position, 3)?)?;
+                        }
+                        if let Some(position_query) =
+                            position_query.filter(|_| settings.position_to_content)
+                        {
+                            // p2c[b, h, i, j] = k_j . position_query[row(i, j)]
+                            let scores = key
+                                .broadcast_matmul(&positions(position_query)?.transpose(2, 3)?)?
+                                .contiguous()?;
+                            raw = (raw + scores.gather(position_to_content, 3)?.transpose(2, 3)?)?;
+                        }
+                        raw
+                    }
+                    None => raw,
+                };
                 let probabilities = if layers::gpu_fused(&raw, kernels) {
                     #[cfg(feature = "cuda")]
                     {
@@ -844,7 +1116,11 @@ impl EncoderClassifier {
         let graph = mode.graph();
         let mut x = hidden_states.narrow(1, 0, 1)?.squeeze(1)?;
         if head.dropout_before_dense {
-            x = self.dropout_classifier(&x, mode)?;
+            x = match (self.config.pooler_dropout, &mut *mode) {
+                (_, Mode::Eval) => x,
+                (Some(rate), Mode::Train(random)) => layers::dropout(&x, rate, random)?,
+                (None, _) => self.dropout_classifier(&x, mode)?,
+            };
         }
         x = self.head.dense.forward_with(&x, graph, self.precision)?;
         x = match head.activation {

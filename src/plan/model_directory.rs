@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// The weight files bertlab reads, in order of preference.
 pub const WEIGHT_FILES: &[&str] = &["model.safetensors", "pytorch_model.bin"];
 /// Every tokenizer file any family reads (a family's own list is [`FamilyKeys::tokenizer_files`]).
-pub const TOKENIZER_FILES: &[&str] = &["tokenizer.json", "vocab.txt"];
+pub const TOKENIZER_FILES: &[&str] = &["tokenizer.json", "vocab.txt", "spm.model"];
 /// Optional files that change how text is tokenized.
 pub const TOKENIZER_SETTINGS_FILES: &[&str] = &["tokenizer_config.json", "special_tokens_map.json"];
 /// Dropout that transformers uses when `config.json` does not say.
@@ -33,8 +33,12 @@ pub struct FamilyKeys {
     /// The tokenizer files it reads (at least one must exist), in order of preference; they and
     /// [`TOKENIZER_SETTINGS_FILES`] enter the run hash.
     pub tokenizer_files: &'static [&'static str],
-    /// The key of the feed-forward activation and the values the model stage computes.
-    pub activation: (&'static str, &'static [&'static str]),
+    /// The keys of the activations (feed-forward, pooler) and the values the model stage
+    /// computes.
+    pub activation: (&'static [&'static str], &'static [&'static str]),
+    /// Counts that must be absent or 0, with what they would ask for (DeBERTa's
+    /// `conv_kernel_size`).
+    pub refused_when_positive: &'static [(&'static str, &'static str)],
 }
 
 const BERT_KEYS: FamilyKeys = FamilyKeys {
@@ -46,7 +50,8 @@ const BERT_KEYS: FamilyKeys = FamilyKeys {
     classifier_dropout: ("classifier_dropout", None),
     positions_after_padding: None,
     tokenizer_files: &["tokenizer.json", "vocab.txt"],
-    activation: ("hidden_act", &["gelu", "gelu_python"]),
+    activation: (&["hidden_act"], &["gelu", "gelu_python"]),
+    refused_when_positive: &[],
 };
 
 /// The families planning accepts, in the order messages list them.
@@ -59,7 +64,7 @@ pub static FAMILIES: &[FamilyKeys] = &[
         hidden_dropout: ("dropout", DEFAULT_DROPOUT),
         attention_dropout: ("attention_dropout", DEFAULT_DROPOUT),
         classifier_dropout: ("seq_classif_dropout", Some(0.2)),
-        activation: ("activation", &["gelu"]),
+        activation: (&["activation"], &["gelu"]),
         ..BERT_KEYS
     },
     FamilyKeys {
@@ -79,6 +84,19 @@ pub static FAMILIES: &[FamilyKeys] = &[
     FamilyKeys {
         model_type: "electra",
         name: "ELECTRA",
+        ..BERT_KEYS
+    },
+    FamilyKeys {
+        model_type: "deberta-v2",
+        name: "DeBERTa-v2/v3",
+        classifier_dropout: ("cls_dropout", None),
+        // Hub DeBERTa-v3 checkpoints ship a SentencePiece model and no tokenizer.json.
+        tokenizer_files: &["tokenizer.json", "spm.model"],
+        activation: (&["hidden_act", "pooler_hidden_act"], &["gelu"]),
+        refused_when_positive: &[(
+            "conv_kernel_size",
+            "the convolution after the first layer (DeBERTa-v2-xlarge/xxlarge)",
+        )],
         ..BERT_KEYS
     },
 ];
@@ -145,19 +163,21 @@ impl ConfigSummary {
             ));
         }
         let text = |key: &str| typed(object, key, "a string", serde_json::Value::as_str);
-        let (activation_key, activations) = family.activation;
-        if let Some(activation) = text(activation_key)?
-            && !activations.contains(&activation)
-        {
-            return Err(format!(
-                "`{activation_key}` is \"{activation}\"; bertlab's {} computes {}",
-                family.name,
-                activations
-                    .iter()
-                    .map(|name| format!("\"{name}\""))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ));
+        let (activation_keys, activations) = family.activation;
+        for activation_key in activation_keys {
+            if let Some(activation) = text(activation_key)?
+                && !activations.contains(&activation)
+            {
+                return Err(format!(
+                    "`{activation_key}` is \"{activation}\"; bertlab's {} computes {}",
+                    family.name,
+                    activations
+                        .iter()
+                        .map(|name| format!("\"{name}\""))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ));
+            }
         }
         if let Some(kind) = text("position_embedding_type")?
             && kind != "absolute"
@@ -180,6 +200,16 @@ impl ConfigSummary {
                 serde_json::Value::as_u64,
             )
         };
+        for (key, what) in family.refused_when_positive {
+            if let Some(value) = count(key)?
+                && value > 0
+            {
+                return Err(format!(
+                    "`{key}` is {value}: bertlab's {} does not compute {what}",
+                    family.name
+                ));
+            }
+        }
         let max_position_embeddings = count("max_position_embeddings")?
             .ok_or_else(|| "it lacks `max_position_embeddings`".to_string())?;
         let max_length = match family.positions_after_padding {

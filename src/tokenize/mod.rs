@@ -1,7 +1,8 @@
 //! The tokenize stage: texts to token ids, an epoch to batches, and a run's data prepared once.
 //!
-//! Owns: `tokenizer` (a model directory's tokenizer loaded: `tokenizer.json`, or WordPiece from
-//! `vocab.txt`; texts encoded in parallel and truncated to `max_length`), `wordpiece` (the ASCII
+//! Owns: `tokenizer` (a model directory's tokenizer loaded: `tokenizer.json`, a SentencePiece
+//! `spm.model`, or WordPiece from `vocab.txt`; texts encoded in parallel and truncated to
+//! `max_length`), `sentencepiece` (SentencePiece Unigram models read as they are), `wordpiece` (the ASCII
 //! fast path, giving the tokenizers crate's ids), `batches` (an epoch's seeded, optionally
 //! length-bucketed batches) and `preprocess` (the data stage and tokenization together, cached
 //! on disk under a key of everything they depend on).
@@ -12,5 +13,6 @@
 
 pub mod batches;
 pub mod preprocess;
+pub mod sentencepiece;
 pub mod tokenizer;
 pub mod wordpiece;

@@ -1,5 +1,6 @@
 //! Loading a model directory's tokenizer: `tokenizer.json` when present (WordPiece, byte-level
-//! BPE, SentencePiece Unigram: whatever the file describes), else a BERT WordPiece tokenizer
+//! BPE, SentencePiece Unigram: whatever the file describes), else `spm.model` (a SentencePiece
+//! model, read by `sentencepiece`), else a BERT WordPiece tokenizer
 //! built from `vocab.txt` and `tokenizer_config.json`'s `do_lower_case` (default true, as
 //! transformers' BertTokenizer). The padding token is the one `tokenizer_config.json` (or
 //! `special_tokens_map.json`) names, else `[PAD]` or `<pad>`. Encoding texts in parallel,
@@ -16,6 +17,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
+use crate::tokenize::sentencepiece;
 use crate::tokenize::wordpiece::FastWordPiece;
 
 /// A tokenizer, the id of its padding token, and the fast path for plain BERT tokenizers.
@@ -41,6 +43,12 @@ pub fn load(directory: &Path) -> anyhow::Result<LoadedTokenizer> {
             .map_err(|error| anyhow!("{error}"))?;
         tokenizer.with_padding(None);
         tokenizer
+    } else if directory.join(SENTENCEPIECE_FILE).is_file() {
+        let config = read_json_if_present(&directory.join("tokenizer_config.json"))?;
+        sentencepiece::load(
+            &directory.join(SENTENCEPIECE_FILE),
+            &sentencepiece::SentencePieceSettings::read(config.as_ref()),
+        )?
     } else {
         from_vocabulary(directory)?
     };
@@ -58,11 +66,26 @@ pub fn load(directory: &Path) -> anyhow::Result<LoadedTokenizer> {
     })
 }
 
+/// DeBERTa-v3's SentencePiece model, read where a directory has no `tokenizer.json`.
+pub const SENTENCEPIECE_FILE: &str = "spm.model";
+
+/// A JSON file's value, `None` where the file does not exist.
+fn read_json_if_present(path: &Path) -> anyhow::Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    Ok(Some(value))
+}
+
 fn from_vocabulary(directory: &Path) -> anyhow::Result<Tokenizer> {
     let vocabulary = directory.join("vocab.txt");
     if !vocabulary.is_file() {
         anyhow::bail!(
-            "no tokenizer in {}: tried tokenizer.json and vocab.txt",
+            "no tokenizer in {}: tried tokenizer.json, spm.model and vocab.txt",
             directory.display()
         );
     }

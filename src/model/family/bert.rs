@@ -28,9 +28,11 @@ pub const BERT_LAYOUT: Layout = Layout {
     token_type_embeddings: Some("embeddings.token_type_embeddings"),
     embeddings_norm: "embeddings.LayerNorm",
     embeddings_project: None,
+    mask_embeddings: false,
     positions: Positions::Absolute,
     layers: "encoder.layer",
     layer: BERT_LAYER,
+    relative: None,
     dropout_after_attention: true,
     head: HeadLayout {
         dense: "bert.pooler.dense",
@@ -105,6 +107,10 @@ pub(crate) fn read_bert_style(
             attention,
             classifier,
         },
+        position_embeddings: true,
+        relative_attention: None,
+        attention_scale_factor: 1,
+        pooler_dropout: None,
         written,
     })
 }

@@ -25,6 +25,7 @@ pub static FAMILY: Family = Family {
         token_type_embeddings: None,
         embeddings_norm: "embeddings.LayerNorm",
         embeddings_project: None,
+        mask_embeddings: false,
         positions: Positions::Absolute,
         layers: "transformer.layer",
         layer: LayerNames {
@@ -37,6 +38,7 @@ pub static FAMILY: Family = Family {
             output: "ffn.lin2",
             output_norm: "output_layer_norm",
         },
+        relative: None,
         dropout_after_attention: false,
         head: HeadLayout {
             dense: "pre_classifier",
@@ -84,6 +86,10 @@ fn read_config(object: &Map<String, Value>) -> Result<ModelConfig> {
             attention,
             classifier,
         },
+        position_embeddings: true,
+        relative_attention: None,
+        attention_scale_factor: 1,
+        pooler_dropout: None,
         written,
     })
 }

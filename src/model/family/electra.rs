@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use crate::model::config::ModelConfig;
 use crate::model::family::bert::{BERT_LAYOUT, read_bert_style};
 use crate::model::family::roberta::CLASSIFICATION_HEAD;
-use crate::model::family::{Family, HeadActivation, HeadLayout, Layout, count_or};
+use crate::model::family::{
+    Family, HeadActivation, HeadLayout, Layout, Projection, ProjectionPlacement, count_or,
+};
 
 pub static FAMILY: Family = Family {
     model_type: "electra",
@@ -20,7 +22,10 @@ pub static FAMILY: Family = Family {
     layout: Layout {
         base: "electra",
         base_parts: &["embeddings", "embeddings_project", "encoder"],
-        embeddings_project: Some("embeddings_project"),
+        embeddings_project: Some(Projection {
+            name: "embeddings_project",
+            placement: ProjectionPlacement::AfterNormWithBias,
+        }),
         head: HeadLayout {
             activation: HeadActivation::Gelu,
             ..CLASSIFICATION_HEAD

@@ -9,6 +9,7 @@
 //! `scripts/make_fixtures.py` and its proofs in `tests/families.rs` (docs/model.md).
 
 pub mod bert;
+pub mod deberta;
 pub mod distilbert;
 pub mod electra;
 pub mod roberta;
@@ -52,11 +53,15 @@ pub struct Layout {
     pub token_type_embeddings: Option<&'static str>,
     pub embeddings_norm: &'static str,
     /// The projection from `embedding_size` up to `hidden_size`, where they differ.
-    pub embeddings_project: Option<&'static str>,
+    pub embeddings_project: Option<Projection>,
+    /// The embeddings are zeroed at padding after their LayerNorm (DeBERTa).
+    pub mask_embeddings: bool,
     pub positions: Positions,
     /// Encoder layer `N` is `{base}.{layers}.N.*`.
     pub layers: &'static str,
     pub layer: LayerNames,
+    /// Where the relative-position attention's tensors sit, in a family that may have it.
+    pub relative: Option<RelativeNames>,
     /// Dropout on the attention block's output before its residual (BERT: yes, DistilBERT: no).
     pub dropout_after_attention: bool,
     pub head: HeadLayout,
@@ -73,6 +78,32 @@ pub struct LayerNames {
     pub intermediate: &'static str,
     pub output: &'static str,
     pub output_norm: &'static str,
+}
+
+/// The embeddings' projection up to `hidden_size`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Projection {
+    /// Its name under the base prefix (`embeddings_project`, `embeddings.embed_proj`).
+    pub name: &'static str,
+    pub placement: ProjectionPlacement,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectionPlacement {
+    /// After the embeddings' LayerNorm (at `embedding_size`), with a bias (ELECTRA).
+    AfterNormWithBias,
+    /// Before the LayerNorm (then at `hidden_size`), without a bias (DeBERTa).
+    BeforeNormWithoutBias,
+}
+
+/// DeBERTa's relative-position tensors: the shared ones under the base prefix, the per-layer
+/// projections (only without `share_att_key`) relative to `{base}.{layers}.N`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RelativeNames {
+    pub embeddings: &'static str,
+    pub norm: &'static str,
+    pub position_key: &'static str,
+    pub position_query: &'static str,
 }
 
 /// How position ids are counted.
@@ -117,6 +148,7 @@ pub static FAMILIES: &[&Family] = &[
     &roberta::ROBERTA,
     &roberta::XLM_ROBERTA,
     &electra::FAMILY,
+    &deberta::FAMILY,
 ];
 
 /// The family of a `model_type`.
