@@ -36,9 +36,6 @@ const FAMILIES: &[&str] = &[
     "deberta-v3",
 ];
 
-/// Special-token text that transformers' tokenizers take as the special token (the
-/// SentencePiece library cuts it into pieces).
-const SPECIAL_TOKEN_TEXTS: &[&str] = &["[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]"];
 
 fn fixtures() -> PathBuf {
     common::reference::fixtures()
@@ -122,9 +119,10 @@ fn training_loss(model: &EncoderClassifier, family: &str, batch: &Batch) -> Tens
 fn tokenizers_give_the_ids_transformers_gives() {
     for family in FAMILIES {
         let expected = expected(family);
-        // A SentencePiece model (DeBERTa's spm.model) is read as the SentencePiece library runs
-        // it; transformers 5 normalises some texts otherwise (NFC instead of the model's own
-        // NFKC map), which the fixture records.
+        // A SentencePiece model (DeBERTa's spm.model, no tokenizer.json) is run as transformers
+        // 5 runs it, which normalises some texts otherwise than the SentencePiece library (NFC
+        // instead of the model's own NFKC map; special-token text as the special token): the
+        // fixture records the library's ids and where they differ.
         let sentencepiece = expected.get("sentencepiece_ids").map(rows_u32);
         if sentencepiece.is_none() {
             assert_eq!(
@@ -147,25 +145,19 @@ fn tokenizers_give_the_ids_transformers_gives() {
             .collect();
         let ids = tokenizer::encode_untruncated(&loaded, &texts).unwrap();
         let transformers_ids = rows_u32(&expected["tokenizer_ids"]);
-        let mut as_transformers = 0;
+        let mut as_library = 0;
         for (index, (text, ids)) in texts.iter().zip(ids).enumerate() {
-            let wanted = match &sentencepiece {
-                Some(library)
-                    if !SPECIAL_TOKEN_TEXTS
-                        .iter()
-                        .any(|special| text.contains(special)) =>
-                {
-                    &library[index]
-                }
-                _ => &transformers_ids[index],
-            };
-            assert_eq!(&ids, wanted, "{family}: {text:?}");
-            as_transformers += usize::from(ids == transformers_ids[index]);
+            assert_eq!(ids, transformers_ids[index], "{family}: {text:?}");
+            if let Some(library) = &sentencepiece {
+                as_library += usize::from(ids == library[index]);
+            }
         }
-        eprintln!(
-            "{family}: {as_transformers} of {} texts tokenized exactly as transformers does",
-            texts.len()
-        );
+        if sentencepiece.is_some() {
+            eprintln!(
+                "{family}: {as_library} of {} texts as the SentencePiece library tokenizes them",
+                texts.len()
+            );
+        }
         // The padded batch's rows are the sentences' ids.
         let sentences: Vec<&str> = expected["sentences"]
             .as_array()
@@ -705,5 +697,58 @@ fn the_attention_key_bias_is_named_by_the_family_layout() {
                 .all(|name| key.is_some_and(|key| name.ends_with(&format!("{key}.bias")))),
             "{family}: {key_biases:?}"
         );
+    }
+}
+
+/// DeBERTa's relative positions: log buckets as transformers' `make_log_bucket_position` gives
+/// them (the fixture's setting and deberta-v3-base's 256 buckets over 512 positions), the
+/// batch's relative position matrix as `build_relative_position` gives it, and the span of
+/// relative embeddings the attention reads.
+#[test]
+fn deberta_relative_positions_match_transformers() {
+    use bertlab::model::family::deberta;
+    for family in ["deberta-v2", "deberta-v3"] {
+        let expected = expected(family);
+        for table in expected["buckets"].as_array().unwrap() {
+            let size = table["bucket_size"].as_u64().unwrap() as usize;
+            let max_position = table["max_position"].as_u64().unwrap() as usize;
+            let distances = table["distances"].as_array().unwrap();
+            let buckets = table["buckets"].as_array().unwrap();
+            for (distance, bucket) in distances.iter().zip(buckets) {
+                let distance = distance.as_i64().unwrap();
+                assert_eq!(
+                    deberta::log_bucket_position(distance, size, max_position),
+                    bucket.as_i64().unwrap(),
+                    "{family}: distance {distance}, {size} buckets over {max_position}"
+                );
+            }
+        }
+        let model = classifier(family, DType::F32);
+        let relative = model.config().relative_attention.unwrap();
+        let wanted = &expected["relative_attention"];
+        assert_eq!(
+            relative.span() as u64,
+            wanted["att_span"].as_u64().unwrap(),
+            "{family}"
+        );
+        assert_eq!(
+            relative.max_relative_positions as u64,
+            wanted["max_relative_positions"].as_u64().unwrap(),
+            "{family}"
+        );
+        for (i, row) in expected["relative_position_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            for (j, position) in row.as_array().unwrap().iter().enumerate() {
+                assert_eq!(
+                    deberta::relative_position(i, j, &relative),
+                    position.as_i64().unwrap(),
+                    "{family}: query {i}, key {j}"
+                );
+            }
+        }
     }
 }

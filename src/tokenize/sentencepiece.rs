@@ -1,14 +1,18 @@
 //! SentencePiece models (`spm.model`: DeBERTa-v3's tokenizer, shipped without a
 //! `tokenizer.json`) read as they are and run through `tokenizers`: the model file is a
 //! protobuf `ModelProto`, decoded with prost (only the fields a Unigram tokenizer needs; a
-//! hand-written decoder would duplicate what prost does well), turned into the pipeline the
-//! SentencePiece library runs: the model's own normalization (its precompiled character map,
-//! then runs of spaces collapsed and the ends stripped, as `remove_extra_whitespaces` asks), a
-//! `▁` before the text and for every space (Metaspace, as `add_dummy_prefix` and
-//! `escape_whitespaces` ask), Unigram (Viterbi) over the model's pieces and scores, and
-//! `[CLS] ... [SEP]` around the pieces. Its control and user-defined pieces and the special
-//! tokens `tokenizer_config.json` adds (`[MASK]`) are special tokens, recognised in the text as
-//! transformers recognises them.
+//! hand-written decoder would duplicate what prost does well); its pieces and scores become a
+//! Unigram model (Viterbi), in the pipeline transformers' `DebertaV2Tokenizer` builds around
+//! them, so that a fine-tuned model predicts in transformers what it predicts here: runs of
+//! whitespace, tabs and newlines to one space, NFC, the right end stripped [, lower case]; a `▁`
+//! before the text and for every space (Metaspace) [, punctuation split off]; `[CLS] ... [SEP]`.
+//! Its control and user-defined pieces and the tokens `tokenizer_config.json` or
+//! `added_tokens.json` add (`[MASK]`) are special tokens, recognised in the text.
+//!
+//! The SentencePiece library itself normalises with the model's precompiled NFKC map instead
+//! (ligatures, full-width forms and circled digits become plain letters and digits, where
+//! transformers 5 gives `[UNK]`), and cuts special-token text into pieces; transformers 5 does
+//! not read that map (not even from a `tokenizer.json`), so neither does bertlab.
 
 use std::path::Path;
 
@@ -16,7 +20,7 @@ use anyhow::{Context, anyhow, bail};
 use tokenizers::decoders::metaspace::Metaspace as MetaspaceDecoder;
 use tokenizers::models::unigram::Unigram;
 use tokenizers::normalizers::{
-    Lowercase, NormalizerWrapper, Precompiled, Replace, Sequence as NormalizerSequence, Strip,
+    Lowercase, NFC, NormalizerWrapper, Replace, Sequence as NormalizerSequence, Strip,
 };
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
@@ -32,8 +36,6 @@ struct ModelProto {
     pieces: Vec<SentencePiece>,
     #[prost(message, optional, tag = "2")]
     trainer_spec: Option<TrainerSpec>,
-    #[prost(message, optional, tag = "3")]
-    normalizer_spec: Option<NormalizerSpec>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -62,25 +64,13 @@ struct TrainerSpec {
     unk_id: Option<i32>,
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct NormalizerSpec {
-    #[prost(string, optional, tag = "1")]
-    name: Option<String>,
-    #[prost(bytes = "vec", optional, tag = "2")]
-    precompiled_charsmap: Option<Vec<u8>>,
-    #[prost(bool, optional, tag = "3")]
-    add_dummy_prefix: Option<bool>,
-    #[prost(bool, optional, tag = "4")]
-    remove_extra_whitespaces: Option<bool>,
-    #[prost(bool, optional, tag = "5")]
-    escape_whitespaces: Option<bool>,
-}
-
 /// What `tokenizer_config.json` says of a SentencePiece tokenizer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SentencePieceSettings {
     pub do_lower_case: bool,
     pub split_by_punct: bool,
+    /// A `▁` before the text (`add_prefix_space`, default true) and after each special token.
+    pub add_prefix_space: bool,
     pub cls_token: String,
     pub sep_token: String,
     /// Tokens the config adds beyond the model's pieces (`added_tokens_decoder`), by id.
@@ -91,12 +81,13 @@ impl SentencePieceSettings {
     /// transformers' `DebertaV2Tokenizer` defaults, changed by what `tokenizer_config.json` (if
     /// any) says.
     pub fn read(config: Option<&serde_json::Value>) -> SentencePieceSettings {
-        let flag = |key: &str| {
+        let flag_or = |key: &str, default: bool| {
             config
                 .and_then(|config| config.get(key))
                 .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false)
+                .unwrap_or(default)
         };
+        let flag = |key: &str| flag_or(key, false);
         let token = |key: &str, default: &str| {
             let value = config.and_then(|config| config.get(key));
             match value {
@@ -128,6 +119,7 @@ impl SentencePieceSettings {
         SentencePieceSettings {
             do_lower_case: flag("do_lower_case"),
             split_by_punct: flag("split_by_punct"),
+            add_prefix_space: flag_or("add_prefix_space", true),
             cls_token: token("cls_token", "[CLS]"),
             sep_token: token("sep_token", "[SEP]"),
             added_tokens,
@@ -183,39 +175,28 @@ fn from_bytes(bytes: &[u8], settings: &SentencePieceSettings) -> anyhow::Result<
     .map_err(|error| anyhow!("{error}"))?;
     let mut tokenizer = Tokenizer::new(unigram);
 
-    let normalizer_spec = model.normalizer_spec.clone().unwrap_or_default();
     let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
     if settings.do_lower_case {
         normalizers.push(Lowercase.into());
     }
-    if let Some(map) = normalizer_spec
-        .precompiled_charsmap
-        .as_deref()
-        .filter(|map| !map.is_empty())
-    {
-        let precompiled = Precompiled::from(map)
-            .map_err(|error| anyhow!("its precompiled character map: {error}"))?;
-        normalizers.push(precompiled.into());
-    }
-    if normalizer_spec.remove_extra_whitespaces.unwrap_or(true) {
-        normalizers.push(
-            Replace::new(
-                tokenizers::normalizers::replace::ReplacePattern::Regex(" {2,}".into()),
-                " ",
-            )
-            .map_err(|error| anyhow!("{error}"))?
-            .into(),
-        );
-        normalizers.push(Strip::new(true, true).into());
-    }
+    normalizers.push(
+        Replace::new(
+            tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s{2,}|[\n\r\t]".into()),
+            " ",
+        )
+        .map_err(|error| anyhow!("{error}"))?
+        .into(),
+    );
+    normalizers.push(NFC.into());
+    normalizers.push(Strip::new(false, true).into());
     tokenizer
         .with_normalizer(Some(NormalizerSequence::new(normalizers)))
         .map_err(|error| anyhow!("{error}"))?;
 
-    let prepend = if normalizer_spec.add_dummy_prefix.unwrap_or(true) {
+    let prepend = if settings.add_prefix_space {
         PrependScheme::Always
     } else {
-        PrependScheme::Never
+        PrependScheme::First
     };
     let mut pre_tokenizers: Vec<PreTokenizerWrapper> = Vec::new();
     if settings.split_by_punct {

@@ -45,10 +45,22 @@ pub fn load(directory: &Path) -> anyhow::Result<LoadedTokenizer> {
         tokenizer
     } else if directory.join(SENTENCEPIECE_FILE).is_file() {
         let config = read_json_if_present(&directory.join("tokenizer_config.json"))?;
-        sentencepiece::load(
-            &directory.join(SENTENCEPIECE_FILE),
-            &sentencepiece::SentencePieceSettings::read(config.as_ref()),
-        )?
+        let mut settings = sentencepiece::SentencePieceSettings::read(config.as_ref());
+        // Older checkpoints (DeBERTa-v3 on the hub) add `[MASK]` in added_tokens.json.
+        let added = directory.join("added_tokens.json");
+        if let Some(serde_json::Value::Object(tokens)) = read_json_if_present(&added)? {
+            for (token, id) in tokens {
+                let id = id
+                    .as_u64()
+                    .and_then(|id| u32::try_from(id).ok())
+                    .with_context(|| format!("{}: {token} has the id {id}", added.display()))?;
+                if !settings.added_tokens.iter().any(|(_, known)| *known == token) {
+                    settings.added_tokens.push((id, token));
+                }
+            }
+            settings.added_tokens.sort();
+        }
+        sentencepiece::load(&directory.join(SENTENCEPIECE_FILE), &settings)?
     } else {
         from_vocabulary(directory)?
     };

@@ -207,11 +207,11 @@ pub fn log_bucket_position(distance: i64, bucket_size: usize, max_position: usiz
     logarithmic as i64 * distance.signum()
 }
 
-/// The relative position of query `i` to key `j` (`i - j`, bucketed when the model buckets) as
-/// the row of `rel_embeddings` both `c2p` and `p2c` read: `clamp(position + span, 0, 2 span - 1)`.
-pub fn relative_embedding_row(i: usize, j: usize, relative: &RelativeAttention) -> usize {
+/// The relative position of query `i` to key `j`: `i - j`, bucketed when the model buckets
+/// (transformers' `build_relative_position`).
+pub fn relative_position(i: usize, j: usize, relative: &RelativeAttention) -> i64 {
     let distance = i as i64 - j as i64;
-    let position = if relative.position_buckets > 0 {
+    if relative.position_buckets > 0 {
         log_bucket_position(
             distance,
             relative.position_buckets,
@@ -219,7 +219,12 @@ pub fn relative_embedding_row(i: usize, j: usize, relative: &RelativeAttention) 
         )
     } else {
         distance
-    };
+    }
+}
+
+/// The row of `rel_embeddings` that both `c2p` and `p2c` read for query `i` and key `j`:
+/// `clamp(relative position + span, 0, 2 span - 1)`.
+pub fn relative_embedding_row(i: usize, j: usize, relative: &RelativeAttention) -> usize {
     let span = relative.span() as i64;
-    (position + span).clamp(0, 2 * span - 1) as usize
+    (relative_position(i, j, relative) + span).clamp(0, 2 * span - 1) as usize
 }
