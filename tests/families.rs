@@ -36,7 +36,6 @@ const FAMILIES: &[&str] = &[
     "deberta-v3",
 ];
 
-
 fn fixtures() -> PathBuf {
     common::reference::fixtures()
 }

@@ -13,7 +13,14 @@ use common::{Output, Workspace};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const FAMILIES: [&str; 4] = ["distilbert", "roberta", "xlm-roberta", "electra"];
+const FAMILIES: [&str; 6] = [
+    "distilbert",
+    "roberta",
+    "xlm-roberta",
+    "electra",
+    "deberta-v2",
+    "deberta-v3",
+];
 const COMMIT_MAIN: &str = "0123456789abcdef0123456789abcdef01234567";
 const COMMIT_V2: &str = "89abcdef0123456789abcdef0123456789abcdef";
 
@@ -321,6 +328,18 @@ fn unsupported_models_are_refused_at_plan_time() {
     edit("relative", &|config| {
         config.insert("position_embedding_type".into(), "relative_key".into());
     });
+    // DeBERTa-v2-xlarge's convolution after the first layer.
+    let folder = workspace.path().join("models/convolution");
+    copy_directory(&workspace.path().join("models/deberta-v2"), &folder);
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("config.json")).unwrap())
+            .unwrap();
+    config["conv_kernel_size"] = 3.into();
+    std::fs::write(folder.join("config.json"), config.to_string()).unwrap();
+    workspace.experiment(
+        "convolution.toml",
+        &experiment("path = \"../models/convolution\"", ""),
+    );
     workspace.experiment("gpt.toml", &experiment("path = \"../models/gpt\"", ""));
     workspace.experiment(
         "relative.toml",
@@ -335,7 +354,7 @@ fn unsupported_models_are_refused_at_plan_time() {
         &experiment("path = \"../models/roberta\"", "")
             .replace("max_length = 32", "max_length = 65"),
     );
-    for name in ["gpt", "decoder", "relative", "long"] {
+    for name in ["gpt", "decoder", "relative", "long", "convolution"] {
         let ran = bertlab(
             &workspace,
             &["plan", &format!("experiments/{name}.toml")],
@@ -360,7 +379,7 @@ fn every_family_trains_end_to_end() {
         assert_eq!(ran.status, Some(0), "{family}: {}", ran.stderr);
     }
     let directories = common::run_directories(&workspace.path().join("runs"));
-    assert_eq!(directories.len(), 4);
+    assert_eq!(directories.len(), FAMILIES.len());
     let mut families: Vec<String> = directories
         .iter()
         .map(|directory| {
@@ -375,6 +394,13 @@ fn every_family_trains_end_to_end() {
     families.sort();
     assert_eq!(
         families,
-        ["distilbert", "electra", "roberta", "xlm-roberta"]
+        [
+            "deberta-v2",
+            "deberta-v2",
+            "distilbert",
+            "electra",
+            "roberta",
+            "xlm-roberta"
+        ]
     );
 }

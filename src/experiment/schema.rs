@@ -229,7 +229,7 @@ pub static KEYS: &[Key] = &[
         "A model by its Hugging Face id (`org/name`, or a legacy bare name such as `bert-base-uncased`), read offline from the local Hugging Face cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`, as huggingface_hub finds it); its files are hashed, not its name, so the same files by `hub` or by `path` give the same run hash."),
     key!(Model, "revision", ValueKind::Text, Default::Absent, grid: true, hashed: true,
         "With `hub`: the branch, tag or commit of the model in the cache (unset: `main`)."),
-    key!(Model, "classifier_dropout", PROBABILITY, Default::FromModel("classifier_dropout, else hidden_dropout_prob; DistilBERT: seq_classif_dropout"), grid: true, hashed: true,
+    key!(Model, "classifier_dropout", PROBABILITY, Default::FromModel("classifier_dropout, else hidden_dropout_prob; DistilBERT: seq_classif_dropout; DeBERTa: cls_dropout, else hidden_dropout_prob"), grid: true, hashed: true,
         "Dropout in the classification head, as the family's transformers `*ForSequenceClassification` (docs/model.md)."),
     key!(Model, "hidden_dropout", PROBABILITY, Default::FromModel("hidden_dropout_prob; DistilBERT: dropout"), grid: true, hashed: true,
         "Dropout on embeddings and on every encoder sub-layer's output."),

@@ -6,6 +6,11 @@
 //! encoder layers (self-attention with the padding mask, dropout on probabilities, output dense
 //! [, dropout], residual, LayerNorm; feed-forward with GELU (erf), dropout, residual, LayerNorm)
 //! -> the family's head on the first token ([dropout,] dense, tanh/ReLU/GELU, dropout, output).
+//! DeBERTa (`family::deberta`): no absolute positions where `position_biased_input` is false, the
+//! projection before the embeddings' LayerNorm, the embeddings zeroed at padding, and its
+//! disentangled relative-position terms added to the attention scores (`RelativeRows`: which
+//! rows of the relative embeddings each query-key pair reads, gathered from `q . Wk r` and
+//! `k . Wq r`; composed candle ops with their backward passes, not the fused attention kernel).
 //!
 //! Parameters carry transformers' names (`bert.encoder.layer.0.attention.self.query.weight`,
 //! `distilbert.transformer.layer.0.attention.q_lin.weight`, `classifier.out_proj.weight`), so
@@ -384,9 +389,7 @@ impl EncoderClassifier {
             )?),
             _ => None,
         };
-        let projected = layout
-            .embeddings_project
-            .filter(|_| width != hidden);
+        let projected = layout.embeddings_project.filter(|_| width != hidden);
         let norm_width = match projected.map(|projection| projection.placement) {
             Some(ProjectionPlacement::BeforeNormWithoutBias) => hidden,
             _ => width,
@@ -423,10 +426,7 @@ impl EncoderClassifier {
                 };
                 Some((table, norm))
             }
-            (Some(_), None) => bail!(
-                "{} has no relative-position attention",
-                config.family.name
-            ),
+            (Some(_), None) => bail!("{} has no relative-position attention", config.family.name),
             _ => None,
         };
         // The relative projections a layer has of its own: not with `share_att_key`.
@@ -458,13 +458,14 @@ impl EncoderClassifier {
                 checkpoint.linear(&format!("{prefix}.{}", names.output), hidden, intermediate)?;
             let output_norm =
                 checkpoint.norm(&format!("{prefix}.{}", names.output_norm), hidden, epsilon)?;
-            let mut own = |wanted: bool, name: fn(&RelativeNames) -> &'static str| {
-                match (wanted, layout.relative) {
-                    (true, Some(names)) => checkpoint
-                        .linear(&format!("{prefix}.{}", name(&names)), hidden, hidden)
-                        .map(Some),
-                    _ => Ok(None),
-                }
+            let mut own = |wanted: bool, name: fn(&RelativeNames) -> &'static str| match (
+                wanted,
+                layout.relative,
+            ) {
+                (true, Some(names)) => checkpoint
+                    .linear(&format!("{prefix}.{}", name(&names)), hidden, hidden)
+                    .map(Some),
+                _ => Ok(None),
             };
             let position_key = own(
                 own_projections.is_some_and(|settings| settings.content_to_position),
@@ -730,8 +731,16 @@ impl EncoderClassifier {
                 embeddings,
             );
             if let Some(norm) = &relative.norm {
-                push(format!("{base}.{}.weight", names.norm), &norm.weight, embeddings);
-                push(format!("{base}.{}.bias", names.norm), &norm.bias, embeddings);
+                push(
+                    format!("{base}.{}.weight", names.norm),
+                    &norm.weight,
+                    embeddings,
+                );
+                push(
+                    format!("{base}.{}.bias", names.norm),
+                    &norm.bias,
+                    embeddings,
+                );
             }
         }
         let names = &layout.layer;
@@ -870,8 +879,9 @@ impl EncoderClassifier {
             Some(position) => {
                 let position_table = operand(position, embeddings_graph);
                 match layout.positions {
-                    Positions::Absolute => summed
-                        .broadcast_add(&position_table.narrow(0, 0, length)?.unsqueeze(0)?)?,
+                    Positions::Absolute => {
+                        summed.broadcast_add(&position_table.narrow(0, 0, length)?.unsqueeze(0)?)?
+                    }
                     Positions::AfterPadding => {
                         let ids =
                             position_ids_after_padding(&batch.input_ids, self.config.pad_token_id)?;
@@ -909,11 +919,8 @@ impl EncoderClassifier {
         let relative = match (&self.relative, self.config.relative_attention) {
             (Some(relative), Some(settings)) => {
                 let rows = RelativeRows::new(length, &settings);
-                let table = operand(&relative.table, embeddings_graph).narrow(
-                    0,
-                    rows.first,
-                    rows.count,
-                )?;
+                let table =
+                    operand(&relative.table, embeddings_graph).narrow(0, rows.first, rows.count)?;
                 let table = match &relative.norm {
                     Some(norm) => norm.forward_graph(&table, kernels, embeddings_graph)?,
                     None => table,
@@ -947,9 +954,8 @@ impl EncoderClassifier {
             .reshape((batch_size, 1, 1, length))?;
         // The fused attention (CPU, f32/f64) takes the mask as values; it computes neither
         // relative positions nor another scale.
-        let fused_attention = kernels.fused_for(&x)
-            && relative.is_none()
-            && self.config.attention_scale_factor == 1;
+        let fused_attention =
+            kernels.fused_for(&x) && relative.is_none() && self.config.attention_scale_factor == 1;
         let additive_values = if fused_attention {
             additive
                 .to_dtype(DType::F64)?
@@ -1049,7 +1055,8 @@ impl EncoderClassifier {
                             let scores = key
                                 .broadcast_matmul(&positions(position_query)?.transpose(2, 3)?)?
                                 .contiguous()?;
-                            raw = (raw + scores.gather(position_to_content, 3)?.transpose(2, 3)?)?;
+                            raw =
+                                (raw + scores.gather(position_to_content, 3)?.transpose(2, 3)?)?;
                         }
                         raw
                     }

@@ -54,7 +54,11 @@ pub fn load(directory: &Path) -> anyhow::Result<LoadedTokenizer> {
                     .as_u64()
                     .and_then(|id| u32::try_from(id).ok())
                     .with_context(|| format!("{}: {token} has the id {id}", added.display()))?;
-                if !settings.added_tokens.iter().any(|(_, known)| *known == token) {
+                if !settings
+                    .added_tokens
+                    .iter()
+                    .any(|(_, known)| *known == token)
+                {
                     settings.added_tokens.push((id, token));
                 }
             }

@@ -134,11 +134,11 @@ fn read_config(object: &Map<String, Value>) -> Result<ModelConfig> {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let relative_attention = if relative {
-        let max_relative_positions = match object.get("max_relative_positions").and_then(Value::as_i64)
-        {
-            Some(positions) if positions >= 1 => positions as usize,
-            _ => max_position_embeddings,
-        };
+        let max_relative_positions =
+            match object.get("max_relative_positions").and_then(Value::as_i64) {
+                Some(positions) if positions >= 1 => positions as usize,
+                _ => max_position_embeddings,
+            };
         let position_buckets = match object.get("position_buckets").and_then(Value::as_i64) {
             Some(buckets) if buckets > 0 => buckets as usize,
             _ => 0,
@@ -201,8 +201,8 @@ pub fn log_bucket_position(distance: i64, bucket_size: usize, max_position: usiz
     if absolute <= middle {
         return distance;
     }
-    let ratio = (absolute as f32 / middle as f32).ln()
-        / ((max_position as f32 - 1.0) / middle as f32).ln();
+    let ratio =
+        (absolute as f32 / middle as f32).ln() / ((max_position as f32 - 1.0) / middle as f32).ln();
     let logarithmic = (ratio * (middle - 1) as f32).ceil() + middle as f32;
     logarithmic as i64 * distance.signum()
 }
