@@ -20,21 +20,8 @@ use bertlab::plan::model_directory::ModelDirectory;
 use bertlab::support::random::SeededRandom;
 use bertlab::tokenize::tokenizer;
 use candle_core::{DType, Device, Tensor};
-use common::reference::{floats, gradient_descent, max_difference, rows_u32, to_f64};
+use common::reference::{FAMILIES, floats, gradient_descent, max_difference, rows_u32, to_f64};
 use serde_json::Value;
-
-/// The families with fixtures, by fixture name (`tiny-NAME`): `model_type`, except DeBERTa's
-/// two settings (`deberta-v3`: shared keys, log buckets, no absolute positions, the hub's
-/// `pytorch_model.bin`; `deberta-v2`: own position projections, clamped distances, absolute
-/// positions, token types, an embedding projection), both `model_type = "deberta-v2"`.
-const FAMILIES: &[&str] = &[
-    "distilbert",
-    "roberta",
-    "xlm-roberta",
-    "electra",
-    "deberta-v2",
-    "deberta-v3",
-];
 
 fn fixtures() -> PathBuf {
     common::reference::fixtures()
@@ -680,7 +667,7 @@ fn the_attention_key_bias_is_named_by_the_family_layout() {
         // DeBERTa's position-to-content scores give the key bias a true gradient; its own
         // position key projection's bias (deberta-v2) has none.
         let layout = &model.config().family.layout;
-        let key = match *family {
+        let key = match family {
             "deberta-v3" => None,
             "deberta-v2" => layout.relative.map(|names| names.position_key),
             _ => Some(layout.layer.key),

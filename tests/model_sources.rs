@@ -9,18 +9,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::reference::FAMILIES;
 use common::{Output, Workspace};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const FAMILIES: [&str; 6] = [
-    "distilbert",
-    "roberta",
-    "xlm-roberta",
-    "electra",
-    "deberta-v2",
-    "deberta-v3",
-];
 const COMMIT_MAIN: &str = "0123456789abcdef0123456789abcdef01234567";
 const COMMIT_V2: &str = "89abcdef0123456789abcdef0123456789abcdef";
 

@@ -9,6 +9,20 @@ use bertlab::support::random::SeededRandom;
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
+/// The families beside BERT with tiny fixtures (`tests/fixtures/tiny-NAME`), by fixture name:
+/// `model_type`, except DeBERTa's two settings (`deberta-v3`: shared keys, log buckets, no
+/// absolute positions, the hub's `pytorch_model.bin`; `deberta-v2`: own position projections,
+/// clamped distances, absolute positions, token types, an embedding projection), both
+/// `model_type = "deberta-v2"`.
+pub const FAMILIES: [&str; 6] = [
+    "distilbert",
+    "roberta",
+    "xlm-roberta",
+    "electra",
+    "deberta-v2",
+    "deberta-v3",
+];
+
 /// `tests/fixtures/`.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
