@@ -6,8 +6,8 @@ the outputs are committed under tests/fixtures/).
     python3 scripts/make_fixtures.py --minilm   # also [CLS] states of the example model (needs assets/)
     python3 scripts/make_fixtures.py --family distilbert --family roberta   # only those families
 
---family NAME (repeatable; bert, distilbert, roberta, xlm-roberta, electra, deberta-v2, deberta-v3;
-default: all of them)
+--family NAME (repeatable; bert, distilbert, roberta, xlm-roberta, electra, deberta-v2, deberta-v3,
+modernbert, modernbert-mean; default: all of them)
 picks which families are rewritten, so that one family's fixtures can be remade without touching
 the others' (every family has its own seeds: the outputs do not depend on which others are made).
 
@@ -17,9 +17,9 @@ Outputs:
   tests/fixtures/tiny-bert-expected.json  token ids, masks, [CLS] hidden states and logits
   tests/fixtures/minilm-cls.json        token ids and [CLS] hidden states of all-MiniLM-L6-v2
 
-  Per family F in distilbert, roberta, xlm-roberta, electra, deberta-v2, deberta-v3 (hidden 32,
-  2 layers, 4 heads, intermediate 48, 3 labels negative/neutral/positive, eager attention, random
-  weights far from init):
+  Per family F in distilbert, roberta, xlm-roberta, electra, deberta-v2, deberta-v3, modernbert,
+  modernbert-mean (hidden 32, 2 layers, 4 heads, intermediate 48, 3 labels negative/neutral/positive,
+  eager attention, random weights far from init):
   tests/fixtures/tiny-F/                F*ForSequenceClassification + its tokenizer (save_pretrained:
                                         tokenizer.json, tokenizer_config.json, ...); weights in
                                         model.safetensors, except distilbert and deberta-v3:
@@ -40,6 +40,17 @@ Outputs:
         deberta-v2: the other branches: pos_key_proj/pos_query_proj (share_att_key false), no buckets,
                     max_relative_positions 6 (distances clamped), absolute positions, 2 token types,
                     embedding_size 16 (embed_proj); model.safetensors
+      modernbert, modernbert-mean: ModernBertForSequenceClassification (model_type modernbert, eager
+                    attention, no compile) with a byte-level BPE trained on CORPUS as ModernBERT's
+                    tokenizer.json is made (NFC, ByteLevel without prefix space, 400 pieces, then
+                    [UNK]=400 [CLS]=401 [SEP]=402 [PAD]=403 [MASK]=404 (lstrip), `[CLS] $A [SEP]`),
+                    trained twice (the same or an error), saved by transformers' TokenizersBackend
+                    (what AutoTokenizer gives for modernbert); model.safetensors. Rotary positions
+                    (global theta 160000, local 10000), GeGLU MLP (Wi: 2 x 48), norms without bias.
+        modernbert: 3 layers, global_attn_every_n_layers 2 (layers 0, 2 global, 1 local),
+                    local_attention 8 (|i - j| <= 4), CLS pooling, no attention/MLP/head biases
+        modernbert-mean: 2 layers (0 global, 1 local), local_attention 16 (|i - j| <= 8), mean
+                    pooling, attention_bias, mlp_bias and classifier_bias (head.dense) true
   tests/fixtures/tiny-F-expected.json   versions, model_type, sentences, labels, input_ids and
                                         attention_mask (AutoTokenizer, padding=True), logits (float32,
                                         eval, inputs: input_ids + attention_mask only) and the mean
@@ -61,9 +72,29 @@ Outputs:
                                         (build_relative_position for the batch's padded length with
                                         the model's bucket_size and max_position) and
                                         relative_attention (those settings and the attention span)
+      modernbert, modernbert-mean: sentences add NON_ASCII_SENTENCE and LONG_SENTENCE (41 tokens: the
+                                        batch is padded and longer than twice the local window);
+                                        tokenizer_texts add MODERNBERT_TEXTS (NFC, [MASK] lstrip,
+                                        the split regex); and also config_json (config.json as saved:
+                                        layer_types, rope_parameters, ...), layer_types,
+                                        local_attention, sliding_window (local_attention // 2),
+                                        rotary_{global,local}_{cos,sin} ([L, head_dim], the model's
+                                        rotary module for the batch length L, float32 as computed),
+                                        sliding_window_mask ([L, L] 0/1: the eager mask of a local
+                                        layer before padding, |i - j| <= sliding_window),
+                                        hidden_states_last ([B, L, 32] after final_norm, float32,
+                                        eval) and pooled (the head's input, [B, 32])
   tests/fixtures/tiny-F-gradients.safetensors  the classifier in float64, eval mode: the gradient of
                                         the loss for every named parameter (state_dict names), plus
                                         `logits` [batch, 3] and `loss` (shape []), all float64
+      modernbert, modernbert-mean: transformers' ModernBERT keeps float32 steps in a float64 model
+                                        (rotary tables, rotary application, the eager softmax, where
+                                        finfo(float64).min becomes -inf: the padded queries of a local
+                                        layer that see no token get NaN, which the next layer spreads
+                                        everywhere). The gradients are made with those steps in
+                                        float64 (modernbert_in_float64: the same functions, inv_freq
+                                        recomputed in float64), so that a fully masked row gets the
+                                        uniform weights it gets in float32.
 
 Every family's tokenizer.json (but the DeBERTa families', below) is the pipeline transformers
 runs: the script fails unless AutoTokenizer and tokenizers.Tokenizer.from_file(tokenizer.json) give
@@ -83,6 +114,7 @@ where AutoTokenizer (what the model's input_ids are made with) and sentencepiece
 The spm.model is trained twice and the script fails unless both give the same bytes.
 """
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -122,8 +154,10 @@ def randomize(model, generator):
         for name, parameter in model.named_parameters():
             noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
             # BERT, RoBERTa, ELECTRA: `LayerNorm.weight`; DistilBERT: `sa_layer_norm.weight`,
-            # `output_layer_norm.weight` (and `vocab_layer_norm.weight` in its MLM head).
-            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
+            # `output_layer_norm.weight` (and `vocab_layer_norm.weight` in its MLM head); ModernBERT:
+            # `embeddings.norm`, `attn_norm`, `mlp_norm`, `final_norm`, `head.norm` (no other family has a
+            # name ending in `norm.weight` that the first two tests miss).
+            if "LayerNorm.weight" in name or "layer_norm.weight" in name or name.endswith("norm.weight"):
                 parameter.copy_(1.0 + 0.1 * noise)
             elif name.endswith("bias"):
                 parameter.copy_(0.1 * noise)
@@ -200,8 +234,10 @@ def minilm_fixture():
 # ---------------------------------------------------------------------------------------------
 # Other encoder families: DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA.
 
-FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "deberta-v2", "deberta-v3")
+FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "deberta-v2", "deberta-v3",
+            "modernbert", "modernbert-mean")
 DEBERTA_FAMILIES = ("deberta-v2", "deberta-v3")  # SentencePiece spm.model, no tokenizer.json
+MODERNBERT_FAMILIES = ("modernbert", "modernbert-mean")  # model_type modernbert, rotary, local attention
 PYTORCH_BIN_FAMILIES = ("distilbert", "deberta-v3")  # config.json + pytorch_model.bin
 
 ID2LABEL = {0: "negative", 1: "neutral", 2: "positive"}
@@ -260,7 +296,7 @@ EDGE_TEXTS = [
 assert len(EDGE_TEXTS[5]) == 300
 
 SEEDS = {"distilbert": 2001, "roberta": 2002, "xlm-roberta": 2003, "electra": 2004,
-         "deberta-v2": 2005, "deberta-v3": 2006}
+         "deberta-v2": 2005, "deberta-v3": 2006, "modernbert": 2007, "modernbert-mean": 2008}
 
 # More tokenizer texts for the SentencePiece (DeBERTa) families: where the model's own normalization
 # (nmt_nfkc: NFKC, whitespace collapsed and stripped) and transformers' (NFC + Replace) may part.
@@ -281,6 +317,22 @@ SPM_TEXTS = [
 # up to 39 reach the log bucket 7 of deberta-v3 (distances 26..63) and are clamped to deberta-v2's 6.
 LONG_SENTENCE = "The plot makes no sense, but the actors are charming and I would read the book again."
 LONG_SENTENCE_LABEL = 1
+
+# More tokenizer texts for the ModernBERT families (byte-level BPE behind an NFC normalizer, GPT-2's
+# split regex, [MASK] with lstrip): NFC composing and replacing singletons (Å, Ω), contractions and
+# digit runs as the regex splits them, whitespace runs, special tokens in the text.
+MODERNBERT_TEXTS = [
+    "cafe\u0301 nai\u0308ve",
+    "\u212b and \u2126",
+    "a [MASK] b",
+    "a  [MASK]",
+    "x[MASK]y [MASK]",
+    "the [UNK] and [PAD] tokens",
+    "I'm sure they'll say it's what we've done, isn't it? I'M",
+    "12345678 and 3.14159",
+    "trailing spaces   ",
+    "line\n\n  break",
+]
 
 # make_log_bucket_position's recorded settings: (bucket_size, max_position, largest |distance|).
 BUCKET_CASES = ((8, 64, 80), (256, 512, 1100))
@@ -448,6 +500,51 @@ def sentencepiece_tokenizer(directory):
     return tokenizer
 
 
+MODERNBERT_SPECIALS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")  # after the BPE vocab, in this order
+
+
+def train_modernbert_bpe(texts, vocab_size):
+    """A byte-level BPE like answerdotai/ModernBERT-base's tokenizer.json: NFC normalizer, ByteLevel
+    pre-tokenizer (no prefix space, GPT-2's regex), no unk token, trained on texts with no special
+    tokens; then [UNK] [CLS] [SEP] [PAD] [MASK] added after the vocab (ModernBERT's ids 50280..50284
+    are its last ones too), [MASK] with lstrip (as the hub's), and the template `[CLS] $A [SEP]`."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=1, show_progress=False, special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    assert tokenizer.get_vocab_size() == vocab_size, tokenizer.get_vocab_size()
+    tokenizer.add_special_tokens([
+        AddedToken(token, special=True, normalized=False, lstrip=token == "[MASK]") for token in MODERNBERT_SPECIALS])
+    for offset, token in enumerate(MODERNBERT_SPECIALS):
+        assert tokenizer.token_to_id(token) == vocab_size + offset, token
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return tokenizer
+
+
+def modernbert_tokenizer(directory):
+    """The byte-level BPE of train_modernbert_bpe on CORPUS (trained twice: the same tokenizer.json or
+    an error), as transformers 5 wraps it for model_type modernbert (TokenizersBackend, which runs
+    tokenizer.json as written), save_pretrained(directory). Returns the transformers tokenizer."""
+    tokenizer = train_modernbert_bpe(CORPUS, vocab_size=400)
+    if train_modernbert_bpe(CORPUS, vocab_size=400).to_str() != tokenizer.to_str():
+        raise SystemExit("modernbert: two trainings on CORPUS gave different tokenizers")
+    wrapped = transformers.PreTrainedTokenizerFast(  # = TokenizersBackend in transformers 5
+        tokenizer_object=tokenizer, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+        mask_token="[MASK]", model_input_names=["input_ids", "attention_mask"], model_max_length=128,
+    )
+    wrapped.save_pretrained(directory)
+    return wrapped
+
+
 def log_buckets():
     """transformers' make_log_bucket_position, as ints, on every distance up to a bound."""
     from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
@@ -517,7 +614,122 @@ def family_parts(family, vocab_size):
                 norm_rel_ebd="none", share_att_key=False, position_biased_input=True, embedding_size=16,
                 conv_kernel_size=0, **shared)
         return config, transformers.DebertaV2ForSequenceClassification, transformers.DebertaV2ForMaskedLM
+    if family in MODERNBERT_FAMILIES:
+        # global_attn_every_n_layers, global_rope_theta and local_rope_theta are the hub configs' keys;
+        # transformers 5 turns them into layer_types and rope_parameters (config.json keeps
+        # global_attn_every_n_layers too). reference_compile is not saved (to_dict drops it).
+        shared = dict(
+            vocab_size=vocab_size, hidden_size=32, num_attention_heads=4, intermediate_size=48,
+            max_position_embeddings=128, global_rope_theta=160000.0, local_rope_theta=10000.0, norm_eps=1e-5,
+            norm_bias=False, decoder_bias=True, hidden_activation="gelu", classifier_activation="gelu",
+            embedding_dropout=0.0, attention_dropout=0.0, mlp_dropout=0.0, classifier_dropout=0.0,
+            pad_token_id=vocab_size - 2, cls_token_id=vocab_size - 4, sep_token_id=vocab_size - 3,
+            bos_token_id=vocab_size - 4, eos_token_id=vocab_size - 3, deterministic_flash_attn=False,
+            reference_compile=False, **common)  # ids: MODERNBERT_SPECIALS end the vocab (checked later)
+        if family == "modernbert":  # layers 0 and 2 global, 1 local with a window of 8 (|i - j| <= 4)
+            config = transformers.ModernBertConfig(
+                num_hidden_layers=3, global_attn_every_n_layers=2, local_attention=8, classifier_pooling="cls",
+                attention_bias=False, mlp_bias=False, classifier_bias=False, **shared)
+        else:  # the bias branches and mean pooling: layer 0 global, 1 local with a window of 16 (|i - j| <= 8)
+            config = transformers.ModernBertConfig(
+                num_hidden_layers=2, global_attn_every_n_layers=2, local_attention=16, classifier_pooling="mean",
+                attention_bias=True, mlp_bias=True, classifier_bias=True, **shared)
+        return config, transformers.ModernBertForSequenceClassification, transformers.ModernBertForMaskedLM
     raise ValueError(family)
+
+
+def modernbert_extras(model, inputs):
+    """What the ModernBERT families' expected JSON adds: layer types, the rotary tables and the sliding
+    window mask of the batch's length as transformers makes them, the last hidden state and the head's
+    input (the pooled states) of the batch, all float32 as the model computes them."""
+    from transformers.masking_utils import create_bidirectional_sliding_window_mask
+
+    config = model.config
+    length = inputs["input_ids"].shape[1]
+    states = torch.zeros(1, length, config.hidden_size)
+    positions = torch.arange(length).unsqueeze(0)
+    extras = {"layer_types": list(config.layer_types), "local_attention": config.local_attention,
+              "sliding_window": config.sliding_window}
+    for name, layer_type in (("global", "full_attention"), ("local", "sliding_attention")):
+        cos, sin = model.model.rotary_emb(states, positions, layer_type)
+        extras[f"rotary_{name}_cos"] = float9(cos[0].tolist())
+        extras[f"rotary_{name}_sin"] = float9(sin[0].tolist())
+    # The eager mask of a local layer without padding (0 where a query may attend a key, finfo.min elsewhere).
+    mask = create_bidirectional_sliding_window_mask(
+        config=config, inputs_embeds=states, attention_mask=torch.ones(1, length, dtype=torch.long),
+        allow_is_bidirectional_skip=False)
+    window = (mask[0, 0] == 0).long()
+    distances = (torch.arange(length)[:, None] - torch.arange(length)[None, :]).abs()
+    assert torch.equal(window, (distances <= config.sliding_window).long()), "not |i - j| <= local_attention // 2"
+    extras["sliding_window_mask"] = window.tolist()
+    pooled = []
+    hook = model.head.register_forward_pre_hook(lambda module, args: pooled.append(args[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            hidden = model.model(**inputs).last_hidden_state
+            model(**inputs)
+    finally:
+        hook.remove()
+    mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    mine = hidden[:, 0] if config.classifier_pooling == "cls" else (hidden * mask).sum(1) / mask.sum(1)
+    assert torch.allclose(pooled[0], mine, atol=1e-6), "the head's input is not the pooled last hidden state"
+    extras["hidden_states_last"] = float9(hidden.tolist())
+    extras["pooled"] = float9(pooled[0].tolist())
+    return extras
+
+
+class modernbert_in_float64:
+    """transformers' ModernBERT computes in float32 inside a float64 model: the rotary tables
+    (inv_freq from a float32 arange, position * inv_freq and cos/sin in float32), the rotary
+    application (q.float(), k.float()) and the eager softmax (dtype=torch.float32). Inside this
+    context the same functions keep float64 throughout (inv_freq recomputed in float64), so that the
+    gradients file is float64 arithmetic like the other families'. Patches and restores the module."""
+
+    def __init__(self, model):
+        from transformers.models.modernbert import modeling_modernbert
+
+        self.module, self.model = modeling_modernbert, model
+
+    def __enter__(self):
+        module = self.module
+        self.saved = (module.apply_rotary_pos_emb, module.eager_attention_forward,
+                      module.ModernBertRotaryEmbedding.forward)
+
+        def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+            cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+            return q * cos + module.rotate_half(q) * sin, k * cos + module.rotate_half(k) * sin
+
+        def eager_attention_forward(attention, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+            weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+            if attention_mask is not None:
+                weights = weights + attention_mask
+            weights = torch.nn.functional.softmax(weights, dim=-1)
+            weights = torch.nn.functional.dropout(weights, p=dropout, training=attention.training)
+            return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+        def rotary_forward(rotary, x, position_ids, layer_type):
+            inv_freq = getattr(rotary, f"{layer_type}_inv_freq").to(device=x.device, dtype=x.dtype)
+            freqs = position_ids[..., None].to(x.dtype) * inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)
+            scaling = getattr(rotary, f"{layer_type}_attention_scaling")
+            return emb.cos() * scaling, emb.sin() * scaling
+
+        rotary = self.model.model.rotary_emb
+        dim = self.model.config.hidden_size // self.model.config.num_attention_heads
+        for layer_type in rotary.layer_types:
+            assert rotary.rope_type[layer_type] == "default", rotary.rope_type
+            theta = self.model.config.rope_parameters[layer_type]["rope_theta"]
+            inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            getattr(rotary, f"{layer_type}_inv_freq").copy_(inv_freq)
+        module.apply_rotary_pos_emb, module.eager_attention_forward = apply_rotary_pos_emb, eager_attention_forward
+        module.ModernBertRotaryEmbedding.forward = rotary_forward
+        return self
+
+    def __exit__(self, *_):
+        module = self.module
+        module.apply_rotary_pos_emb, module.eager_attention_forward, module.ModernBertRotaryEmbedding.forward = \
+            self.saved
+        return False
 
 
 def float9(values):
@@ -537,6 +749,7 @@ def family_fixtures(family):
     torch.manual_seed(SEEDS[family])
     generator = torch.Generator().manual_seed(SEEDS[family])
     spm_family = family in DEBERTA_FAMILIES  # spm.model, no tokenizer.json
+    modernbert = family in MODERNBERT_FAMILIES
 
     if family == "distilbert":
         tokenizer = wordpiece_tokenizer(directory, transformers.DistilBertTokenizer)
@@ -546,6 +759,8 @@ def family_fixtures(family):
         tokenizer = bpe_tokenizer(directory)
     elif spm_family:
         tokenizer = sentencepiece_tokenizer(directory)
+    elif modernbert:
+        tokenizer = modernbert_tokenizer(directory)
     else:
         tokenizer = unigram_tokenizer(directory)
     vocab_size = len(tokenizer)
@@ -588,11 +803,19 @@ def family_fixtures(family):
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         directory, attn_implementation="eager").eval()
     assert type(model) is classifier_class, type(model)
+    if model.config._attn_implementation != "eager":
+        raise SystemExit(f"{family}: the model runs {model.config._attn_implementation!r} attention, not eager")
+    if modernbert:
+        for name in ("pad", "cls", "sep", "bos", "eos"):
+            token = {"bos": "cls", "eos": "sep"}.get(name, name)
+            if getattr(model.config, name + "_token_id") != getattr(tokenizer, token + "_token_id"):
+                raise SystemExit(f"{family}: config {name}_token_id is not the tokenizer's {token}_token_id")
     for (name, saved), (_, loaded) in zip(classifier.state_dict().items(), model.state_dict().items()):
         assert torch.equal(saved, loaded), name
 
-    sentences = SENTENCES + ([NON_ASCII_SENTENCE] if family in ("roberta", "xlm-roberta") or spm_family else [])
-    sentences += [LONG_SENTENCE] if spm_family else []
+    sentences = SENTENCES + ([NON_ASCII_SENTENCE] if family in ("roberta", "xlm-roberta") or spm_family or modernbert
+                             else [])
+    sentences += [LONG_SENTENCE] if spm_family or modernbert else []
     labels = torch.tensor((LABELS + [LONG_SENTENCE_LABEL])[:len(sentences)])
     encoded = tokenizer(sentences, padding=True, return_tensors="pt")
     inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
@@ -600,7 +823,12 @@ def family_fixtures(family):
         logits = model(**inputs).logits
     loss = torch.nn.functional.cross_entropy(logits, labels)
 
-    texts = sentences + EDGE_TEXTS + (SPM_TEXTS if spm_family else [])
+    texts = sentences + EDGE_TEXTS + (SPM_TEXTS if spm_family else []) + (MODERNBERT_TEXTS if modernbert else [])
+    if modernbert:
+        length = encoded["input_ids"].shape[1]
+        if length < max(30, 2 * config.local_attention) or encoded["attention_mask"].all():
+            raise SystemExit(f"{family}: the batch ({length} tokens) must be padded and longer than 30 tokens "
+                             f"and twice the local window {config.local_attention}")
     tokenizer_ids = [tokenizer(text)["input_ids"] for text in texts]
     if spm_family:
         if [saved_tokenizer(text)["input_ids"] for text in texts] != tokenizer_ids:
@@ -668,6 +896,11 @@ def family_fixtures(family):
         "pretraining_load": pretraining_load,
         "gradients": {"file": f"tiny-{family}-gradients.safetensors", "dtype": "float64", "loss_shape": []},
     }
+    if modernbert:
+        with open(os.path.join(directory, "config.json")) as handle:
+            expected["config_json"] = json.load(handle)
+        expected.update(modernbert_extras(model, inputs))
+        expected["gradients"]["float64"] = "throughout (transformers' float32 steps made float64, rotary tables too)"
     if spm_family:
         expected["buckets"] = log_buckets()
         expected["relative_position_ids"], expected["relative_attention"] = \
@@ -678,7 +911,8 @@ def family_fixtures(family):
     # float64, eval mode (no dropout): d loss / d parameter for every named parameter.
     double = copy.deepcopy(model).double().eval()
     double.zero_grad(set_to_none=True)
-    logits64 = double(**inputs).logits
+    with modernbert_in_float64(double) if modernbert else contextlib.nullcontext():
+        logits64 = double(**inputs).logits
     loss64 = torch.nn.functional.cross_entropy(logits64, labels)
     loss64.backward()
     gradients = {}
