@@ -402,14 +402,20 @@ fn pretraining_checkpoints_load_as_transformers_loads_them() {
             names.sort();
             names
         };
+        // The pretraining checkpoint: the classifier's tensors but those transformers reports
+        // missing (the head's, except ModernBERT's `head.dense`/`head.norm`, which its masked-LM
+        // head has), plus those it reports unexpected.
+        let missing = names("missing_keys");
+        assert!(
+            missing.iter().all(|name| head
+                .iter()
+                .any(|part| name.starts_with(&format!("{part}.")))),
+            "{family}: only head tensors are missing: {missing:?}"
+        );
         let mut tensors: HashMap<String, Tensor> = read_weights(&directory(family))
             .unwrap()
             .into_iter()
-            .filter(|(name, _)| {
-                !head
-                    .iter()
-                    .any(|part| name.starts_with(&format!("{part}.")))
-            })
+            .filter(|(name, _)| !missing.contains(name))
             .collect();
         for name in names("unexpected_keys") {
             let shape = &shapes[&name];
@@ -446,9 +452,14 @@ fn pretraining_checkpoints_load_as_transformers_loads_them() {
         );
 
         let prefix = format!("{}.", layout.base);
+        // A bare base model: the prefixed tensors without their prefix, the head's as they are.
+        let unexpected = names("unexpected_keys");
         let bare: HashMap<String, Tensor> = tensors
             .into_iter()
-            .filter_map(|(name, tensor)| Some((name.strip_prefix(&prefix)?.to_string(), tensor)))
+            .filter_map(|(name, tensor)| match name.strip_prefix(&prefix) {
+                Some(rest) => Some((rest.to_string(), tensor)),
+                None => (!unexpected.contains(&name)).then_some((name, tensor)),
+            })
             .collect();
         let (base, report) =
             EncoderClassifier::from_tensors(config, 3, bare, 5, DType::F32, &Device::Cpu).unwrap();
@@ -668,7 +679,8 @@ fn the_attention_key_bias_is_named_by_the_family_layout() {
         // position key projection's bias (deberta-v2) has none.
         let layout = &model.config().family.layout;
         let key = match family {
-            "deberta-v3" => None,
+            // ModernBERT rotates keys by their position: the key bias has a true gradient.
+            "deberta-v3" | "modernbert" | "modernbert-mean" => None,
             "deberta-v2" => layout.relative.map(|names| names.position_key),
             _ => Some(layout.layer.key),
         };
@@ -736,5 +748,66 @@ fn deberta_relative_positions_match_transformers() {
                 );
             }
         }
+    }
+}
+
+/// ModernBERT's parts against transformers: the rotary tables of global and local layers (f32 in
+/// transformers, f64 here), which keys a local layer's query sees, and the final norm's output
+/// at every position of the padded batch (padded ones too).
+#[test]
+fn modernbert_rotary_window_and_hidden_states_match_transformers() {
+    use bertlab::model::modernbert::{attends_locally, rotary_tables};
+    for family in ["modernbert", "modernbert-mean"] {
+        let expected = expected(family);
+        let model = classifier(family, DType::F32);
+        let config = model.config();
+        let settings = config.modern_bert.clone().unwrap();
+        let length = rows_u32(&expected["input_ids"])[0].len();
+        for (theta, kind) in [
+            (settings.global_rope_theta, "global"),
+            (settings.local_rope_theta, "local"),
+        ] {
+            let (cos, sin) =
+                rotary_tables(length, config.head_size(), theta, DType::F64, &Device::Cpu).unwrap();
+            for (table, name) in [(cos, "cos"), (sin, "sin")] {
+                let difference = max_difference(
+                    &to_f64(&table),
+                    &floats(&expected[format!("rotary_{kind}_{name}").as_str()]),
+                );
+                assert!(difference < 1e-6, "{family} {kind} {name}: {difference:e}");
+            }
+        }
+        let window = expected["sliding_window"].as_u64().unwrap() as usize;
+        assert_eq!(settings.window, window, "{family}");
+        for (query, row) in expected["sliding_window_mask"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            for (key, allowed) in row.as_array().unwrap().iter().enumerate() {
+                assert_eq!(
+                    attends_locally(query, key, window),
+                    allowed.as_u64() == Some(1),
+                    "{family}: query {query}, key {key}"
+                );
+            }
+        }
+        let layer_types: Vec<bool> = expected["layer_types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kind| kind == "full_attention")
+            .collect();
+        assert_eq!(settings.global_layers, layer_types, "{family}");
+        let hidden = model.encode(&batch(family), &mut Mode::Eval).unwrap();
+        let difference = max_difference(&to_f64(&hidden), &floats(&expected["hidden_states_last"]));
+        assert!(
+            difference < 1e-5,
+            "{family}: hidden states differ by {difference:e}"
+        );
+        eprintln!(
+            "{family}: every position's last hidden state within {difference:.1e} of transformers"
+        );
     }
 }

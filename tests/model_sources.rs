@@ -293,10 +293,15 @@ fn unsupported_models_are_refused_at_plan_time() {
         )
         .unwrap_or_else(|error| panic!("{family}: {error}"));
         let options = &planned.runs[0].spec.model.options;
-        // The family's own defaults: DistilBERT's `seq_classif_dropout` is 0.2.
-        let expected = if family == "distilbert" { 0.2 } else { 0.1 };
-        assert_eq!(options.classifier_dropout, expected, "{family}");
-        assert_eq!(options.hidden_dropout, 0.1, "{family}");
+        // The family's own defaults: DistilBERT's `seq_classif_dropout` is 0.2, ModernBERT's
+        // dropouts are all 0.
+        let (classifier, hidden) = match family {
+            "distilbert" => (0.2, 0.1),
+            "modernbert" | "modernbert-mean" => (0.0, 0.0),
+            _ => (0.1, 0.1),
+        };
+        assert_eq!(options.classifier_dropout, classifier, "{family}");
+        assert_eq!(options.hidden_dropout, hidden, "{family}");
     }
 
     let edit = |name: &str, change: &dyn Fn(&mut serde_json::Map<String, Value>)| {
@@ -392,6 +397,8 @@ fn every_family_trains_end_to_end() {
             "deberta-v2",
             "distilbert",
             "electra",
+            "modernbert",
+            "modernbert",
             "roberta",
             "xlm-roberta"
         ]

@@ -53,6 +53,35 @@ impl RelativeAttention {
     }
 }
 
+/// ModernBERT (`model_type = "modernbert"`): which layers attend globally, the rotary bases,
+/// the local window, the pooling and which layers have biases.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModernBertSettings {
+    /// Per layer: `true` for global (`full_attention`), `false` for local (`sliding_attention`).
+    pub global_layers: Vec<bool>,
+    /// The rotary base of global and of local layers (`rope_parameters`, or the older
+    /// `global_rope_theta`/`local_rope_theta`).
+    pub global_rope_theta: f64,
+    pub local_rope_theta: f64,
+    /// A local layer's query attends the keys at most this far away (`local_attention / 2`).
+    pub window: usize,
+    pub pooling: Pooling,
+    pub norm_bias: bool,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    /// `head.dense`'s bias (`classifier_bias`; the classifier always has one).
+    pub classifier_bias: bool,
+    /// Dropout after the embeddings' norm (`embedding_dropout`, not a setting).
+    pub embedding_dropout: f64,
+}
+
+/// What the classifier reads: the first token, or the mean over the real tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    Cls,
+    Mean,
+}
+
 /// The encoder's shape and defaults, resolved from one family's `config.json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
@@ -84,6 +113,8 @@ pub struct ModelConfig {
     /// The dropout on the first token before the head's dense layer, where the family's config
     /// gives it its own rate (DeBERTa's `pooler_dropout`); `None`: the classifier dropout.
     pub pooler_dropout: Option<f64>,
+    /// ModernBERT's settings, in a ModernBERT.
+    pub modern_bert: Option<ModernBertSettings>,
     /// `config.json` as the family read it (every field kept, defaults filled in).
     pub written: Map<String, Value>,
 }

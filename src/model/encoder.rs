@@ -24,9 +24,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use crate::model::Depth;
 use crate::model::config::{DropoutRates, ModelConfig, RelativeAttention};
 use crate::model::family::{
-    HeadActivation, Layout, Positions, ProjectionPlacement, RelativeNames, deberta,
+    EncoderKind, HeadActivation, Layout, Positions, ProjectionPlacement, RelativeNames, deberta,
 };
 use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, Precision, operand};
+use crate::model::modernbert::ModernBert;
 use crate::support::random::{SeededRandom, stream};
 
 /// A tokenized batch, all `[batch, length]` u32 tensors on the model's device.
@@ -141,16 +142,29 @@ pub struct LoadReport {
     pub warnings: Vec<String>,
 }
 
-/// A sequence classifier of any supported family: the shared encoder and the family's head.
+/// The post-norm encoder of BERT, DistilBERT, RoBERTa, XLM-R, ELECTRA and DeBERTa, and its head.
 #[derive(Clone, Debug)]
-pub struct EncoderClassifier {
-    config: ModelConfig,
-    num_labels: usize,
+struct PostNorm {
     embeddings: Embeddings,
     /// DeBERTa's relative embeddings, where the model has relative attention.
     relative: Option<RelativeEmbeddings>,
     layers: Vec<EncoderLayer>,
     head: Head,
+}
+
+/// The maths of a family: the shared post-norm encoder, or ModernBERT's (`modernbert`).
+#[derive(Clone, Debug)]
+enum Body {
+    PostNorm(PostNorm),
+    ModernBert(ModernBert),
+}
+
+/// A sequence classifier of any supported family: the shared encoder and the family's head.
+#[derive(Clone, Debug)]
+pub struct EncoderClassifier {
+    config: ModelConfig,
+    num_labels: usize,
+    body: Body,
     /// Every trainable tensor, by transformers name, in a fixed order.
     parameters: Vec<(String, Var)>,
     /// Each parameter's place in the model, in the same order.
@@ -255,17 +269,34 @@ impl RelativeRows {
 }
 
 /// Takes the checkpoint's tensors by name, checking shapes, and keeps the names that are missing.
-struct Tensors {
-    available: HashMap<String, Tensor>,
-    missing: Vec<String>,
-    dtype: DType,
-    device: Device,
+pub(crate) struct Tensors {
+    pub(crate) available: HashMap<String, Tensor>,
+    pub(crate) missing: Vec<String>,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
 }
 
 impl Tensors {
+    /// "the checkpoint lacks N encoder tensors: a, b, ...".
+    pub(crate) fn missing_message(&self) -> String {
+        let missing = &self.missing;
+        let shown: Vec<&str> = missing.iter().take(8).map(String::as_str).collect();
+        format!(
+            "the checkpoint lacks {} encoder tensor{}: {}{}",
+            missing.len(),
+            if missing.len() == 1 { "" } else { "s" },
+            shown.join(", "),
+            if missing.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        )
+    }
+
     /// The tensor `name` of shape `shape` as a parameter, `None` (recorded as missing) when the
     /// checkpoint lacks it, an error when its shape differs.
-    fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Option<Var>> {
+    pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> anyhow::Result<Option<Var>> {
         match self.available.remove(name) {
             None => {
                 self.missing.push(name.to_string());
@@ -289,7 +320,12 @@ impl Tensors {
     }
 
     /// A dense layer `prefix.weight` `[out, in]` and `prefix.bias` `[out]`.
-    fn linear(&mut self, prefix: &str, out: usize, input: usize) -> anyhow::Result<Option<Linear>> {
+    pub(crate) fn linear(
+        &mut self,
+        prefix: &str,
+        out: usize,
+        input: usize,
+    ) -> anyhow::Result<Option<Linear>> {
         let weight = self.take(&format!("{prefix}.weight"), &[out, input])?;
         let bias = self.take(&format!("{prefix}.bias"), &[out])?;
         Ok(weight
@@ -315,7 +351,7 @@ impl Tensors {
 
 /// A dense layer initialised as transformers does (normal with std `initializer_range`, zero
 /// bias) from stream `stream` of `seed`.
-fn initialized_linear(
+pub(crate) fn initialized_linear(
     out: usize,
     input: usize,
     config: &ModelConfig,
@@ -365,6 +401,12 @@ impl EncoderClassifier {
             dtype,
             device: device.clone(),
         };
+        if config.family.encoder == EncoderKind::ModernBert {
+            let body = ModernBert::load(&config, num_labels, &mut checkpoint, seed, &mut report)?;
+            report.unexpected = checkpoint.available.into_keys().collect();
+            report.unexpected.sort();
+            return EncoderClassifier::assemble(config, num_labels, Body::ModernBert(body), report);
+        }
         let hidden = config.hidden_size;
         let width = config.embedding_size;
         let intermediate = config.intermediate_size;
@@ -497,19 +539,7 @@ impl EncoderClassifier {
             })());
         }
         if !checkpoint.missing.is_empty() {
-            let missing = &checkpoint.missing;
-            let shown: Vec<&str> = missing.iter().take(8).map(String::as_str).collect();
-            bail!(
-                "the checkpoint lacks {} encoder tensor{}: {}{}",
-                missing.len(),
-                if missing.len() == 1 { "" } else { "s" },
-                shown.join(", "),
-                if missing.len() > shown.len() {
-                    ", ..."
-                } else {
-                    ""
-                }
-            );
+            bail!(checkpoint.missing_message());
         }
         let present = "every encoder tensor is present";
         let embeddings = Embeddings {
@@ -588,14 +618,27 @@ impl EncoderClassifier {
         report.unexpected = checkpoint.available.into_keys().collect();
         report.unexpected.sort();
 
-        let mut model = EncoderClassifier {
-            dropout: config.dropout,
-            config,
-            num_labels,
+        let body = Body::PostNorm(PostNorm {
             embeddings,
             relative,
             layers,
             head: Head { dense, output },
+        });
+        EncoderClassifier::assemble(config, num_labels, body, report)
+    }
+
+    /// The classifier of `body`, its parameters listed, nothing frozen.
+    fn assemble(
+        config: ModelConfig,
+        num_labels: usize,
+        body: Body,
+        report: LoadReport,
+    ) -> anyhow::Result<(EncoderClassifier, LoadReport)> {
+        let mut model = EncoderClassifier {
+            dropout: config.dropout,
+            config,
+            num_labels,
+            body,
             parameters: Vec::new(),
             depths: Vec::new(),
             trainable: Vec::new(),
@@ -614,11 +657,11 @@ impl EncoderClassifier {
     /// not record them) and leave [`EncoderClassifier::trainable_parameters`].
     pub fn freeze(&mut self, frozen_layers: Option<usize>) -> anyhow::Result<()> {
         if let Some(layers) = frozen_layers
-            && layers > self.layers.len()
+            && layers > self.layer_count()
         {
             bail!(
                 "cannot freeze {layers} layers: the model has {}",
-                self.layers.len()
+                self.layer_count()
             );
         }
         self.frozen_layers = frozen_layers;
@@ -643,7 +686,7 @@ impl EncoderClassifier {
 
     /// The graph mode of the parameters at `depth` in a pass of mode `graph`: frozen ones are
     /// never recorded.
-    fn graph_at(&self, depth: Depth, graph: Graph) -> Graph {
+    pub(crate) fn graph_at(&self, depth: Depth, graph: Graph) -> Graph {
         if self.is_frozen(depth) {
             Graph::Skip
         } else {
@@ -669,12 +712,19 @@ impl EncoderClassifier {
 
     /// The number of encoder layers.
     pub fn layer_count(&self) -> usize {
-        self.layers.len()
+        match &self.body {
+            Body::PostNorm(encoder) => encoder.layers.len(),
+            Body::ModernBert(encoder) => encoder.layer_count(),
+        }
     }
 
     /// Every parameter by transformers name with its depth: the embeddings, the layers from the
     /// lowest, the head's dense layer, its output layer.
     fn collect_parameters(&self) -> Vec<((String, Var), Depth)> {
+        let encoder = match &self.body {
+            Body::PostNorm(encoder) => encoder,
+            Body::ModernBert(encoder) => return encoder.parameters(),
+        };
         let layout = &self.config.family.layout;
         let base = layout.base;
         let mut parameters = Vec::new();
@@ -684,33 +734,34 @@ impl EncoderClassifier {
         let embeddings = Depth::Embeddings;
         push(
             format!("{base}.{}.weight", layout.word_embeddings),
-            &self.embeddings.word,
+            &encoder.embeddings.word,
             embeddings,
         );
-        if let Some(position) = &self.embeddings.position {
+        if let Some(position) = &encoder.embeddings.position {
             push(
                 format!("{base}.{}.weight", layout.position_embeddings),
                 position,
                 embeddings,
             );
         }
-        if let (Some(name), Some(var)) = (layout.token_type_embeddings, &self.embeddings.token_type)
+        if let (Some(name), Some(var)) =
+            (layout.token_type_embeddings, &encoder.embeddings.token_type)
         {
             push(format!("{base}.{name}.weight"), var, embeddings);
         }
         let prefix = format!("{base}.{}", layout.embeddings_norm);
         push(
             format!("{prefix}.weight"),
-            &self.embeddings.norm.weight,
+            &encoder.embeddings.norm.weight,
             embeddings,
         );
         push(
             format!("{prefix}.bias"),
-            &self.embeddings.norm.bias,
+            &encoder.embeddings.norm.bias,
             embeddings,
         );
         if let (Some(projection), Some(project)) =
-            (layout.embeddings_project, &self.embeddings.project)
+            (layout.embeddings_project, &encoder.embeddings.project)
         {
             let name = projection.name;
             match project {
@@ -724,7 +775,7 @@ impl EncoderClassifier {
             }
         }
         // The relative embeddings feed every layer: they sit with the embeddings.
-        if let (Some(names), Some(relative)) = (layout.relative, &self.relative) {
+        if let (Some(names), Some(relative)) = (layout.relative, &encoder.relative) {
             push(
                 format!("{base}.{}.weight", names.embeddings),
                 &relative.table,
@@ -744,7 +795,7 @@ impl EncoderClassifier {
             }
         }
         let names = &layout.layer;
-        for (index, layer) in self.layers.iter().enumerate() {
+        for (index, layer) in encoder.layers.iter().enumerate() {
             let prefix = format!("{base}.{}.{index}", layout.layers);
             let depth = Depth::Layer(index);
             for (name, weight, bias) in [
@@ -790,8 +841,8 @@ impl EncoderClassifier {
         }
         let head = &layout.head;
         for (name, linear) in [
-            (head.dense, &self.head.dense),
-            (head.output, &self.head.output),
+            (head.dense, &encoder.head.dense),
+            (head.output, &encoder.head.output),
         ] {
             push(format!("{name}.weight"), &linear.weight, Depth::Head);
             push(format!("{name}.bias"), &linear.bias, Depth::Head);
@@ -807,6 +858,10 @@ impl EncoderClassifier {
     /// layer's key bias changes scores key by key and has a true gradient; the bias of its own
     /// position key projection (`pos_key_proj`, content-to-position: `q . b` again) has none.
     pub fn is_attention_key_bias(&self, name: &str) -> bool {
+        // ModernBERT rotates keys by their position: its key bias has a true gradient.
+        if self.config.family.encoder == EncoderKind::ModernBert {
+            return false;
+        }
         let layout = &self.config.family.layout;
         let position_to_content = self
             .config
@@ -832,11 +887,11 @@ impl EncoderClassifier {
     }
 
     pub fn dtype(&self) -> DType {
-        self.embeddings.word.dtype()
+        self.parameters[0].1.dtype()
     }
 
     pub fn device(&self) -> &Device {
-        self.embeddings.word.device()
+        self.parameters[0].1.device()
     }
 
     /// Every trainable tensor with its transformers name, in a fixed order.
@@ -846,6 +901,18 @@ impl EncoderClassifier {
 
     /// The encoder's last hidden states `[batch, length, hidden]`.
     pub fn encode(&self, batch: &Batch, mode: &mut Mode) -> anyhow::Result<Tensor> {
+        match &self.body {
+            Body::PostNorm(encoder) => self.encode_post_norm(encoder, batch, mode),
+            Body::ModernBert(encoder) => encoder.encode(self, batch, mode),
+        }
+    }
+
+    fn encode_post_norm(
+        &self,
+        encoder: &PostNorm,
+        batch: &Batch,
+        mode: &mut Mode,
+    ) -> anyhow::Result<Tensor> {
         let (batch_size, length) = batch
             .input_ids
             .dims2()
@@ -863,9 +930,9 @@ impl EncoderClassifier {
         let graph = mode.graph();
         let embeddings_graph = self.graph_at(Depth::Embeddings, graph);
 
-        let word = operand(&self.embeddings.word, embeddings_graph)
+        let word = operand(&encoder.embeddings.word, embeddings_graph)
             .index_select(&batch.input_ids.flatten_all()?, 0)?;
-        let summed = match &self.embeddings.token_type {
+        let summed = match &encoder.embeddings.token_type {
             Some(token_type) => {
                 let token_type = operand(token_type, embeddings_graph)
                     .index_select(&batch.token_type_ids.flatten_all()?, 0)?;
@@ -874,7 +941,7 @@ impl EncoderClassifier {
             None => word,
         }
         .reshape((batch_size, length, width))?;
-        let embedded = match &self.embeddings.position {
+        let embedded = match &encoder.embeddings.position {
             None => summed,
             Some(position) => {
                 let position_table = operand(position, embeddings_graph);
@@ -893,13 +960,13 @@ impl EncoderClassifier {
                 }
             }
         };
-        let embedded = match &self.embeddings.project {
+        let embedded = match &encoder.embeddings.project {
             Some(EmbeddingsProjection::BeforeNorm(weight)) => {
                 embedded.broadcast_matmul(&operand(weight, embeddings_graph).t()?)?
             }
             _ => embedded,
         };
-        let mut x = self
+        let mut x = encoder
             .embeddings
             .norm
             .forward_graph(&embedded, kernels, embeddings_graph)?;
@@ -911,12 +978,12 @@ impl EncoderClassifier {
             x = x.broadcast_mul(&keep)?;
         }
         x = self.dropout_hidden(&x, mode)?;
-        if let Some(EmbeddingsProjection::AfterNorm(project)) = &self.embeddings.project {
+        if let Some(EmbeddingsProjection::AfterNorm(project)) = &encoder.embeddings.project {
             x = project.forward_with(&x, embeddings_graph, precision)?;
         }
         // DeBERTa: the rows of the relative embeddings this length reads (normalised once), and
         // where each query-key pair reads them.
-        let relative = match (&self.relative, self.config.relative_attention) {
+        let relative = match (&encoder.relative, self.config.relative_attention) {
             (Some(relative), Some(settings)) => {
                 let rows = RelativeRows::new(length, &settings);
                 let table =
@@ -975,7 +1042,7 @@ impl EncoderClassifier {
             1.0 / (head_size as f64).sqrt()
         };
         let pass_graph = graph;
-        for (index, layer) in self.layers.iter().enumerate() {
+        for (index, layer) in encoder.layers.iter().enumerate() {
             let graph = self.graph_at(Depth::Layer(index), pass_graph);
             let split = |t: Tensor| -> candle_core::Result<Tensor> {
                 t.reshape((batch_size, length, heads, head_size))?
@@ -1118,7 +1185,11 @@ impl EncoderClassifier {
 
     /// Class logits `[batch, num_labels]`: the family's head on the first token.
     pub fn forward(&self, batch: &Batch, mode: &mut Mode) -> anyhow::Result<Tensor> {
-        let hidden_states = self.encode(batch, mode)?;
+        let encoder = match &self.body {
+            Body::PostNorm(encoder) => encoder,
+            Body::ModernBert(encoder) => return encoder.logits(self, batch, mode),
+        };
+        let hidden_states = self.encode_post_norm(encoder, batch, mode)?;
         let head = &self.config.family.layout.head;
         let graph = mode.graph();
         let mut x = hidden_states.narrow(1, 0, 1)?.squeeze(1)?;
@@ -1129,14 +1200,17 @@ impl EncoderClassifier {
                 (None, _) => self.dropout_classifier(&x, mode)?,
             };
         }
-        x = self.head.dense.forward_with(&x, graph, self.precision)?;
+        x = encoder.head.dense.forward_with(&x, graph, self.precision)?;
         x = match head.activation {
             HeadActivation::Tanh => x.tanh()?,
             HeadActivation::Relu => x.relu()?,
             HeadActivation::Gelu => layers::gelu(&x, self.kernels)?,
         };
         x = self.dropout_classifier(&x, mode)?;
-        Ok(self.head.output.forward_with(&x, graph, self.precision)?)
+        Ok(encoder
+            .head
+            .output
+            .forward_with(&x, graph, self.precision)?)
     }
 
     fn dropout_classifier(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {

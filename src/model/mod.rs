@@ -17,6 +17,7 @@ pub mod encoder;
 pub mod family;
 pub mod kernels;
 pub mod layers;
+pub mod modernbert;
 
 pub use config::{DropoutRates, ModelConfig};
 pub use encoder::{Batch, EncoderClassifier, LoadReport, Mode};

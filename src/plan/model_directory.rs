@@ -99,6 +99,16 @@ pub static FAMILIES: &[FamilyKeys] = &[
         )],
         ..BERT_KEYS
     },
+    FamilyKeys {
+        model_type: "modernbert",
+        name: "ModernBERT",
+        hidden_dropout: ("mlp_dropout", 0.0),
+        attention_dropout: ("attention_dropout", 0.0),
+        classifier_dropout: ("classifier_dropout", Some(0.0)),
+        tokenizer_files: &["tokenizer.json"],
+        activation: (&["hidden_activation", "classifier_activation"], &["gelu"]),
+        ..BERT_KEYS
+    },
 ];
 
 /// The families as a message lists them: `"bert" (BERT), "distilbert" (DistilBERT), ...`.

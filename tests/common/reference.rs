@@ -13,14 +13,17 @@ use serde_json::Value;
 /// `model_type`, except DeBERTa's two settings (`deberta-v3`: shared keys, log buckets, no
 /// absolute positions, the hub's `pytorch_model.bin`; `deberta-v2`: own position projections,
 /// clamped distances, absolute positions, token types, an embedding projection), both
-/// `model_type = "deberta-v2"`.
-pub const FAMILIES: [&str; 6] = [
+/// `model_type = "deberta-v2"`; ModernBERT's two (`modernbert`: 3 layers, global-local-global,
+/// a window of 8, the first token; `modernbert-mean`: mean pooling and every bias).
+pub const FAMILIES: [&str; 8] = [
     "distilbert",
     "roberta",
     "xlm-roberta",
     "electra",
     "deberta-v2",
     "deberta-v3",
+    "modernbert",
+    "modernbert-mean",
 ];
 
 /// `tests/fixtures/`.

@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::model::config::{self, DropoutRates, ModelConfig};
 use crate::model::family::{
-    Family, HeadActivation, HeadLayout, LayerNames, Layout, Positions, count_or, float_or, text_or,
+    EncoderKind, Family, HeadActivation, HeadLayout, LayerNames, Layout, Positions, count_or,
+    float_or, text_or,
 };
 
 pub static FAMILY: Family = Family {
@@ -16,6 +17,7 @@ pub static FAMILY: Family = Family {
     name: "BERT",
     architecture: "BertForSequenceClassification",
     read_config,
+    encoder: EncoderKind::PostNorm,
     layout: BERT_LAYOUT,
 };
 
@@ -111,6 +113,7 @@ pub(crate) fn read_bert_style(
         relative_attention: None,
         attention_scale_factor: 1,
         pooler_dropout: None,
+        modern_bert: None,
         written,
     })
 }

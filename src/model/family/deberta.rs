@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::model::config::{self, DropoutRates, ModelConfig, RelativeAttention};
 use crate::model::family::{
-    Family, HeadActivation, HeadLayout, LayerNames, Layout, Positions, Projection,
+    EncoderKind, Family, HeadActivation, HeadLayout, LayerNames, Layout, Positions, Projection,
     ProjectionPlacement, RelativeNames, count_or, float_or, text_or,
 };
 
@@ -25,6 +25,7 @@ pub static FAMILY: Family = Family {
     name: "DeBERTa-v2/v3",
     architecture: "DebertaV2ForSequenceClassification",
     read_config,
+    encoder: EncoderKind::PostNorm,
     layout: Layout {
         base: "deberta",
         base_parts: &["embeddings", "encoder"],
@@ -184,6 +185,7 @@ fn read_config(object: &Map<String, Value>) -> Result<ModelConfig> {
         relative_attention,
         attention_scale_factor: 1 + content_to_position as usize + position_to_content as usize,
         pooler_dropout: Some(pooler_dropout),
+        modern_bert: None,
         written,
     })
 }

@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 
 use crate::model::config::{self, DropoutRates, ModelConfig};
 use crate::model::family::{
-    Family, HeadActivation, HeadLayout, LayerNames, Layout, Positions, count_or, float_or, text_or,
+    EncoderKind, Family, HeadActivation, HeadLayout, LayerNames, Layout, Positions, count_or,
+    float_or, text_or,
 };
 
 pub static FAMILY: Family = Family {
@@ -17,6 +18,7 @@ pub static FAMILY: Family = Family {
     name: "DistilBERT",
     architecture: "DistilBertForSequenceClassification",
     read_config,
+    encoder: EncoderKind::PostNorm,
     layout: Layout {
         base: "distilbert",
         base_parts: &["embeddings", "transformer"],
@@ -90,6 +92,7 @@ fn read_config(object: &Map<String, Value>) -> Result<ModelConfig> {
         relative_attention: None,
         attention_scale_factor: 1,
         pooler_dropout: None,
+        modern_bert: None,
         written,
     })
 }

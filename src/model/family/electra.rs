@@ -11,7 +11,8 @@ use crate::model::config::ModelConfig;
 use crate::model::family::bert::{BERT_LAYOUT, read_bert_style};
 use crate::model::family::roberta::CLASSIFICATION_HEAD;
 use crate::model::family::{
-    Family, HeadActivation, HeadLayout, Layout, Projection, ProjectionPlacement, count_or,
+    EncoderKind, Family, HeadActivation, HeadLayout, Layout, Projection, ProjectionPlacement,
+    count_or,
 };
 
 pub static FAMILY: Family = Family {
@@ -19,6 +20,7 @@ pub static FAMILY: Family = Family {
     name: "ELECTRA",
     architecture: "ElectraForSequenceClassification",
     read_config,
+    encoder: EncoderKind::PostNorm,
     layout: Layout {
         base: "electra",
         base_parts: &["embeddings", "embeddings_project", "encoder"],

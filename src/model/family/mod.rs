@@ -12,6 +12,7 @@ pub mod bert;
 pub mod deberta;
 pub mod distilbert;
 pub mod electra;
+pub mod modernbert;
 pub mod roberta;
 
 use anyhow::Result;
@@ -30,7 +31,19 @@ pub struct Family {
     pub architecture: &'static str,
     /// Resolves this family's `config.json`.
     pub read_config: fn(&Map<String, Value>) -> Result<ModelConfig>,
+    /// Which maths: the shared post-norm encoder, or ModernBERT's.
+    pub encoder: EncoderKind,
+    /// Where its tensors sit (ModernBERT: the names generic code reads, the prefix, the layers,
+    /// the head; its own maths names the rest).
     pub layout: Layout,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncoderKind {
+    /// `encoder`'s post-norm layers (BERT to DeBERTa).
+    PostNorm,
+    /// `modernbert`: pre-norm, rotary positions, GeGLU, local and global attention.
+    ModernBert,
 }
 
 impl PartialEq for Family {
@@ -149,6 +162,7 @@ pub static FAMILIES: &[&Family] = &[
     &roberta::XLM_ROBERTA,
     &electra::FAMILY,
     &deberta::FAMILY,
+    &modernbert::FAMILY,
 ];
 
 /// The family of a `model_type`.

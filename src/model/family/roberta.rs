@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::model::config::ModelConfig;
 use crate::model::family::bert::{BERT_LAYOUT, read_bert_style};
-use crate::model::family::{Family, HeadActivation, HeadLayout, Layout, Positions};
+use crate::model::family::{EncoderKind, Family, HeadActivation, HeadLayout, Layout, Positions};
 
 /// RoBERTa's head (`RobertaClassificationHead`), which ELECTRA's differs from in its activation.
 pub const CLASSIFICATION_HEAD: HeadLayout = HeadLayout {
@@ -35,6 +35,7 @@ pub static ROBERTA: Family = Family {
     name: "RoBERTa",
     architecture: "RobertaForSequenceClassification",
     read_config: read_roberta,
+    encoder: EncoderKind::PostNorm,
     layout: LAYOUT,
 };
 
@@ -43,6 +44,7 @@ pub static XLM_ROBERTA: Family = Family {
     name: "XLM-RoBERTa",
     architecture: "XLMRobertaForSequenceClassification",
     read_config: read_xlm_roberta,
+    encoder: EncoderKind::PostNorm,
     layout: LAYOUT,
 };
 
