@@ -1,6 +1,7 @@
 //! The model stage: sequence classifiers of the supported encoder families (`family`: BERT,
-//! DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v2/v3) on one shared encoder whose every operation is
-//! differentiable (`encoder`, `layers`), their `config.json` (`config`), and Hugging Face
+//! DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v2/v3 on one shared encoder; ModernBERT's
+//! own maths in `modernbert`), every operation differentiable (`encoder`, `modernbert`,
+//! `layers`), their `config.json` (`config`), and Hugging Face
 //! directories in and out (`checkpoint`); fused CPU kernels (`kernels`), bf16 matrix products
 //! (`bf16`), and, in the `cuda` build, fused GPU kernels (`cuda_kernels`).
 //!
