@@ -531,9 +531,10 @@ fn dropout(x: &Tensor, rate: f64, mode: &mut Mode) -> candle_core::Result<Tensor
 }
 
 /// The additive attention masks (0 where attended, the dtype's minimum elsewhere, once even
-/// where two reasons mask a key, so that a row with no key left stays finite): `keys`
-/// `[batch, 1, 1, length]` masks padding (global layers), `local` `[batch, 1, length, length]`
-/// also the keys further than the window from the query.
+/// where two reasons mask a key, so that a row stays finite): `keys` `[batch, 1, 1, length]`
+/// masks padding (global layers), `local` `[batch, 1, length, length]` also the keys further than
+/// the window from the query. Built on the model's device, from `[length, length]` distances:
+/// a long batch never builds its masks on the host.
 struct Masks {
     keys: Tensor,
     local: Tensor,
@@ -548,32 +549,25 @@ impl Masks {
         };
         let (batch_size, length) = batch.attention_mask.dims2()?;
         let device = batch.attention_mask.device();
-        let rows = batch
+        let keys = batch
             .attention_mask
-            .to_device(&Device::Cpu)?
-            .to_vec2::<u32>()?;
-        let mut keys = Vec::with_capacity(batch_size * length);
-        let mut local = Vec::with_capacity(batch_size * length * length);
-        for row in &rows {
-            keys.extend(
-                row.iter()
-                    .map(|&real| if real == 1 { 0.0 } else { minimum }),
-            );
-            for query in 0..length {
-                local.extend((0..length).map(|key| {
-                    if row[key] == 1 && attends_locally(query, key, window) {
-                        0.0
-                    } else {
-                        minimum
-                    }
-                }));
-            }
-        }
-        Ok(Masks {
-            keys: Tensor::from_vec(keys, (batch_size, 1, 1, length), device)?.to_dtype(dtype)?,
-            local: Tensor::from_vec(local, (batch_size, 1, length, length), device)?
-                .to_dtype(dtype)?,
-        })
+            .to_dtype(dtype)?
+            .affine(-minimum, minimum)?
+            .reshape((batch_size, 1, 1, length))?;
+        // |query - key| as f32 (exact for any length bertlab allows), compared with the window.
+        let positions = Tensor::arange(0u32, length as u32, device)?.to_dtype(DType::F32)?;
+        let distances = positions
+            .unsqueeze(1)?
+            .broadcast_sub(&positions.unsqueeze(0)?)?
+            .abs()?;
+        let outside = distances
+            .gt(window as f64)?
+            .to_dtype(dtype)?
+            .affine(minimum, 0.0)?
+            .reshape((1, 1, length, length))?;
+        // Both reasons at once would add up to minus infinity: clamped back to the minimum.
+        let local = outside.broadcast_add(&keys)?.clamp(minimum, 0.0)?;
+        Ok(Masks { keys, local })
     }
 }
 
