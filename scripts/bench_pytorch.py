@@ -73,13 +73,17 @@ def main():
     classes = like["classes"]
     class_id = {name: index for index, name in enumerate(classes)}
     tokenizer = AutoTokenizer.from_pretrained(like["model"])
+    with open(f"{like['model']}/config.json") as handle:
+        model_type = json.load(handle).get("model_type", "bert")
+    # bertlab's three dropout settings under each family's own config keys (docs/model.md).
+    dropout_keys = {
+        "distilbert": ("dropout", "attention_dropout", "seq_classif_dropout"),
+        "deberta-v2": ("hidden_dropout_prob", "attention_probs_dropout_prob", "cls_dropout"),
+        "modernbert": ("mlp_dropout", "attention_dropout", "classifier_dropout"),
+    }.get(model_type, ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"))
+    dropout = dict(zip(dropout_keys, (like["hidden_dropout"], like["attention_dropout"], like["classifier_dropout"])))
     model = AutoModelForSequenceClassification.from_pretrained(
-        like["model"],
-        num_labels=len(classes),
-        hidden_dropout_prob=like["hidden_dropout"],
-        attention_probs_dropout_prob=like["attention_dropout"],
-        classifier_dropout=like["classifier_dropout"],
-    )
+        like["model"], num_labels=len(classes), **dropout)
     torch.manual_seed(0)
 
     def encode(texts):
@@ -106,8 +110,12 @@ def main():
     batch_size = like["batch_size"]
     n = len(train_ids)
     batches = [[(step * batch_size + offset) % n for offset in range(batch_size)] for step in range(warmup_steps + steps)]
-    no_decay = [p for name, p in model.named_parameters() if name.endswith(".bias") or "LayerNorm" in name]
-    decay = [p for name, p in model.named_parameters() if not (name.endswith(".bias") or "LayerNorm" in name)]
+    def decays(name):  # bertlab's `applies_weight_decay`: no bias, no normalisation weight
+        module = name.removesuffix(".weight").rsplit(".", 1)[-1]
+        return not (name.endswith("bias") or "LayerNorm" in name or module.endswith("norm"))
+
+    no_decay = [p for name, p in model.named_parameters() if not decays(name)]
+    decay = [p for name, p in model.named_parameters() if decays(name)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": like["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
         lr=like["learning_rate"],

@@ -260,7 +260,7 @@ pub static KEYS: &[Key] = &[
     key!(Train, "weight_decay", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Inclusive(1.0) }, Default::Float(0.01), grid: true, hashed: true,
         "Decoupled (AdamW) weight decay: each step multiplies a decayed parameter by 1 - learning rate x weight_decay. `weight_decay_scope` says which parameters decay."),
     key!(Train, "weight_decay_scope", ValueKind::Choice(WEIGHT_DECAY_SCOPES), Default::Text("standard"), grid: true, hashed: true,
-        "`standard`: every weight matrix and embedding decays, no bias and no LayerNorm weight (transformers' Trainer); `all`: every parameter, as a plain `torch.optim.AdamW(model.parameters())`."),
+        "`standard`: every weight matrix and embedding decays, no bias and no normalisation weight (LayerNorm, DistilBERT's `*_layer_norm`, ModernBERT's `*norm`: transformers' Trainer); `all`: every parameter, as a plain `torch.optim.AdamW(model.parameters())`."),
     key!(Train, "adam_beta1", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Exclusive(1.0) }, Default::Float(0.9), grid: true, hashed: true,
         "AdamW's decay rate of the first moment (the gradient's running mean)."),
     key!(Train, "adam_beta2", ValueKind::Float { min: Bound::Inclusive(0.0), max: Bound::Exclusive(1.0) }, Default::Float(0.999), grid: true, hashed: true,

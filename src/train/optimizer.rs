@@ -57,10 +57,14 @@ pub struct ParameterGroup {
 }
 
 /// Whether weight decay applies to a parameter under `weight_decay_scope = "standard"`, by its
-/// transformers name: every weight matrix and embedding, but no bias and no LayerNorm weight (as
-/// transformers' Trainer groups them).
+/// transformers name: every weight matrix and embedding, but no bias and no normalisation weight
+/// (as transformers' Trainer groups them, by module type): BERT's `LayerNorm`, DistilBERT's
+/// `sa_layer_norm`/`output_layer_norm`, ModernBERT's `embeddings.norm`, `attn_norm`, `mlp_norm`,
+/// `final_norm`, `head.norm`.
 pub fn applies_weight_decay(name: &str) -> bool {
-    !(name.ends_with("bias") || name.contains("LayerNorm"))
+    let module = name.strip_suffix(".weight").unwrap_or(name);
+    let last = module.rsplit('.').next().unwrap_or(module);
+    !(name.ends_with("bias") || name.contains("LayerNorm") || last.ends_with("norm"))
 }
 
 /// Whether weight decay applies to a parameter under `scope`.
@@ -656,6 +660,25 @@ mod tests {
         assert!(!applies_weight_decay(
             "bert.encoder.layer.3.output.LayerNorm.bias"
         ));
+        for norm in [
+            "distilbert.transformer.layer.0.sa_layer_norm.weight",
+            "distilbert.transformer.layer.5.output_layer_norm.weight",
+            "model.embeddings.norm.weight",
+            "model.layers.1.attn_norm.weight",
+            "model.layers.1.mlp_norm.weight",
+            "model.final_norm.weight",
+            "head.norm.weight",
+        ] {
+            assert!(!applies_weight_decay(norm), "{norm}");
+        }
+        for weight in [
+            "model.layers.1.attn.Wqkv.weight",
+            "head.dense.weight",
+            "deberta.encoder.rel_embeddings.weight",
+            "model.embeddings.tok_embeddings.weight",
+        ] {
+            assert!(applies_weight_decay(weight), "{weight}");
+        }
         assert!(decays("classifier.bias", WeightDecayScope::All));
         assert!(!decays("classifier.bias", WeightDecayScope::Standard));
     }
