@@ -29,7 +29,7 @@ import time
 
 import torch
 import transformers
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 
 def read_split(path):
@@ -81,9 +81,10 @@ def main():
         "deberta-v2": ("hidden_dropout_prob", "attention_probs_dropout_prob", "cls_dropout"),
         "modernbert": ("mlp_dropout", "attention_dropout", "classifier_dropout"),
     }.get(model_type, ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"))
-    dropout = dict(zip(dropout_keys, (like["hidden_dropout"], like["attention_dropout"], like["classifier_dropout"])))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        like["model"], num_labels=len(classes), **dropout)
+    config = AutoConfig.from_pretrained(like["model"], num_labels=len(classes))
+    for key, rate in zip(dropout_keys, (like["hidden_dropout"], like["attention_dropout"], like["classifier_dropout"])):
+        setattr(config, key, rate)  # DeBERTa's `cls_dropout` is read from the config, not a field
+    model = AutoModelForSequenceClassification.from_pretrained(like["model"], config=config)
     torch.manual_seed(0)
 
     def encode(texts):
