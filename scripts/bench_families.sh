@@ -14,7 +14,7 @@ output="${1:-/tmp/bertlab-families}"
 threads="${2:-2}"
 python="${PYTHON:-python3}"
 bertlab="${BERTLAB:-$root/target/release/bertlab}"
-families=(bert distilbert roberta xlm-roberta electra electra-small)
+families=(bert distilbert roberta xlm-roberta electra electra-small deberta-v3 modernbert)
 
 mkdir -p "$output/experiments" "$output/bench"
 [ -d "$output/models/bert" ] || "$python" "$root/scripts/make_base_models.py" "$output/models"
