@@ -89,16 +89,10 @@ impl SentencePieceSettings {
         };
         let flag = |key: &str| flag_or(key, false);
         let token = |key: &str, default: &str| {
-            let value = config.and_then(|config| config.get(key));
-            match value {
-                Some(serde_json::Value::String(text)) => text.clone(),
-                Some(serde_json::Value::Object(object)) => object
-                    .get("content")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or(default)
-                    .to_string(),
-                _ => default.to_string(),
-            }
+            config
+                .and_then(|config| config.get(key))
+                .and_then(crate::tokenize::tokenizer::token_text)
+                .unwrap_or_else(|| default.to_string())
         };
         let mut added_tokens: Vec<(u32, String)> = config
             .and_then(|config| config.get("added_tokens_decoder"))

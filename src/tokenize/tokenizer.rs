@@ -143,40 +143,31 @@ fn from_vocabulary(directory: &Path) -> anyhow::Result<Tokenizer> {
 /// an added-token object with `content`).
 fn named_pad_token(directory: &Path) -> anyhow::Result<Option<String>> {
     for name in ["tokenizer_config.json", "special_tokens_map.json"] {
-        let path = directory.join(name);
-        if !path.is_file() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
-        let token = match &value["pad_token"] {
-            serde_json::Value::String(token) => Some(token.clone()),
-            serde_json::Value::Object(object) => object
-                .get("content")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_string),
-            _ => None,
-        };
-        if token.is_some() {
-            return Ok(token);
+        if let Some(value) = read_json_if_present(&directory.join(name))?
+            && let Some(token) = value.get("pad_token").and_then(token_text)
+        {
+            return Ok(Some(token));
         }
     }
     Ok(None)
 }
 
-fn read_do_lower_case(path: &Path) -> anyhow::Result<bool> {
-    if !path.is_file() {
-        return Ok(true);
+/// A special token as tokenizer files write it: a string, or an added-token object with
+/// `content`.
+pub(crate) fn token_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(token) => Some(token.clone()),
+        serde_json::Value::Object(object) => object
+            .get("content")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
+        _ => None,
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    Ok(value
-        .get("do_lower_case")
-        .and_then(serde_json::Value::as_bool)
+}
+
+fn read_do_lower_case(path: &Path) -> anyhow::Result<bool> {
+    Ok(read_json_if_present(path)?
+        .and_then(|value| value.get("do_lower_case")?.as_bool())
         .unwrap_or(true))
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::model::config::{self, DropoutRates, ModelConfig, RelativeAttention};
 use crate::model::family::{
     EncoderKind, Family, HeadActivation, HeadLayout, LayerNames, Layout, Positions, Projection,
-    ProjectionPlacement, RelativeNames, count_or, float_or, text_or,
+    ProjectionPlacement, RelativeNames, count_or, flag_or, float_or, text_or,
 };
 
 pub static FAMILY: Family = Family {
@@ -123,17 +123,11 @@ fn read_config(object: &Map<String, Value>) -> Result<ModelConfig> {
     let layer_norm_eps = float_or(&mut written, "layer_norm_eps", 1e-7)?;
     let hidden_size = config::count(object, "hidden_size")?;
     let max_position_embeddings = config::count(object, "max_position_embeddings")?;
-    let position_embeddings = object
-        .get("position_biased_input")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    let position_embeddings = flag_or(object, "position_biased_input", true);
     let kinds = attention_kinds(object)?;
     let content_to_position = kinds.iter().any(|kind| kind == "c2p");
     let position_to_content = kinds.iter().any(|kind| kind == "p2c");
-    let relative = object
-        .get("relative_attention")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let relative = flag_or(object, "relative_attention", false);
     let relative_attention = if relative {
         let max_relative_positions =
             match object.get("max_relative_positions").and_then(Value::as_i64) {
@@ -154,10 +148,7 @@ fn read_config(object: &Map<String, Value>) -> Result<ModelConfig> {
             max_relative_positions,
             content_to_position,
             position_to_content,
-            share_attention_key: object
-                .get("share_att_key")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            share_attention_key: flag_or(object, "share_att_key", false),
             normalize_embeddings,
         })
     } else {

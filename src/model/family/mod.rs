@@ -217,3 +217,8 @@ pub(crate) fn text_or(
         .unwrap_or(default)
         .to_string())
 }
+
+/// The flag at `key` of a config, `default` where it is absent or not a boolean.
+pub(crate) fn flag_or(object: &Map<String, Value>, key: &str, default: bool) -> bool {
+    object.get(key).and_then(Value::as_bool).unwrap_or(default)
+}

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::model::config::{self, DropoutRates, ModelConfig, ModernBertSettings, Pooling};
 use crate::model::family::{
     EncoderKind, Family, HeadActivation, HeadLayout, LayerNames, Layout, Positions, count_or,
-    float_or, text_or,
+    flag_or, float_or, text_or,
 };
 
 pub static FAMILY: Family = Family {
@@ -78,10 +78,6 @@ fn rope_theta(object: &Map<String, Value>, kind: &str, older: &str, default: f64
     Ok(config::number(object, older)?.unwrap_or(default))
 }
 
-fn flag(object: &Map<String, Value>, key: &str) -> bool {
-    object.get(key).and_then(Value::as_bool).unwrap_or(false)
-}
-
 /// transformers' `ModernBertConfig` defaults: `norm_eps` 1e-5, `local_attention` 128,
 /// `global_attn_every_n_layers` 3 (where `layer_types` is absent), rotary bases 160,000 (global)
 /// and 10,000 (local), every dropout 0, no biases, `classifier_pooling` "cls", GELU.
@@ -136,10 +132,10 @@ fn read_config(object: &Map<String, Value>) -> Result<ModelConfig> {
         local_rope_theta: rope_theta(object, "sliding_attention", "local_rope_theta", 10_000.0)?,
         window: local_attention / 2,
         pooling,
-        norm_bias: flag(object, "norm_bias"),
-        attention_bias: flag(object, "attention_bias"),
-        mlp_bias: flag(object, "mlp_bias"),
-        classifier_bias: flag(object, "classifier_bias"),
+        norm_bias: flag_or(object, "norm_bias", false),
+        attention_bias: flag_or(object, "attention_bias", false),
+        mlp_bias: flag_or(object, "mlp_bias", false),
+        classifier_bias: flag_or(object, "classifier_bias", false),
         embedding_dropout,
     };
     Ok(ModelConfig {
