@@ -9,8 +9,9 @@
 //! DeBERTa (`family::deberta`): no absolute positions where `position_biased_input` is false, the
 //! projection before the embeddings' LayerNorm, the embeddings zeroed at padding, and its
 //! disentangled relative-position terms added to the attention scores (`RelativeRows`: which
-//! rows of the relative embeddings each query-key pair reads, gathered from `q . Wk r` and
-//! `k . Wq r`; composed candle ops with their backward passes, not the fused attention kernel).
+//! rows of the relative embeddings each query-key pair reads, `q . Wk r` and `k . Wq r`): on the
+//! CPU in f32/f64 the fused `packed_attention::relative_attention`, elsewhere composed candle ops
+//! (products and gathers) with their backward passes.
 //!
 //! Parameters carry transformers' names (`bert.encoder.layer.0.attention.self.query.weight`,
 //! `distilbert.transformer.layer.0.attention.q_lin.weight`, `classifier.out_proj.weight`), so
@@ -28,6 +29,9 @@ use crate::model::family::{
 };
 use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, Precision, operand};
 use crate::model::modernbert::ModernBert;
+use crate::model::packed_attention::{
+    PackedAttention, Relative, packed_attention, relative_attention,
+};
 use crate::support::random::{SeededRandom, stream};
 
 /// A tokenized batch, all `[batch, length]` u32 tensors on the model's device.
@@ -266,6 +270,24 @@ impl RelativeRows {
             position_to_content,
         }
     }
+}
+
+/// The projections of DeBERTa's relative embeddings a layer's scores use: the position keys
+/// (content-to-position) and the position queries (position-to-content), those present; the
+/// layer's own key and query when `share_att_key`.
+fn position_projections<'a>(
+    layer: &'a EncoderLayer,
+    settings: &RelativeAttention,
+) -> (Option<&'a Linear>, Option<&'a Linear>) {
+    let (key, query) = if settings.share_attention_key {
+        (Some(&layer.key), Some(&layer.query))
+    } else {
+        (layer.position_key.as_ref(), layer.position_query.as_ref())
+    };
+    (
+        key.filter(|_| settings.content_to_position),
+        query.filter(|_| settings.position_to_content),
+    )
 }
 
 /// Takes the checkpoint's tensors by name, checking shapes, and keeps the names that are missing.
@@ -983,6 +1005,10 @@ impl EncoderClassifier {
         }
         // DeBERTa: the rows of the relative embeddings this length reads (normalised once), and
         // where each query-key pair reads them.
+        // The fused attention kernels run on the CPU in f32/f64: BERT's (`kernels::attention`)
+        // where the scores are scaled `q . k / sqrt(head_size)`, the packed one otherwise (DeBERTa's
+        // relative terms and scale).
+        let fused_attention = kernels.fused_for(&x);
         let relative = match (&encoder.relative, self.config.relative_attention) {
             (Some(relative), Some(settings)) => {
                 let rows = RelativeRows::new(length, &settings);
@@ -999,12 +1025,15 @@ impl EncoderClassifier {
                         .broadcast_as(shape)?
                         .contiguous()
                 };
-                Some((
-                    settings,
-                    table,
-                    index(&rows.content_to_position)?,
-                    index(&rows.position_to_content)?,
-                ))
+                let indices = if fused_attention {
+                    None
+                } else {
+                    Some((
+                        index(&rows.content_to_position)?,
+                        index(&rows.position_to_content)?,
+                    ))
+                };
+                Some((settings, table, rows, indices))
             }
             _ => None,
         };
@@ -1019,10 +1048,8 @@ impl EncoderClassifier {
         let additive = mask
             .affine(-minimum, minimum)?
             .reshape((batch_size, 1, 1, length))?;
-        // The fused attention (CPU, f32/f64) takes the mask as values; it computes neither
-        // relative positions nor another scale.
-        let fused_attention =
-            kernels.fused_for(&x) && relative.is_none() && self.config.attention_scale_factor == 1;
+        let bert_attention = layout.relative.is_none() && self.config.attention_scale_factor == 1;
+        // The fused kernels take the mask as values.
         let additive_values = if fused_attention {
             additive
                 .to_dtype(DType::F64)?
@@ -1052,18 +1079,17 @@ impl EncoderClassifier {
             let query = layer.query.forward_with(&x, graph, precision)?;
             let key = layer.key.forward_with(&x, graph, precision)?;
             let value = layer.value.forward_with(&x, graph, precision)?;
-            let context = if fused_attention {
-                let keep = match mode {
-                    Mode::Train(random) if self.dropout.attention > 0.0 => {
-                        Some(layers::dropout_mask(
-                            batch_size * heads * length * length,
-                            self.dropout.attention,
-                            dtype,
-                            random,
-                        ))
-                    }
-                    _ => None,
-                };
+            let attention_keep = |mode: &mut Mode| match mode {
+                Mode::Train(random) if self.dropout.attention > 0.0 => Some(layers::dropout_mask(
+                    batch_size * heads * length * length,
+                    self.dropout.attention,
+                    dtype,
+                    random,
+                )),
+                _ => None,
+            };
+            let context = if fused_attention && bert_attention {
+                let keep = attention_keep(mode);
                 crate::model::kernels::attention(
                     &query,
                     &key,
@@ -1072,6 +1098,46 @@ impl EncoderClassifier {
                     additive_values.clone(),
                     keep,
                 )?
+            } else if fused_attention {
+                let packed = Tensor::cat(&[&query, &key, &value], 2)?;
+                let mut settings = PackedAttention {
+                    heads,
+                    scale,
+                    mask: additive_values.clone(),
+                    window: None,
+                    rotary: None,
+                    relative: None,
+                    keep: None,
+                };
+                match &relative {
+                    Some((relative_settings, table, rows, _)) => {
+                        // The same draws in the same order as the composed form: the relative
+                        // embeddings' dropout, then the probabilities'.
+                        let table = self.dropout_hidden(table, mode)?;
+                        let (position_key, position_query) =
+                            position_projections(layer, relative_settings);
+                        let mut parts = Vec::new();
+                        for projection in [position_key, position_query].into_iter().flatten() {
+                            parts.push(projection.forward_with(&table, graph, precision)?);
+                        }
+                        settings.keep = attention_keep(mode);
+                        settings.relative = Some(Relative {
+                            row_of: rows.content_to_position.clone(),
+                            content_to_position: position_key.is_some(),
+                            position_to_content: position_query.is_some(),
+                        });
+                        if parts.is_empty() {
+                            settings.relative = None;
+                            packed_attention(&packed, settings)?
+                        } else {
+                            relative_attention(&packed, &Tensor::cat(&parts, 1)?, settings)?
+                        }
+                    }
+                    None => {
+                        settings.keep = attention_keep(mode);
+                        packed_attention(&packed, settings)?
+                    }
+                }
             } else {
                 // Off the CPU, bf16 covers the attention's two products too (softmax stays f32).
                 let low = precision == layers::Precision::Bf16 && !x.device().is_cpu();
@@ -1089,7 +1155,9 @@ impl EncoderClassifier {
                 let value = split(value)?;
                 let raw = product(&query, &key.t()?.contiguous()?)?;
                 let raw = match &relative {
-                    Some((settings, table, content_to_position, position_to_content)) => {
+                    Some((settings, table, _, indices)) => {
+                        let (content_to_position, position_to_content) =
+                            indices.as_ref().context("the composed form has its indices")?;
                         let table = self.dropout_hidden(table, mode)?;
                         let positions = |linear: &Linear| -> candle_core::Result<Tensor> {
                             // [rows, hidden] -> [1, heads, rows, head_size]
@@ -1100,24 +1168,17 @@ impl EncoderClassifier {
                                 .unsqueeze(0)?
                                 .contiguous()
                         };
-                        let (position_key, position_query) = if settings.share_attention_key {
-                            (Some(&layer.key), Some(&layer.query))
-                        } else {
-                            (layer.position_key.as_ref(), layer.position_query.as_ref())
-                        };
+                        let (position_key, position_query) =
+                            position_projections(layer, settings);
                         let mut raw = raw;
-                        if let Some(position_key) =
-                            position_key.filter(|_| settings.content_to_position)
-                        {
+                        if let Some(position_key) = position_key {
                             // c2p[b, h, i, j] = q_i . position_key[row(i, j)]
                             let scores = query
                                 .broadcast_matmul(&positions(position_key)?.transpose(2, 3)?)?
                                 .contiguous()?;
                             raw = (raw + scores.gather(content_to_position, 3)?)?;
                         }
-                        if let Some(position_query) =
-                            position_query.filter(|_| settings.position_to_content)
-                        {
+                        if let Some(position_query) = position_query {
                             // p2c[b, h, i, j] = k_j . position_query[row(i, j)]
                             let scores = key
                                 .broadcast_matmul(&positions(position_query)?.transpose(2, 3)?)?

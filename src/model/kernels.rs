@@ -8,7 +8,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
     bail,
 };
 use std::ops::Range;
@@ -82,18 +82,19 @@ impl KernelFloat for f64 {
 macro_rules! by_dtype {
     ($dtype:expr, $what:literal, $T:ident => $body:expr) => {
         match $dtype {
-            DType::F32 => {
+            candle_core::DType::F32 => {
                 type $T = f32;
                 $body
             }
-            DType::F64 => {
+            candle_core::DType::F64 => {
                 type $T = f64;
                 $body
             }
-            other => bail!("{} supports f32 and f64, not {other:?}", $what),
+            other => candle_core::bail!("{} supports f32 and f64, not {other:?}", $what),
         }
     };
 }
+pub(crate) use by_dtype;
 
 /// A pointer to an output buffer that parallel workers write disjoint rows of.
 pub(crate) struct SharedOutput<T>(pub(crate) *mut T);
@@ -116,7 +117,7 @@ impl<T> SharedOutput<T> {
 /// Runs `f` on ranges of rows in parallel, on candle's own CPU worker pool (the threads its
 /// elementwise ops use), so the kernels add no threads of their own. The ranges partition
 /// `0..rows` the same way on every call with the same thread count.
-fn for_row_ranges(rows: usize, f: impl Fn(Range<usize>) + Sync) {
+pub(crate) fn for_row_ranges(rows: usize, f: impl Fn(Range<usize>) + Sync) {
     candle_core::utils::barrier_pool().execute_chunked(rows, f)
 }
 
@@ -152,7 +153,7 @@ pub(crate) fn with_slice<T: KernelFloat, R>(
     f(&cpu.as_slice::<T>()?[start..end])
 }
 
-fn storage_slice<'a, T: KernelFloat>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+pub(crate) fn storage_slice<'a, T: KernelFloat>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
     let Some((start, end)) = layout.contiguous_offsets() else {
         bail!("bertlab's fused kernels need contiguous inputs")
     };
@@ -406,13 +407,13 @@ fn gelu_forward<T: KernelFloat>(x: &[T]) -> Vec<T> {
     y
 }
 
-fn gelu_value<T: KernelFloat>(value: T) -> T {
+pub(crate) fn gelu_value<T: KernelFloat>(value: T) -> T {
     let v = value.to_f64();
     let erf = T::from_f64(v * FRAC_1_SQRT_2).erf().to_f64();
     T::from_f64(0.5 * v * (1.0 + erf))
 }
 
-fn gelu_derivative<T: KernelFloat>(value: T, gradient: T) -> T {
+pub(crate) fn gelu_derivative<T: KernelFloat>(value: T, gradient: T) -> T {
     let v = value.to_f64();
     let erf = T::from_f64(v * FRAC_1_SQRT_2).erf().to_f64();
     let density = FRAC_1_SQRT_2PI * T::from_f64(-0.5 * v * v).exp().to_f64();
@@ -458,6 +459,66 @@ impl CustomOp1 for GeluOp {
 /// Fused GELU with the exact erf form (CPU, f32/f64).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(GeluOp)
+}
+
+// ---------------------------------------------------------------------------------------------
+// GeGLU over the last dimension, split into halves [a, g] of `width` each: y = GELU(a) * g;
+// backward da = dy * g * GELU'(a), dg = dy * GELU(a), written side by side as [da, dg].
+
+struct GegluOp;
+
+fn geglu_forward<T: KernelFloat>(x: &[T], width: usize) -> Vec<T> {
+    map_rows(x.len() / (2 * width), width, |row, out| {
+        let (input, gate) = x[row * 2 * width..(row + 1) * 2 * width].split_at(width);
+        for ((out, a), g) in out.iter_mut().zip(input).zip(gate) {
+            *out = T::from_f64(gelu_value(*a).to_f64() * g.to_f64());
+        }
+    })
+}
+
+fn geglu_backward<T: KernelFloat>(x: &[T], dy: &[T], width: usize) -> Vec<T> {
+    map_rows(x.len() / (2 * width), 2 * width, |row, out| {
+        let (input, gate) = x[row * 2 * width..(row + 1) * 2 * width].split_at(width);
+        let gradient = &dy[row * width..(row + 1) * width];
+        let (d_input, d_gate) = out.split_at_mut(width);
+        for (column, (a, g)) in input.iter().zip(gate).enumerate() {
+            let d = gradient[column];
+            d_input[column] = gelu_derivative(*a, T::from_f64(d.to_f64() * g.to_f64()));
+            d_gate[column] = T::from_f64(d.to_f64() * gelu_value(*a).to_f64());
+        }
+    })
+}
+
+impl CustomOp1 for GegluOp {
+    fn name(&self) -> &'static str {
+        "bertlab-geglu"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let mut dims = layout.shape().dims().to_vec();
+        let Some(last) = dims.last_mut().filter(|last| **last % 2 == 0 && **last > 0) else {
+            bail!("GeGLU needs an even, non-empty last dimension, not {:?}", layout.shape())
+        };
+        *last /= 2;
+        let width = *last;
+        let storage = by_dtype!(x.dtype(), "fused GeGLU", T => T::wrap(geglu_forward(storage_slice::<T>(x, layout)?, width)));
+        Ok((storage, Shape::from(dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let width = x.dim(candle_core::D::Minus1)? / 2;
+        let dx = by_dtype!(x.dtype(), "fused GeGLU", T => to_tensor(
+            with_slice::<T, _>(x, |x_values| with_slice(dy, |dy_values| Ok(geglu_backward(x_values, dy_values, width))))?,
+            x,
+        )?);
+        Ok(Some(dx))
+    }
+}
+
+/// Fused GeGLU (CPU, f32/f64): `x` `[..., 2 * width]` holds `[a, g]`; returns `GELU(a) * g`
+/// `[..., width]`, GELU in the exact erf form.
+pub fn geglu(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(GegluOp)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,13 +647,27 @@ impl AttentionShape {
 /// # Safety
 /// Every element the strides reach must lie inside its buffer, and `dst` must not be written
 /// by anyone else meanwhile.
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_product<T: KernelFloat>(
+pub(crate) unsafe fn block_product<T: KernelFloat>(
+    sizes: (usize, usize, usize),
+    dst: (*mut T, isize, isize),
+    lhs: (*const T, isize, isize),
+    rhs: (*const T, isize, isize),
+    alpha: T,
+) {
+    unsafe { block_product_into(sizes, dst, lhs, rhs, alpha, false) }
+}
+
+/// [`block_product`], adding to `dst` when `accumulate` (`dst += alpha * lhs * rhs`).
+///
+/// # Safety
+/// As [`block_product`].
+pub(crate) unsafe fn block_product_into<T: KernelFloat>(
     (m, n, k): (usize, usize, usize),
     dst: (*mut T, isize, isize),
     lhs: (*const T, isize, isize),
     rhs: (*const T, isize, isize),
     alpha: T,
+    accumulate: bool,
 ) {
     unsafe {
         gemm::gemm(
@@ -602,14 +677,14 @@ unsafe fn block_product<T: KernelFloat>(
             dst.0,
             dst.2,
             dst.1,
-            false,
+            accumulate,
             lhs.0,
             lhs.2,
             lhs.1,
             rhs.0,
             rhs.2,
             rhs.1,
-            T::from_f64(0.0),
+            T::from_f64(if accumulate { 1.0 } else { 0.0 }),
             alpha,
             false,
             false,
@@ -937,7 +1012,7 @@ mod tests {
     use super::*;
     use crate::model::layers;
     use crate::support::random::SeededRandom;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     fn random_tensor(shape: &[usize], seed: u64, scale: f64) -> Tensor {
         let mut random = SeededRandom::new(seed, 0);
@@ -1149,6 +1224,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// GeGLU against its composed twin (halves narrowed, GELU times gate), value and gradient,
+    /// in f64 and f32, with more rows than one worker takes.
+    #[test]
+    fn fused_geglu_matches_the_composed_form() {
+        for dtype in [DType::F64, DType::F32] {
+            let x = Var::from_tensor(&random_tensor(&[4, 33, 2 * 19], 15, 2.0).to_dtype(dtype).unwrap())
+                .unwrap();
+            let weights = random_tensor(&[4, 33, 19], 16, 1.0).to_dtype(dtype).unwrap();
+            let fused = layers::geglu(x.as_tensor(), layers::Kernels::Fused).unwrap();
+            let composed = layers::geglu(x.as_tensor(), layers::Kernels::Composed).unwrap();
+            assert_eq!(fused.dims(), &[4, 33, 19]);
+            let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            assert_close(&fused, &composed, tolerance, "geglu");
+            let gradient = |y: &Tensor| (y * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (gradient(&fused), gradient(&composed));
+            let (a, b) = (a.get(x.as_tensor()).unwrap(), b.get(x.as_tensor()).unwrap());
+            let nonzero = values(b).iter().filter(|value| **value != 0.0).count();
+            assert!(nonzero > values(b).len() * 9 / 10, "{nonzero} non-zero gradients");
+            assert_close(a, b, tolerance * 10.0, "geglu gradient");
+        }
+        assert!(geglu(&random_tensor(&[2, 3], 1, 1.0)).is_err());
     }
 
     /// Parallel partial sums are added in a fixed order: repeated backward passes give the same

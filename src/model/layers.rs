@@ -191,6 +191,18 @@ pub fn gelu(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     }
 }
 
+/// GeGLU: `x` `[..., 2 * width]` holds `[a, g]`; returns `GELU(a) * g` `[..., width]` (the
+/// fused kernel on the CPU in f32/f64, composed elsewhere).
+pub fn geglu(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    if kernels.fused_for(x) {
+        return crate::model::kernels::geglu(x);
+    }
+    let width = x.dim(D::Minus1)? / 2;
+    let input = x.narrow(D::Minus1, 0, width)?.contiguous()?;
+    let gate = x.narrow(D::Minus1, width, width)?.contiguous()?;
+    gelu(&input, kernels)? * gate
+}
+
 /// Softmax over the last dimension, composed. The maximum subtracted for stability is detached:
 /// softmax does not depend on it, so its gradient is zero anyway.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {

@@ -2,7 +2,8 @@
 //! DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v2/v3 on one shared encoder; ModernBERT's
 //! own maths in `modernbert`), every operation differentiable (`encoder`, `modernbert`,
 //! `layers`), their `config.json` (`config`), and Hugging Face
-//! directories in and out (`checkpoint`); fused CPU kernels (`kernels`), bf16 matrix products
+//! directories in and out (`checkpoint`); fused CPU kernels (`kernels`; `packed_attention` for
+//! ModernBERT's rotary and windowed attention and DeBERTa's relative attention), bf16 matrix products
 //! (`bf16`), and, in the `cuda` build, fused GPU kernels (`cuda_kernels`).
 //!
 //! Uses: `support` only (`random`: every dropout mask and head initialisation is seeded). Never
@@ -19,6 +20,7 @@ pub mod family;
 pub mod kernels;
 pub mod layers;
 pub mod modernbert;
+pub mod packed_attention;
 
 pub use config::{DropoutRates, ModelConfig};
 pub use encoder::{Batch, EncoderClassifier, LoadReport, Mode};

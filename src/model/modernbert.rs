@@ -14,8 +14,10 @@
 //! -> `head.norm` -> dropout -> `classifier`.
 //!
 //! Shapes: `input_ids`, `attention_mask` `[batch, length]`; hidden states `[batch, length,
-//! hidden]`; logits `[batch, labels]`. Rotary positions and GeGLU are composed candle ops with
-//! their own backward passes (candle's `rope` has none); LayerNorm, softmax and GELU are the fused
+//! hidden]`; logits `[batch, labels]`. On the CPU in f32/f64 the attention (rotary positions,
+//! the local layers' band of keys) is the fused `packed_attention` and GeGLU the fused
+//! `kernels::geglu`, each with an analytic backward pass; elsewhere both are composed candle ops
+//! with their own backward passes (candle's `rope` has none). LayerNorm, softmax and GELU are the
 //! kernels every family uses. Norms and layers without a bias hold a zero bias that is not a
 //! parameter.
 
@@ -28,6 +30,7 @@ use crate::model::encoder::{
     Batch, EncoderClassifier, LoadReport, Mode, Tensors, initialized_linear,
 };
 use crate::model::layers::{self, LayerNorm, Linear};
+use crate::model::packed_attention::{PackedAttention, Rotary, Window, packed_attention};
 use crate::support::random::stream;
 
 /// A LayerNorm whose bias may be absent (then zero, and not a parameter).
@@ -392,7 +395,6 @@ impl ModernBert {
         let hidden = config.hidden_size;
         let heads = config.num_attention_heads;
         let head_size = config.head_size();
-        let intermediate = config.intermediate_size;
         let dtype = model.dtype();
         let device = model.device();
         let (kernels, precision) = (model.kernels, model.precision);
@@ -408,22 +410,59 @@ impl ModernBert {
             .forward_graph(&x, kernels, embeddings_graph)?;
         let mut x = dropout(&x, self.settings.embedding_dropout, mode)?;
 
-        let masks = Masks::new(batch, self.settings.window, dtype)?;
-        let global = rotary_tables(
-            length,
-            head_size,
-            self.settings.global_rope_theta,
-            dtype,
-            device,
-        )?;
-        let local = rotary_tables(
-            length,
-            head_size,
-            self.settings.local_rope_theta,
-            dtype,
-            device,
-        )?;
         let scale = 1.0 / (head_size as f64).sqrt();
+        // On the CPU in f32/f64 the fused attention (rotary positions, the window's band of keys,
+        // the padding mask as values); elsewhere composed ops and mask tensors.
+        let fused = kernels.fused_for(&x);
+        let mut composed = None;
+        let mut packed = None;
+        if fused {
+            let minimum = if dtype == DType::F64 {
+                f64::MIN
+            } else {
+                f32::MIN as f64
+            };
+            let mask = batch
+                .attention_mask
+                .to_dtype(DType::F64)?
+                .affine(-minimum, minimum)?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            let settings = |theta: f64, window: Option<Window>| PackedAttention {
+                heads,
+                scale,
+                mask: mask.clone(),
+                window,
+                rotary: Some(Rotary::new(length, head_size, theta)),
+                relative: None,
+                keep: None,
+            };
+            let window = Window {
+                size: self.settings.window,
+                masked: minimum,
+            };
+            packed = Some((
+                settings(self.settings.global_rope_theta, None),
+                settings(self.settings.local_rope_theta, Some(window)),
+            ));
+        } else {
+            let masks = Masks::new(batch, self.settings.window, dtype)?;
+            let global = rotary_tables(
+                length,
+                head_size,
+                self.settings.global_rope_theta,
+                dtype,
+                device,
+            )?;
+            let local = rotary_tables(
+                length,
+                head_size,
+                self.settings.local_rope_theta,
+                dtype,
+                device,
+            )?;
+            composed = Some((masks, global, local));
+        }
         for (index, layer) in self.layers.iter().enumerate() {
             let graph = model.graph_at(Depth::Layer(index), graph);
             let is_global = self.settings.global_layers[index];
@@ -431,34 +470,51 @@ impl ModernBert {
                 Some(norm) => norm.norm.forward_graph(&x, kernels, graph)?,
                 None => x.clone(),
             };
-            let qkv = layer
-                .qkv
-                .linear
-                .forward_with(&normed, graph, precision)?
-                .reshape((batch_size, length, 3, heads, head_size))?;
-            let part = |which: usize| -> candle_core::Result<Tensor> {
-                qkv.narrow(2, which, 1)?
-                    .squeeze(2)?
-                    .transpose(1, 2)?
-                    .contiguous()
+            let projected = layer.qkv.linear.forward_with(&normed, graph, precision)?;
+            let context = match (&packed, &composed) {
+                (Some((global, local)), _) => {
+                    let mut settings = if is_global { global } else { local }.clone();
+                    settings.keep = match mode {
+                        Mode::Train(random) if model.dropout.attention > 0.0 => {
+                            Some(layers::dropout_mask(
+                                batch_size * heads * length * length,
+                                model.dropout.attention,
+                                dtype,
+                                random,
+                            ))
+                        }
+                        _ => None,
+                    };
+                    packed_attention(&projected, settings)?
+                }
+                (None, Some((masks, global, local))) => {
+                    let qkv = projected.reshape((batch_size, length, 3, heads, head_size))?;
+                    let part = |which: usize| -> candle_core::Result<Tensor> {
+                        qkv.narrow(2, which, 1)?
+                            .squeeze(2)?
+                            .transpose(1, 2)?
+                            .contiguous()
+                    };
+                    let (cos, sin) = if is_global { global } else { local };
+                    let query = rotate(&part(0)?, cos, sin)?;
+                    let key = rotate(&part(1)?, cos, sin)?;
+                    let value = part(2)?;
+                    let scores = (query.matmul(&key.t()?.contiguous()?)? * scale)?;
+                    let scores = if is_global {
+                        scores.broadcast_add(&masks.keys)?
+                    } else {
+                        scores.broadcast_add(&masks.local)?
+                    };
+                    let probabilities = layers::softmax(&scores, kernels)?;
+                    let probabilities = dropout(&probabilities, model.dropout.attention, mode)?;
+                    probabilities
+                        .matmul(&value)?
+                        .transpose(1, 2)?
+                        .contiguous()?
+                        .reshape((batch_size, length, hidden))?
+                }
+                (None, None) => unreachable!("one attention form is prepared"),
             };
-            let (cos, sin) = if is_global { &global } else { &local };
-            let query = rotate(&part(0)?, cos, sin)?;
-            let key = rotate(&part(1)?, cos, sin)?;
-            let value = part(2)?;
-            let scores = (query.matmul(&key.t()?.contiguous()?)? * scale)?;
-            let scores = if is_global {
-                scores.broadcast_add(&masks.keys)?
-            } else {
-                scores.broadcast_add(&masks.local)?
-            };
-            let probabilities = layers::softmax(&scores, kernels)?;
-            let probabilities = dropout(&probabilities, model.dropout.attention, mode)?;
-            let context = probabilities
-                .matmul(&value)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((batch_size, length, hidden))?;
             let attended = layer
                 .attention_output
                 .linear
@@ -470,11 +526,7 @@ impl ModernBert {
                 .mlp_in
                 .linear
                 .forward_with(&normed, graph, precision)?;
-            let input = projected.narrow(D::Minus1, 0, intermediate)?.contiguous()?;
-            let gate = projected
-                .narrow(D::Minus1, intermediate, intermediate)?
-                .contiguous()?;
-            let gated = (layers::gelu(&input, kernels)? * gate)?;
+            let gated = layers::geglu(&projected, kernels)?;
             let gated = dropout(&gated, model.dropout.hidden, mode)?;
             x = (x + layer
                 .mlp_out
@@ -611,7 +663,7 @@ pub fn rotary_tables(
 
 /// `x cos + rotate_half(x) sin` for `x` `[batch, heads, length, head_size]`, where
 /// `rotate_half([x1, x2]) = [-x2, x1]` over the two halves of the last dimension.
-fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let half = x.dim(D::Minus1)? / 2;
     let first = x.narrow(D::Minus1, 0, half)?;
     let second = x.narrow(D::Minus1, half, half)?;
