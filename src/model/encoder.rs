@@ -1003,12 +1003,12 @@ impl EncoderClassifier {
         if let Some(EmbeddingsProjection::AfterNorm(project)) = &encoder.embeddings.project {
             x = project.forward_with(&x, embeddings_graph, precision)?;
         }
-        // DeBERTa: the rows of the relative embeddings this length reads (normalised once), and
-        // where each query-key pair reads them.
         // The fused attention kernels run on the CPU in f32/f64: BERT's (`kernels::attention`)
         // where the scores are scaled `q . k / sqrt(head_size)`, the packed one otherwise (DeBERTa's
         // relative terms and scale).
         let fused_attention = kernels.fused_for(&x);
+        // DeBERTa: the rows of the relative embeddings this length reads (normalised once), and
+        // where each query-key pair reads them (as index tensors for the composed form).
         let relative = match (&encoder.relative, self.config.relative_attention) {
             (Some(relative), Some(settings)) => {
                 let rows = RelativeRows::new(length, &settings);
@@ -1156,8 +1156,9 @@ impl EncoderClassifier {
                 let raw = product(&query, &key.t()?.contiguous()?)?;
                 let raw = match &relative {
                     Some((settings, table, _, indices)) => {
-                        let (content_to_position, position_to_content) =
-                            indices.as_ref().context("the composed form has its indices")?;
+                        let (content_to_position, position_to_content) = indices
+                            .as_ref()
+                            .context("the composed form has its indices")?;
                         let table = self.dropout_hidden(table, mode)?;
                         let positions = |linear: &Linear| -> candle_core::Result<Tensor> {
                             // [rows, hidden] -> [1, heads, rows, head_size]
@@ -1168,8 +1169,7 @@ impl EncoderClassifier {
                                 .unsqueeze(0)?
                                 .contiguous()
                         };
-                        let (position_key, position_query) =
-                            position_projections(layer, settings);
+                        let (position_key, position_query) = position_projections(layer, settings);
                         let mut raw = raw;
                         if let Some(position_key) = position_key {
                             // c2p[b, h, i, j] = q_i . position_key[row(i, j)]

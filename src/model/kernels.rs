@@ -8,8 +8,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
-    bail,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, bail,
 };
 use std::ops::Range;
 use std::sync::Mutex;
@@ -153,7 +152,10 @@ pub(crate) fn with_slice<T: KernelFloat, R>(
     f(&cpu.as_slice::<T>()?[start..end])
 }
 
-pub(crate) fn storage_slice<'a, T: KernelFloat>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+pub(crate) fn storage_slice<'a, T: KernelFloat>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> Result<&'a [T]> {
     let Some((start, end)) = layout.contiguous_offsets() else {
         bail!("bertlab's fused kernels need contiguous inputs")
     };
@@ -497,7 +499,10 @@ impl CustomOp1 for GegluOp {
     fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let mut dims = layout.shape().dims().to_vec();
         let Some(last) = dims.last_mut().filter(|last| **last % 2 == 0 && **last > 0) else {
-            bail!("GeGLU needs an even, non-empty last dimension, not {:?}", layout.shape())
+            bail!(
+                "GeGLU needs an even, non-empty last dimension, not {:?}",
+                layout.shape()
+            )
         };
         *last /= 2;
         let width = *last;
@@ -740,8 +745,32 @@ fn block_probabilities<T: KernelFloat>(
     p
 }
 
+/// One row of an attention backward pass, in place: `d_row`, the gradient of the probabilities
+/// after dropout, becomes `scale * P * (dP - rowsum(dP * P))`, the scores' gradient, where
+/// `dP = d_row * keep` (`kept`: the row's dropout mask and factor) and `p_row` is `P`.
+pub(crate) fn score_gradient<T: KernelFloat>(
+    d_row: &mut [T],
+    p_row: &[T],
+    kept: Option<(&[bool], f64)>,
+    scale: f64,
+) {
+    if let Some((kept, factor)) = kept {
+        for (value, &kept) in d_row.iter_mut().zip(kept) {
+            *value = with_dropout(*value, kept, factor);
+        }
+    }
+    let dot: f64 = d_row
+        .iter()
+        .zip(p_row)
+        .map(|(d, p)| d.to_f64() * p.to_f64())
+        .sum();
+    for (value, probability) in d_row.iter_mut().zip(p_row) {
+        *value = T::from_f64(scale * probability.to_f64() * (value.to_f64() - dot));
+    }
+}
+
 /// `value` times its dropout multiplier: `scale` where kept, 0 elsewhere.
-fn with_dropout<T: KernelFloat>(value: T, kept: bool, scale: f64) -> T {
+pub(crate) fn with_dropout<T: KernelFloat>(value: T, kept: bool, scale: f64) -> T {
     if kept {
         T::from_f64(value.to_f64() * scale)
     } else {
@@ -883,20 +912,8 @@ impl AttentionOp {
                     .zip(p.chunks(length))
                     .enumerate()
                 {
-                    if let Some((kept, scale)) = keep {
-                        let kept = &kept[row * length..(row + 1) * length];
-                        for (value, &kept) in d_row.iter_mut().zip(kept) {
-                            *value = with_dropout(*value, kept, scale);
-                        }
-                    }
-                    let dot: f64 = d_row
-                        .iter()
-                        .zip(p_row)
-                        .map(|(d, p)| d.to_f64() * p.to_f64())
-                        .sum();
-                    for (value, probability) in d_row.iter_mut().zip(p_row) {
-                        *value = T::from_f64(probability.to_f64() * (value.to_f64() - dot));
-                    }
+                    let kept = keep.map(|(kept, scale)| (&kept[row * length..][..length], scale));
+                    score_gradient(d_row, p_row, kept, 1.0);
                 }
                 let scale = T::from_f64(self.scale);
                 unsafe {
@@ -1231,19 +1248,35 @@ mod tests {
     #[test]
     fn fused_geglu_matches_the_composed_form() {
         for dtype in [DType::F64, DType::F32] {
-            let x = Var::from_tensor(&random_tensor(&[4, 33, 2 * 19], 15, 2.0).to_dtype(dtype).unwrap())
+            let x = Var::from_tensor(
+                &random_tensor(&[4, 33, 2 * 19], 15, 2.0)
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let weights = random_tensor(&[4, 33, 19], 16, 1.0)
+                .to_dtype(dtype)
                 .unwrap();
-            let weights = random_tensor(&[4, 33, 19], 16, 1.0).to_dtype(dtype).unwrap();
             let fused = layers::geglu(x.as_tensor(), layers::Kernels::Fused).unwrap();
             let composed = layers::geglu(x.as_tensor(), layers::Kernels::Composed).unwrap();
             assert_eq!(fused.dims(), &[4, 33, 19]);
             let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
             assert_close(&fused, &composed, tolerance, "geglu");
-            let gradient = |y: &Tensor| (y * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+            let gradient = |y: &Tensor| {
+                (y * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            };
             let (a, b) = (gradient(&fused), gradient(&composed));
             let (a, b) = (a.get(x.as_tensor()).unwrap(), b.get(x.as_tensor()).unwrap());
             let nonzero = values(b).iter().filter(|value| **value != 0.0).count();
-            assert!(nonzero > values(b).len() * 9 / 10, "{nonzero} non-zero gradients");
+            assert!(
+                nonzero > values(b).len() * 9 / 10,
+                "{nonzero} non-zero gradients"
+            );
             assert_close(a, b, tolerance * 10.0, "geglu gradient");
         }
         assert!(geglu(&random_tensor(&[2, 3], 1, 1.0)).is_err());

@@ -39,7 +39,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 
 use crate::model::kernels::{
     KernelFloat, SharedOutput, block_product, block_product_into, by_dtype, for_row_ranges,
-    storage_slice, to_tensor, with_slice,
+    score_gradient, storage_slice, to_tensor, with_dropout, with_slice,
 };
 
 /// Query rows per tile.
@@ -183,11 +183,13 @@ impl PackedAttention {
             )
         }
         if let Some(rotary) = &self.rotary
-            && (head_size % 2 != 0
+            && (!head_size.is_multiple_of(2)
                 || rotary.cos.len() != length * head_size / 2
                 || rotary.sin.len() != rotary.cos.len())
         {
-            bail!("packed attention: rotary tables do not fit {length} positions of head size {head_size}")
+            bail!(
+                "packed attention: rotary tables do not fit {length} positions of head size {head_size}"
+            )
         }
         let position_rows = match (&self.relative, positions) {
             (None, None) => 0,
@@ -202,7 +204,9 @@ impl PackedAttention {
                 if relative.row_of.len() != length * length
                     || relative.row_of.iter().any(|&row| row as usize >= rows)
                 {
-                    bail!("packed attention: relative rows do not fit {length} x {length} and {rows} rows")
+                    bail!(
+                        "packed attention: relative rows do not fit {length} x {length} and {rows} rows"
+                    )
                 }
                 rows
             }
@@ -241,9 +245,14 @@ impl PackedAttention {
             None => (None, None),
             Some(relative) => {
                 let keys = relative.content_to_position.then_some(0);
-                let queries = relative
-                    .position_to_content
-                    .then_some(if relative.content_to_position { dims.hidden } else { 0 });
+                let queries =
+                    relative
+                        .position_to_content
+                        .then_some(if relative.content_to_position {
+                            dims.hidden
+                        } else {
+                            0
+                        });
                 (keys, queries)
             }
         }
@@ -381,11 +390,7 @@ impl PackedAttention {
                 for (offset, row) in out.chunks_mut(keys.len()).enumerate() {
                     let kept = &kept[(rows.start + offset) * length + keys.start..][..keys.len()];
                     for (value, &kept) in row.iter_mut().zip(kept) {
-                        *value = if kept {
-                            T::from_f64(value.to_f64() * scale)
-                        } else {
-                            T::from_f64(0.0)
-                        };
+                        *value = with_dropout(*value, kept, scale);
                     }
                 }
                 out
@@ -574,26 +579,13 @@ impl PackedAttention {
                     for (offset, (d_row, p_row)) in
                         d_scores.chunks_mut(width).zip(p.chunks(width)).enumerate()
                     {
-                        if let Some((kept, scale)) = keep {
-                            let kept = &kept[(rows.start + offset) * length + keys.start..][..width];
-                            for (value, &kept) in d_row.iter_mut().zip(kept) {
-                                *value = if kept {
-                                    T::from_f64(value.to_f64() * scale)
-                                } else {
-                                    T::from_f64(0.0)
-                                };
-                            }
-                        }
-                        let dot: f64 = d_row
-                            .iter()
-                            .zip(p_row)
-                            .map(|(d, p)| d.to_f64() * p.to_f64())
-                            .sum();
-                        for (value, probability) in d_row.iter_mut().zip(p_row) {
-                            *value = T::from_f64(
-                                self.scale * probability.to_f64() * (value.to_f64() - dot),
-                            );
-                        }
+                        let kept = keep.map(|(kept, factor)| {
+                            (
+                                &kept[(rows.start + offset) * length + keys.start..][..width],
+                                factor,
+                            )
+                        });
+                        score_gradient(d_row, p_row, kept, self.scale);
                         if let Some(relative) = &self.relative {
                             let query = rows.start + offset;
                             for (column, value) in d_row.iter().enumerate() {
@@ -684,8 +676,10 @@ impl PackedAttention {
         });
         // dKp and dQp: each head's columns, the examples summed in order.
         let mut d_positions = zeros::<T>(position_rows * columns);
-        for (offset, partials) in [(key_columns, &key_partials), (query_columns, &query_partials)]
-        {
+        for (offset, partials) in [
+            (key_columns, &key_partials),
+            (query_columns, &query_partials),
+        ] {
             let Some(offset) = offset else { continue };
             for block in 0..blocks {
                 let head = block % dims.heads;
@@ -795,7 +789,9 @@ impl CustomOp2 for PackedRelativeOp {
         _output: &Tensor,
         d_output: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dims = self.0.dimensions(packed.layout(), Some(positions.layout()))?;
+        let dims = self
+            .0
+            .dimensions(packed.layout(), Some(positions.layout()))?;
         fn run<T: KernelFloat>(
             op: &PackedAttention,
             dims: Dimensions,
@@ -808,7 +804,10 @@ impl CustomOp2 for PackedRelativeOp {
                     })
                 })
             })?;
-            Ok((to_tensor(d_packed, packed)?, to_tensor(d_positions, positions)?))
+            Ok((
+                to_tensor(d_packed, packed)?,
+                to_tensor(d_positions, positions)?,
+            ))
         }
         let (d_packed, d_positions) = by_dtype!(packed.dtype(), "fused attention", T =>
             run::<T>(&self.0, dims, [packed, positions, d_output])?);
@@ -992,7 +991,10 @@ mod tests {
             .unwrap()
             .to_dtype(dtype)
             .unwrap();
-        let scores = (raw * settings.scale).unwrap().broadcast_add(&mask).unwrap();
+        let scores = (raw * settings.scale)
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
         let mut probabilities = layers::softmax(&scores, layers::Kernels::Composed).unwrap();
         if let Some((kept, scale)) = &settings.keep {
             let keep: Vec<f64> = kept
@@ -1027,11 +1029,16 @@ mod tests {
             } else {
                 f32::MIN as f64
             };
-            let real = |example: usize, position: usize| {
-                example + 1 < b || position < case.last_real
-            };
+            let real =
+                |example: usize, position: usize| example + 1 < b || position < case.last_real;
             let mask: Vec<f64> = (0..b * l)
-                .map(|index| if real(index / l, index % l) { 0.0 } else { minimum })
+                .map(|index| {
+                    if real(index / l, index % l) {
+                        0.0
+                    } else {
+                        minimum
+                    }
+                })
                 .collect();
             let relative = case.relative.map(|(c2p, p2c, rows)| {
                 // Rows as DeBERTa reads them: the clamped distance, shifted into [0, rows).
