@@ -413,10 +413,7 @@ impl ModernBert {
         let scale = 1.0 / (head_size as f64).sqrt();
         // On the CPU in f32/f64 the fused attention (rotary positions, the window's band of keys,
         // the padding mask as values); elsewhere composed ops and mask tensors.
-        let fused = kernels.fused_for(&x);
-        let mut composed = None;
-        let mut packed = None;
-        if fused {
+        let attention = if kernels.fused_for(&x) {
             let minimum = if dtype == DType::F64 {
                 f64::MIN
             } else {
@@ -441,28 +438,18 @@ impl ModernBert {
                 size: self.settings.window,
                 masked: minimum,
             };
-            packed = Some((
-                settings(self.settings.global_rope_theta, None),
-                settings(self.settings.local_rope_theta, Some(window)),
-            ));
+            AttentionForm::Fused {
+                global: Box::new(settings(self.settings.global_rope_theta, None)),
+                local: Box::new(settings(self.settings.local_rope_theta, Some(window))),
+            }
         } else {
-            let masks = Masks::new(batch, self.settings.window, dtype)?;
-            let global = rotary_tables(
-                length,
-                head_size,
-                self.settings.global_rope_theta,
-                dtype,
-                device,
-            )?;
-            let local = rotary_tables(
-                length,
-                head_size,
-                self.settings.local_rope_theta,
-                dtype,
-                device,
-            )?;
-            composed = Some((masks, global, local));
-        }
+            let tables = |theta| rotary_tables(length, head_size, theta, dtype, device);
+            AttentionForm::Composed {
+                masks: Masks::new(batch, self.settings.window, dtype)?,
+                global: tables(self.settings.global_rope_theta)?,
+                local: tables(self.settings.local_rope_theta)?,
+            }
+        };
         for (index, layer) in self.layers.iter().enumerate() {
             let graph = model.graph_at(Depth::Layer(index), graph);
             let is_global = self.settings.global_layers[index];
@@ -471,9 +458,10 @@ impl ModernBert {
                 None => x.clone(),
             };
             let projected = layer.qkv.linear.forward_with(&normed, graph, precision)?;
-            let context = match (&packed, &composed) {
-                (Some((global, local)), _) => {
-                    let mut settings = if is_global { global } else { local }.clone();
+            let context = match &attention {
+                AttentionForm::Fused { global, local } => {
+                    let mut settings =
+                        PackedAttention::clone(if is_global { global } else { local });
                     settings.keep = match mode {
                         Mode::Train(random) if model.dropout.attention > 0.0 => {
                             Some(layers::dropout_mask(
@@ -487,7 +475,11 @@ impl ModernBert {
                     };
                     packed_attention(&projected, settings)?
                 }
-                (None, Some((masks, global, local))) => {
+                AttentionForm::Composed {
+                    masks,
+                    global,
+                    local,
+                } => {
                     let qkv = projected.reshape((batch_size, length, 3, heads, head_size))?;
                     let part = |which: usize| -> candle_core::Result<Tensor> {
                         qkv.narrow(2, which, 1)?
@@ -513,7 +505,6 @@ impl ModernBert {
                         .contiguous()?
                         .reshape((batch_size, length, hidden))?
                 }
-                (None, None) => unreachable!("one attention form is prepared"),
             };
             let attended = layer
                 .attention_output
@@ -582,6 +573,20 @@ fn dropout(x: &Tensor, rate: f64, mode: &mut Mode) -> candle_core::Result<Tensor
     }
 }
 
+/// How a forward pass computes attention: the fused kernel's settings for global and local
+/// layers (CPU, f32/f64), or the composed form's masks and rotary tables `(cos, sin)`.
+enum AttentionForm {
+    Fused {
+        global: Box<PackedAttention>,
+        local: Box<PackedAttention>,
+    },
+    Composed {
+        masks: Masks,
+        global: (Tensor, Tensor),
+        local: (Tensor, Tensor),
+    },
+}
+
 /// The additive attention masks (0 where attended, the dtype's minimum elsewhere, once even
 /// where two reasons mask a key, so that a row stays finite): `keys` `[batch, 1, 1, length]`
 /// masks padding (global layers), `local` `[batch, 1, length, length]` also the keys further than
@@ -639,21 +644,15 @@ pub fn rotary_tables(
     dtype: DType,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
+    let rotary = Rotary::new(length, head_size, theta);
     let half = head_size / 2;
-    let inverse: Vec<f64> = (0..half)
-        .map(|index| 1.0 / theta.powf((2 * index) as f64 / head_size as f64))
-        .collect();
-    let mut cos = Vec::with_capacity(length * head_size);
-    let mut sin = Vec::with_capacity(length * head_size);
-    for position in 0..length {
-        for _ in 0..2 {
-            for frequency in &inverse {
-                let angle = position as f64 * frequency;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-    }
+    let both_halves = |angles: &[f64]| -> Vec<f64> {
+        angles
+            .chunks(half.max(1))
+            .flat_map(|row| row.iter().chain(row).copied())
+            .collect()
+    };
+    let (cos, sin) = (both_halves(&rotary.cos), both_halves(&rotary.sin));
     let shape = (1, 1, length, head_size);
     Ok((
         Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,

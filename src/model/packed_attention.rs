@@ -46,7 +46,8 @@ use crate::model::kernels::{
 pub const QUERY_TILE: usize = 64;
 
 /// Rotary tables `[length, head_size / 2]` (both halves of a head use the same angles):
-/// `cos(p / theta^(2i / d))`, `sin(...)`, as [`modernbert::rotary_tables`] computes them.
+/// `cos(p / theta^(2i / d))`, `sin(...)` in f64; [`modernbert::rotary_tables`] widens them to
+/// both halves for the composed form.
 ///
 /// [`modernbert::rotary_tables`]: crate::model::modernbert::rotary_tables
 #[derive(Clone, Debug)]
