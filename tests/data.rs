@@ -158,7 +158,7 @@ fn majority_keeps_the_most_frequent_label_of_a_conflicting_text() {
     let all: Vec<_> = prepared.train.iter().chain(&prepared.validation).collect();
     let x: Vec<_> = all.iter().filter(|example| example.text == "x").collect();
     assert_eq!(x.len(), 1);
-    assert_eq!(prepared.classes[x[0].label as usize], "b");
+    assert_eq!(prepared.classes[x[0].class() as usize], "b");
     assert_eq!(x[0].row, 2);
 }
 
@@ -487,4 +487,327 @@ fn the_fast_tokenizer_path_matches_on_the_whole_corpus() {
         "the fast path took only {accepted} of {total} texts"
     );
     eprintln!("fast path: {accepted} of {total} texts, all identical");
+}
+
+// ---- sentence pairs and label sets (issue 20) ----
+
+fn example_texts(examples: &[data::Example]) -> Vec<(String, Option<String>)> {
+    examples
+        .iter()
+        .map(|example| (example.text.clone(), example.text_pair.clone()))
+        .collect()
+}
+
+#[test]
+fn pairs_are_deduplicated_and_checked_for_leakage_as_pairs() {
+    let folder = Folder::new();
+    // Row 2 repeats row 1's pair; row 3 shares row 1's first text only; the validation file
+    // holds row 1's pair again and a pair whose first text alone is in train.
+    folder.write(
+        "pairs.csv",
+        b"premise,hypothesis,label\n a dog runs ,an animal moves,yes\na dog runs,an animal moves,yes\na dog runs,a cat sleeps,no\nthe sun,is hot,yes\nthe moon,is hot,no\n",
+    );
+    folder.write(
+        "validation.csv",
+        b"premise,hypothesis,label\na dog runs,an animal moves,yes\nthe sun,is cold,no\n",
+    );
+    let prepared = folder
+        .prepare(
+            "train = \"pairs.csv\"\nvalidation = \"validation.csv\"\ntext_column = \"premise\"\ntext_pair_column = \"hypothesis\"",
+            "",
+        )
+        .unwrap();
+    let pair = |a: &str, b: &str| (a.to_string(), Some(b.to_string()));
+    assert_eq!(
+        example_texts(&prepared.train),
+        vec![
+            pair("a dog runs", "an animal moves"),
+            pair("a dog runs", "a cat sleeps"),
+            pair("the sun", "is hot"),
+            pair("the moon", "is hot"),
+        ],
+        "stripped, and only the repeated pair dropped"
+    );
+    assert_eq!(
+        prepared.report.leaked_validation, 1,
+        "the same pair, not the same first text"
+    );
+    assert!(
+        prepared
+            .report
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("1 validation and 0 test pairs")),
+        "{:?}",
+        prepared.report.warnings
+    );
+}
+
+#[test]
+fn an_empty_or_missing_pair_column_is_a_located_error() {
+    let folder = Folder::new();
+    folder.write(
+        "pairs.csv",
+        b"text,second,label\na,b,yes\nc,,no\nd,  ,yes\ne,f,no\n",
+    );
+    let error =
+        data_error(folder.prepare("train = \"pairs.csv\"\ntext_pair_column = \"second\"", ""));
+    assert!(error.file.ends_with("pairs.csv"), "{}", error.file);
+    assert_eq!(
+        error.message,
+        "the pair column `second` (`text_pair_column`) is empty in 2 rows (first: row 2, 3)"
+    );
+    assert!(error.help.unwrap().contains("second text"));
+    let missing = data_error(folder.prepare(
+        "train = \"pairs.csv\"\ntext_pair_column = \"hypothesis\"",
+        "",
+    ));
+    assert_eq!(
+        missing.message,
+        "has no text_pair column `hypothesis`; its columns are `text`, `second`, `label`"
+    );
+}
+
+fn sets(prepared: &[data::Example], classes: &[String]) -> Vec<Vec<String>> {
+    prepared
+        .iter()
+        .map(|example| match &example.gold {
+            data::Gold::Set(set) => set
+                .iter()
+                .map(|&class| classes[class as usize].clone())
+                .collect(),
+            data::Gold::Class(_) => panic!("a single label in multi-label data"),
+        })
+        .collect()
+}
+
+const TAGS_CSV: &[u8] = b"text,tags\nrust and python,code|python\n\"stocks fall, markets\",  finance \nnothing here,\nbrexit vote,politics|finance|politics\nfree code,code\ncats,\n";
+
+#[test]
+fn label_sets_are_read_from_a_delimited_column_a_json_list_and_a_parquet_list() {
+    let folder = Folder::new();
+    folder.write("tags.csv", TAGS_CSV);
+    let expected = vec![
+        vec!["code", "python"],
+        vec!["finance"],
+        vec![],
+        vec!["finance", "politics"],
+        vec!["code"],
+        vec![],
+    ];
+    let expected: Vec<Vec<String>> = expected
+        .into_iter()
+        .map(|set| set.into_iter().map(String::from).collect())
+        .collect();
+    let multi = "label_column = \"tags\"\nlabel_format = \"multi\"\nvalidation_fraction = 0.5\nstratify = false\ndrop_duplicates = false";
+    let from_csv = folder
+        .prepare(&format!("train = \"tags.csv\"\n{multi}"), "")
+        .unwrap();
+    assert_eq!(from_csv.classes, ["code", "finance", "politics", "python"]);
+    let mut all: Vec<_> = from_csv
+        .train
+        .iter()
+        .chain(&from_csv.validation)
+        .cloned()
+        .collect();
+    all.sort_by_key(|example| example.row);
+    assert_eq!(
+        sets(&all, &from_csv.classes),
+        expected,
+        "trimmed, sorted, repeats dropped"
+    );
+    let empty = from_csv.report.empty_label_sets.clone().unwrap();
+    assert_eq!(
+        empty.iter().sum::<usize>(),
+        2,
+        "the empty sets are examples, counted"
+    );
+    // JSON Lines lists, and a Parquet list column, give the same sets.
+    folder.write(
+        "tags.jsonl",
+        br#"{"text": "rust and python", "tags": ["code", "python"]}
+{"text": "stocks fall, markets", "tags": [" finance "]}
+{"text": "nothing here", "tags": []}
+{"text": "brexit vote", "tags": ["politics", "finance", "politics"]}
+{"text": "free code", "tags": ["code"]}
+{"text": "cats", "tags": null}
+"#,
+    );
+    let from_jsonl = folder
+        .prepare(&format!("train = \"tags.jsonl\"\n{multi}"), "")
+        .unwrap();
+    let mut all: Vec<_> = from_jsonl
+        .train
+        .iter()
+        .chain(&from_jsonl.validation)
+        .cloned()
+        .collect();
+    all.sort_by_key(|example| example.row);
+    assert_eq!(sets(&all, &from_jsonl.classes), expected);
+    let mut frame = df!(
+        "text" => ["rust and python", "stocks fall, markets", "nothing here", "brexit vote", "free code", "cats"],
+    )
+    .unwrap();
+    let lists: Vec<Series> = expected
+        .iter()
+        .map(|set| Series::new("".into(), set.clone()))
+        .collect();
+    frame
+        .with_column(Series::new("tags".into(), lists).into_column())
+        .unwrap();
+    write_parquet(&folder.path().join("tags.parquet"), &mut frame);
+    let from_parquet = folder
+        .prepare(&format!("train = \"tags.parquet\"\n{multi}"), "")
+        .unwrap();
+    let mut all: Vec<_> = from_parquet
+        .train
+        .iter()
+        .chain(&from_parquet.validation)
+        .cloned()
+        .collect();
+    all.sort_by_key(|example| example.row);
+    assert_eq!(sets(&all, &from_parquet.classes), expected);
+}
+
+#[test]
+fn unknown_labels_inside_sets_are_listed_or_dropped_from_the_set() {
+    let folder = Folder::new();
+    folder.write("tags.csv", TAGS_CSV);
+    let data = "train = \"tags.csv\"\nlabel_column = \"tags\"\nlabel_format = \"multi\"\nvalidation_fraction = 0.5\nstratify = false";
+    let labels = "[labels]\ncode = 0\nfinance = 1\npolitics = 2\n";
+    let error = data_error(folder.prepare(data, labels));
+    assert_eq!(
+        error.message,
+        "1 label value not in [labels] (inside label sets): \"python\": 1 row (first: row 1)"
+    );
+    assert!(
+        error
+            .help
+            .unwrap()
+            .contains("drop those labels from their sets (the rows stay)")
+    );
+    let dropped = folder
+        .prepare(&format!("{data}\nunknown_labels = \"drop\""), labels)
+        .unwrap();
+    let mut all: Vec<_> = dropped
+        .train
+        .iter()
+        .chain(&dropped.validation)
+        .cloned()
+        .collect();
+    all.sort_by_key(|example| example.row);
+    assert_eq!(all.len(), 6, "no row is dropped");
+    assert_eq!(
+        sets(&all[..1], &dropped.classes),
+        vec![vec!["code".to_string()]]
+    );
+    assert_eq!(dropped.report.dropped_labels.get("\"python\""), Some(&1));
+}
+
+#[test]
+fn a_separator_that_never_occurs_is_a_warning_naming_the_setting() {
+    let folder = Folder::new();
+    folder.write(
+        "tags.csv",
+        b"text,tags\na,\"code,python\"\nb,finance\nc,\"politics,finance\"\nd,code\n",
+    );
+    let prepared = folder
+        .prepare(
+            "train = \"tags.csv\"\nlabel_column = \"tags\"\nlabel_format = \"multi\"\nvalidation_fraction = 0.5\nstratify = false",
+            "",
+        )
+        .unwrap();
+    let warning = prepared
+        .report
+        .warnings
+        .iter()
+        .find(|warning| warning.contains("label_separator"))
+        .expect("a separator warning");
+    assert!(warning.contains("tags.csv"), "{warning}");
+    assert!(
+        warning.contains("probably the wrong separator"),
+        "{warning}"
+    );
+    assert!(warning.contains("(the labels hold `,` in 2)"), "{warning}");
+    let fixed = folder
+        .prepare(
+            "train = \"tags.csv\"\nlabel_column = \"tags\"\nlabel_format = \"multi\"\nlabel_separator = \",\"\nvalidation_fraction = 0.5\nstratify = false",
+            "",
+        )
+        .unwrap();
+    assert!(
+        !fixed
+            .report
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("label_separator"))
+    );
+    assert_eq!(fixed.classes, ["code", "finance", "politics", "python"]);
+}
+
+#[test]
+fn a_list_column_of_non_strings_is_an_error_naming_the_row() {
+    let folder = Folder::new();
+    folder.write(
+        "tags.jsonl",
+        b"{\"text\": \"a\", \"tags\": []}\n{\"text\": \"b\", \"tags\": [1, 2]}\n{\"text\": \"c\", \"tags\": [3]}\n",
+    );
+    let error = data_error(folder.prepare(
+        "train = \"tags.jsonl\"\nlabel_column = \"tags\"\nlabel_format = \"multi\"",
+        "",
+    ));
+    assert!(error.file.ends_with("tags.jsonl"), "{}", error.file);
+    assert!(
+        error
+            .message
+            .starts_with("row 2: the label column `tags` holds a list of i64"),
+        "{}",
+        error.message
+    );
+    // The same list column read as one label per row says to switch the format.
+    let single = data_error(folder.prepare("train = \"tags.jsonl\"\nlabel_column = \"tags\"", ""));
+    assert!(
+        single.message.contains("set label_format = \"multi\""),
+        "{}",
+        single.message
+    );
+}
+
+#[test]
+fn label_sets_are_split_stratified_on_the_set() {
+    let folder = Folder::new();
+    let mut text = String::from("text,tags\n");
+    // 40 rows of a|b, 40 of a, 20 of none: each set keeps its share in validation.
+    for index in 0..100 {
+        let tags = match index % 5 {
+            0 | 1 => "a|b",
+            2 | 3 => "a",
+            _ => "",
+        };
+        text.push_str(&format!("text {index},{tags}\n"));
+    }
+    folder.write("tags.csv", text.as_bytes());
+    let prepared = folder
+        .prepare(
+            "train = \"tags.csv\"\nlabel_column = \"tags\"\nlabel_format = \"multi\"\nvalidation_fraction = 0.2",
+            "",
+        )
+        .unwrap();
+    let count = |examples: &[data::Example], wanted: &[u32]| {
+        examples
+            .iter()
+            .filter(|example| example.gold == data::Gold::Set(wanted.to_vec()))
+            .count()
+    };
+    assert_eq!(prepared.validation.len(), 20);
+    assert_eq!(
+        [
+            count(&prepared.validation, &[0, 1]),
+            count(&prepared.validation, &[0]),
+            count(&prepared.validation, &[])
+        ],
+        [8, 8, 4]
+    );
+    assert_eq!(prepared.report.empty_label_sets, Some(vec![16, 4, 0]));
+    assert_eq!(prepared.report.class_counts["a"], vec![64, 16, 0]);
 }

@@ -97,6 +97,16 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ),
         ("search_over_max_runs", format!("{HEAD}[train]\nmax_length = 32\n[search]\ntrials = 40\n[search.space]\nseed = {{ int = [0, 9] }}\n"), vec!["--max-runs", "10"]),
         (
+            "multi_label_settings_with_one_label",
+            "name = \"broken\"\n[data]\ntrain = \"../data/train.csv\"\nlabel_separator = \",\"\n[model]\npath = \"../models/tiny\"\n[train]\nmax_length = 32\nthreshold = 0.3\nselection_metric = \"hamming_loss\"\n".to_string(),
+            vec![],
+        ),
+        (
+            "multi_label_rules",
+            "name = \"broken\"\n[data]\ntrain = \"../data/train.csv\"\nlabel_format = \"multi\"\nlabel_separator = \"\"\ntext_pair_column = \"text\"\n[model]\npath = \"../models/tiny\"\n[train]\nmax_length = 32\nlabel_smoothing = 0.1\n".to_string(),
+            vec![],
+        ),
+        (
             "unknown_choice",
             format!("{HEAD}[train]\nmax_length = 32\nselection_metric = \"f1\"\ndevice = \"gpu\"\n"),
             vec![],

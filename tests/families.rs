@@ -480,7 +480,7 @@ fn a_saved_model_keeps_the_family_layout_and_its_outputs() {
         let folder = tempfile::tempdir().unwrap();
         let saved = folder.path().join("model");
         let labels = ["negative", "neutral", "positive"].map(String::from);
-        save_classifier(&model, &labels, &directory(family), &saved).unwrap();
+        save_classifier(&model, &labels, false, &directory(family), &saved).unwrap();
         let config: Value =
             serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap())
                 .unwrap();
@@ -810,4 +810,82 @@ fn modernbert_rotary_window_and_hidden_states_match_transformers() {
             "{family}: every position's last hidden state within {difference:.1e} of transformers"
         );
     }
+}
+
+/// Sentence pairs as transformers encodes them (`scripts/make_pair_fixtures.py`, committed as
+/// `tests/fixtures/pairs-expected.json`): for BERT and every family, `tokenizer(first, second,
+/// truncation=True, max_length=M)` ids at 16 and 8 tokens (`longest_first`) and untruncated,
+/// the token type ids where the tokenizer returns them, and the logits of the padded pair batch
+/// with the token types the tokenizer gives (models with fewer than two token types ignore
+/// them, as transformers never passes them).
+#[test]
+fn pairs_are_encoded_and_classified_as_transformers_does() {
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("pairs-expected.json")).unwrap(),
+    )
+    .unwrap();
+    let pairs: Vec<(String, String)> = expected["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            (
+                pair[0].as_str().unwrap().to_string(),
+                pair[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let references: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(first, second)| (first.as_str(), second.as_str()))
+        .collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let families = expected["families"].as_object().unwrap();
+    // BERT and every family (modernbert-mean differs from modernbert in its head only).
+    for family in FAMILIES
+        .iter()
+        .filter(|family| **family != "modernbert-mean")
+    {
+        assert!(
+            families.contains_key(*family),
+            "{family} has no pair fixture"
+        );
+    }
+    assert!(families.contains_key("bert"));
+    for (family, record) in families {
+        let loaded = tokenizer::load(&root.join(record["tokenizer_directory"].as_str().unwrap()))
+            .unwrap_or_else(|error| panic!("{family}: {error:#}"));
+        let with_types = record["returns_token_type_ids"].as_bool().unwrap();
+        for (ids_key, types_key, max_length) in [
+            ("untruncated_ids", "", None),
+            ("input_ids", "token_type_ids", Some(16)),
+            ("input_ids_short", "token_type_ids_short", Some(8)),
+        ] {
+            let encoded = tokenizer::encode_pairs(&loaded, &references, max_length).unwrap();
+            let (ids, types): (Vec<Vec<u32>>, Vec<Vec<u32>>) = encoded.into_iter().unzip();
+            assert_eq!(ids, rows_u32(&record[ids_key]), "{family}: {ids_key}");
+            if with_types && !types_key.is_empty() {
+                assert_eq!(types, rows_u32(&record[types_key]), "{family}: {types_key}");
+            }
+        }
+        let (ids, types): (Vec<Vec<u32>>, Vec<Vec<u32>>) =
+            tokenizer::encode_pairs(&loaded, &references, Some(16))
+                .unwrap()
+                .into_iter()
+                .unzip();
+        let model = classifier_at(&root.join(record["directory"].as_str().unwrap()));
+        let batch =
+            Batch::with_token_types(&ids, Some(&types), loaded.pad_id, &Device::Cpu).unwrap();
+        let logits = to_f64(&model.forward(&batch, &mut Mode::Eval).unwrap());
+        let reference = floats(&record["logits"]);
+        let difference = max_difference(&logits, &reference);
+        assert!(difference < 1e-5, "{family}: logits differ by {difference}");
+    }
+}
+
+/// A fine-tuned classifier directory as it is (f32).
+fn classifier_at(directory: &std::path::Path) -> EncoderClassifier {
+    load_classifier(directory, None, 0, DType::F32, &Device::Cpu)
+        .unwrap_or_else(|error| panic!("{}: {error:#}", directory.display()))
+        .0
 }

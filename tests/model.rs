@@ -259,7 +259,14 @@ fn save_then_load_gives_identical_logits_and_a_transformers_layout() {
     let directory = tempfile::tempdir().unwrap();
     let saved = directory.path().join("model");
     let labels = vec!["negative".to_string(), "neutral".into(), "positive".into()];
-    save_classifier(&model, &labels, &fixtures().join("tiny-bert"), &saved).unwrap();
+    save_classifier(
+        &model,
+        &labels,
+        false,
+        &fixtures().join("tiny-bert"),
+        &saved,
+    )
+    .unwrap();
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(saved.join("config.json")).unwrap()).unwrap();
     assert_eq!(
@@ -289,7 +296,7 @@ fn save_then_load_gives_identical_logits_and_a_transformers_layout() {
     // transformers.
     if let Some(keep) = std::env::var_os("BERTLAB_KEEP_SAVED_MODEL") {
         let keep = PathBuf::from(keep);
-        save_classifier(&model, &labels, &fixtures().join("tiny-bert"), &keep).unwrap();
+        save_classifier(&model, &labels, false, &fixtures().join("tiny-bert"), &keep).unwrap();
         let expected = expected();
         let logits = model
             .forward(&batch, &mut Mode::Eval)

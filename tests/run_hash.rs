@@ -162,3 +162,97 @@ fn recipe_keys_at_their_defaults_keep_every_hash() {
         assert_eq!(read.train, run.spec.train, "{lines}");
     }
 }
+
+/// The plan of the fixture with `data` lines added to its `[data]` table and `train` lines to
+/// its `[train]` table.
+fn plan_with_data(data: &str, train: &str) -> bertlab::plan::PlannedRun {
+    let experiment = EXPERIMENT.replacen(
+        "encoding = \"utf8-lossy\"\n",
+        &format!("encoding = \"utf8-lossy\"\n{data}"),
+        1,
+    );
+    assert_ne!(experiment, EXPERIMENT, "the data table is there");
+    let folder = fixture();
+    std::fs::write(
+        folder.path().join("experiment.toml"),
+        format!("{experiment}{train}"),
+    )
+    .unwrap();
+    let mut planned = plan(
+        &[folder.path().join("experiment.toml")],
+        &PlanOptions::default(),
+        &mut Fingerprinter::new(None),
+    )
+    .unwrap_or_else(|error| panic!("{data} {train}: {error}"));
+    planned.runs.remove(0)
+}
+
+/// The task keys of pairs and label sets enter a spec only at a non-default value: the single
+/// label format written out keeps the pinned hash; a multi-label spec with the default separator
+/// and threshold written out equals one without them; a pair column, the multi format, another
+/// separator and another threshold each change the hash and show in the spec.
+#[test]
+fn task_keys_at_their_defaults_keep_every_hash() {
+    let single = plan_with_data("label_format = \"single\"\n", "");
+    assert_eq!(
+        String::from_utf8(single.spec.canonical_bytes()).unwrap(),
+        CANONICAL
+    );
+    assert_eq!(single.hash.as_str(), HASH);
+    let multi = plan_with_data("label_format = \"multi\"\n", "");
+    let written = plan_with_data(
+        "label_format = \"multi\"\nlabel_separator = \"|\"\n",
+        "threshold = 0.5\n",
+    );
+    assert_eq!(multi.hash, written.hash);
+    let mut hashes = std::collections::HashSet::from([single.hash.clone(), multi.hash.clone()]);
+    assert_eq!(hashes.len(), 2, "the multi format changes the hash");
+    let canonical = String::from_utf8(multi.spec.canonical_bytes()).unwrap();
+    assert!(
+        canonical.contains("\"label_format\":\"multi\""),
+        "{canonical}"
+    );
+    for (data, train, shown) in [
+        (
+            "text_pair_column = \"second\"\n",
+            "",
+            "\"text_pair_column\":\"second\"",
+        ),
+        (
+            "label_format = \"multi\"\nlabel_separator = \";\"\n",
+            "",
+            "\"label_separator\":\";\"",
+        ),
+        (
+            "label_format = \"multi\"\n",
+            "threshold = 0.3\n",
+            "\"threshold\":0.3",
+        ),
+    ] {
+        let run = plan_with_data(data, train);
+        let canonical = String::from_utf8(run.spec.canonical_bytes()).unwrap();
+        assert!(canonical.contains(shown), "{data}{train}: {canonical}");
+        assert!(
+            hashes.insert(run.hash.clone()),
+            "{data}{train}: a hash seen before"
+        );
+        let read: bertlab::plan::spec::RunSpec =
+            serde_json::from_slice(&run.spec.canonical_bytes()).unwrap();
+        assert_eq!(
+            read.train, run.spec.train,
+            "{data}{train}: the spec reads back"
+        );
+        assert_eq!(
+            read.data.options.text_pair_column,
+            run.spec.data.options.text_pair_column
+        );
+        assert_eq!(
+            read.data.options.label_format,
+            run.spec.data.options.label_format
+        );
+        assert_eq!(
+            read.data.options.label_separator,
+            run.spec.data.options.label_separator
+        );
+    }
+}

@@ -82,7 +82,7 @@ Exit status: 0 every run done, 1 a run failed, 2 an error, 130 interrupted.")]
   bertlab results experiments/tweets-sentiment.toml --group-seeds
   bertlab results --format parquet --output results.parquet")]
     Results(ResultsArgs),
-    /// Predict with a run's model: a label and one probability per class for each text.
+    /// Predict with a run's model: a label (or label set) and one probability per class for each text (or pair).
     #[command(after_help = "Examples:
   bertlab predict 99df --text \"what a smooth ride\" --text \"stuck in traffic again\"
   bertlab predict 99df --input tweets.csv --text-column text --output predictions.jsonl")]
@@ -435,6 +435,15 @@ pub struct PredictArgs {
     /// The column of `--input` holding the texts.
     #[arg(long, default_value = "text", value_name = "NAME")]
     pub text_column: String,
+
+    /// A pair task's second text, matched by position with `--text` (repeatable: one per
+    /// `--text`).
+    #[arg(long = "text-pair", value_name = "TEXT", conflicts_with = "input")]
+    pub text_pairs: Vec<String>,
+
+    /// A pair task: the column of `--input` holding each example's second text.
+    #[arg(long, value_name = "NAME", requires = "input")]
+    pub text_pair_column: Option<String>,
 
     /// Where to write predictions: .csv or .jsonl.
     #[arg(long, value_name = "FILE")]

@@ -43,7 +43,11 @@ pub fn execute(
                 let path = folder.join(name);
                 crate::support::atomic_file::write(
                     &path,
-                    &tables::examples_csv(examples, &prepared.classes),
+                    &tables::examples_csv(
+                        examples,
+                        &prepared.classes,
+                        &run.settings.data.label_separator,
+                    ),
                 )?;
             }
             eprintln!(

@@ -17,7 +17,7 @@ pub fn execute(
     let hash = store.resolve(&options.hash)?;
     let predictor = Predictor::load(&store.run_directory(&hash))?;
     let texts: Vec<String> = match &options.input {
-        Some(path) => predict::read_texts(path, &options.text_column)?,
+        Some(path) => predict::read_texts(path, &options.text_column, "--text-column")?,
         None if options.texts.is_empty() => {
             anyhow::bail!(
                 "nothing to predict: give --text TEXT (repeatable) or --input FILE --output FILE"
@@ -25,20 +25,42 @@ pub fn execute(
         }
         None => options.texts.clone(),
     };
+    let text_pairs: Option<Vec<String>> = match (&options.input, &options.text_pair_column) {
+        (Some(path), Some(column)) => {
+            Some(predict::read_texts(path, column, "--text-pair-column")?)
+        }
+        _ if !options.text_pairs.is_empty() => Some(options.text_pairs.clone()),
+        _ => None,
+    };
     let started = std::time::Instant::now();
     let references: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let predictions = predictor.predict(&references, options.batch_size)?;
+    let pair_references: Option<Vec<&str>> = text_pairs
+        .as_ref()
+        .map(|pairs| pairs.iter().map(String::as_str).collect());
+    let predictions =
+        predictor.predict(&references, pair_references.as_deref(), options.batch_size)?;
     let seconds = started.elapsed().as_secs_f64();
+    let separator = predictor.label_separator.as_str();
     match &options.output {
         Some(path) => {
             let extension = path
                 .extension()
                 .map(|extension| extension.to_string_lossy().to_ascii_lowercase());
             let bytes = match extension.as_deref() {
-                Some("csv") => predict::predictions_csv(&texts, &predictor.classes, &predictions),
-                Some("jsonl") | Some("ndjson") => {
-                    predict::predictions_jsonl(&texts, &predictor.classes, &predictions)
-                }
+                Some("csv") => predict::predictions_csv(
+                    &texts,
+                    text_pairs.as_deref(),
+                    &predictor.classes,
+                    separator,
+                    &predictions,
+                ),
+                Some("jsonl") | Some("ndjson") => predict::predictions_jsonl(
+                    &texts,
+                    text_pairs.as_deref(),
+                    &predictor.classes,
+                    predictor.threshold.is_some(),
+                    &predictions,
+                ),
                 _ => anyhow::bail!(
                     "{}: write predictions to a .csv or .jsonl file",
                     path.display()
@@ -50,13 +72,25 @@ pub fn execute(
             let mut headers = vec!["predicted".to_string()];
             headers.extend(predictor.classes.iter().cloned());
             headers.push("text".into());
+            if text_pairs.is_some() {
+                headers.push("text_pair".into());
+            }
             let rows: Vec<Vec<String>> = texts
                 .iter()
                 .zip(&predictions)
-                .map(|(text, prediction)| {
-                    let mut row = vec![predictor.classes[prediction.class as usize].clone()];
+                .enumerate()
+                .map(|(index, (text, prediction))| {
+                    let names = prediction.names(&predictor.classes, separator);
+                    let mut row = vec![if names.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        names
+                    }];
                     row.extend(prediction.probabilities.iter().map(|p| format!("{p:.4}")));
                     row.push(text.clone());
+                    if let Some(pairs) = &text_pairs {
+                        row.push(pairs[index].clone());
+                    }
                     row
                 })
                 .collect();

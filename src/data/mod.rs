@@ -7,14 +7,20 @@
 //!
 //! - decode: `encoding = "utf8"` stops at the first invalid byte (row and offset named);
 //!   `"utf8-lossy"` repairs it and counts the rows.
+//! - pairs (`text_pair_column`): both texts are stripped; a row whose second text is empty is
+//!   an error naming the rows; deduplication and the leakage check compare the pair.
 //! - drop duplicates: a text repeated with the same label keeps its first row. A text that
 //!   appears with different labels follows `conflicting_labels`: `drop` removes every row of it,
-//!   `majority` keeps the first row of its most frequent label (a tie drops them all).
+//!   `majority` keeps the first row of its most frequent label (a tie drops them all). A label
+//!   set counts as one label: the same set in any order is the same.
 //! - map labels: with `[labels]`, unlisted labels are an error listing each with its count and
-//!   first rows, or are dropped (`unknown_labels`); without it, the classes are the sorted distinct
-//!   labels of the training file. A row without a label is an unlisted label.
-//! - split: separate files, or a seeded (stratified) split of the training file.
-//! - leakage: texts found both in train and in validation or test are counted.
+//!   first rows, or are dropped (`unknown_labels`: the row of a single label, the label alone
+//!   from a label set); without it, the classes are the sorted distinct labels of the training
+//!   file. A row without a label is an unlisted label; with `label_format = "multi"` it is the
+//!   empty set, a valid example (none of the classes).
+//! - split: separate files, or a seeded (stratified) split of the training file. Multi-label
+//!   data is stratified on the label set: each distinct set is a stratum.
+//! - leakage: texts (pairs) found both in train and in validation or test are counted.
 //!
 //! Uses: `support`, `experiment` (label entries, filters), `plan` (a run's resolved settings).
 //! Never uses: the tokenizer, the model, the run store or anything above them.
@@ -32,16 +38,49 @@ use serde::{Deserialize, Serialize};
 use crate::experiment::LabelEntry;
 use crate::plan::PlannedRun;
 use crate::plan::spec::{
-    ConflictingLabels, DataFileSpec, DataFormat, DataOptions, Encoding, UnknownLabels,
+    ConflictingLabels, DataFileSpec, DataFormat, DataOptions, Encoding, LabelFormat, UnknownLabels,
 };
 
-/// One labelled text.
+/// One labelled text, or pair of texts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Example {
     pub text: String,
-    pub label: u32,
+    /// The second text of a pair task (`data.text_pair_column`).
+    pub text_pair: Option<String>,
+    pub gold: Gold,
     /// 1-based data row in its source file.
     pub row: usize,
+}
+
+/// An example's gold labels: one class (`label_format = "single"`), or a set of classes, sorted
+/// and possibly empty (`"multi"`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Gold {
+    Class(u32),
+    Set(Vec<u32>),
+}
+
+impl Example {
+    /// The single label's class id (single-label data only).
+    pub fn class(&self) -> u32 {
+        match &self.gold {
+            Gold::Class(class) => *class,
+            Gold::Set(_) => panic!("a multi-label example has no single class"),
+        }
+    }
+
+    /// Whether the example's gold labels hold `class`.
+    pub fn has_class(&self, class: u32) -> bool {
+        match &self.gold {
+            Gold::Class(gold) => *gold == class,
+            Gold::Set(set) => set.contains(&class),
+        }
+    }
+
+    /// What deduplication and the leakage check compare: the text, and the pair's second text.
+    fn key(&self) -> (&str, Option<&str>) {
+        (self.text.as_str(), self.text_pair.as_deref())
+    }
 }
 
 /// Rows entering and leaving one step.
@@ -77,9 +116,12 @@ pub struct DataReport {
     pub leaked_validation: usize,
     pub leaked_test: usize,
     pub warnings: Vec<String>,
+    /// Multi-label: examples with the empty label set (none of the classes), per split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_label_sets: Option<Vec<usize>>,
 }
 
-/// Token lengths of the training texts under one tokenizer and `max_length`.
+/// Token lengths of the training texts (or pairs) under one tokenizer and `max_length`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenLengths {
     pub texts: usize,
@@ -88,9 +130,12 @@ pub struct TokenLengths {
     pub p99: usize,
     pub max: usize,
     pub max_length: usize,
-    /// Texts longer than `max_length` tokens, which training truncates.
+    /// Texts (pairs) longer than `max_length` tokens, which training truncates.
     pub truncated: usize,
     pub truncated_share: f64,
+    /// The lengths are of text pairs (both texts and the special tokens between them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pairs: bool,
 }
 
 impl TokenLengths {
@@ -122,6 +167,7 @@ impl TokenLengths {
             } else {
                 truncated as f64 / count as f64
             },
+            pairs: false,
         }
     }
 }
@@ -168,9 +214,48 @@ fn data_error(file: &Path, message: impl Into<String>, help: Option<&str>) -> an
 /// One file's rows after the steps before label mapping.
 struct CleanRows {
     texts: Vec<String>,
-    labels: Vec<Option<String>>,
+    /// With a pair column: the second texts.
+    text_pairs: Option<Vec<String>>,
+    labels: CleanLabels,
     rows: Vec<usize>,
 }
+
+/// Labels after stripping: one per row (`None`: none), or a set per row (sorted, without
+/// repeats or empty names).
+enum CleanLabels {
+    Single(Vec<Option<String>>),
+    Sets(Vec<Vec<String>>),
+}
+
+impl CleanLabels {
+    fn retain(&mut self, keep: &[bool]) {
+        match self {
+            CleanLabels::Single(labels) => retain(labels, keep),
+            CleanLabels::Sets(sets) => retain(sets, keep),
+        }
+    }
+
+    /// Each row's labels as one comparable value (a set joined by `separator`; `(no labels)`
+    /// for the empty set), for deduplication.
+    fn keys(&self, separator: &str) -> Vec<Option<String>> {
+        match self {
+            CleanLabels::Single(labels) => labels.clone(),
+            CleanLabels::Sets(sets) => sets
+                .iter()
+                .map(|set| {
+                    Some(if set.is_empty() {
+                        "(no labels)".to_string()
+                    } else {
+                        set.join(separator)
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Separators a label column may use instead of the configured one, for the warning.
+const OTHER_SEPARATORS: &[&str] = &["|", ",", ";", "/", "+"];
 
 /// Reads one file through read, decode, select, filters, strip, drop empty and drop duplicates.
 fn clean_file(
@@ -223,13 +308,15 @@ fn clean_file(
         );
     }
     drop(decoded);
-    let (raw, filter_counts) = read::select_and_filter(
-        &frame,
-        &options.text_column,
-        &options.label_column,
-        &options.filters,
-    )
-    .map_err(|message| data_error(path, message, None))?;
+    let multi_label = options.label_format == LabelFormat::Multi;
+    let columns = read::Columns {
+        text: &options.text_column,
+        text_pair: options.text_pair_column.as_deref(),
+        label: &options.label_column,
+        label_separator: multi_label.then_some(options.label_separator.as_str()),
+    };
+    let (raw, filter_counts) = read::select_and_filter(&frame, columns, &options.filters)
+        .map_err(|message| data_error(path, message, None))?;
     step(report, "select columns", total, total, None);
     for count in filter_counts {
         step(
@@ -247,34 +334,125 @@ fn clean_file(
         .into_iter()
         .map(|text| text.trim().to_string())
         .collect();
+    let mut text_pairs: Option<Vec<String>> = raw.text_pairs.map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|pair| pair.unwrap_or_default().trim().to_string())
+            .collect()
+    });
     step(report, "strip whitespace", rows_in, rows_in, None);
-    let mut labels: Vec<Option<String>> = raw
-        .labels
-        .into_iter()
-        .map(|label| {
-            label
-                .map(|label| label.trim().to_string())
-                .filter(|label| !label.is_empty())
-        })
-        .collect();
+    let mut labels = match raw.labels {
+        read::RawLabels::Single(labels) => CleanLabels::Single(
+            labels
+                .into_iter()
+                .map(|label| {
+                    label
+                        .map(|label| label.trim().to_string())
+                        .filter(|label| !label.is_empty())
+                })
+                .collect(),
+        ),
+        read::RawLabels::Sets {
+            sets,
+            separator_never_seen,
+        } => {
+            if separator_never_seen && sets.iter().any(|set| !set.is_empty()) {
+                let others: Vec<String> = OTHER_SEPARATORS
+                    .iter()
+                    .filter(|other| **other != options.label_separator)
+                    .filter_map(|other| {
+                        let count = sets
+                            .iter()
+                            .filter(|set| set.iter().any(|label| label.contains(*other)))
+                            .count();
+                        (count > 0).then(|| format!("`{other}` in {count}"))
+                    })
+                    .collect();
+                report.warnings.push(format!(
+                    "{file}: no label of column `{}` contains `label_separator` = \"{}\", so every example has at most one label: probably the wrong separator{}; set `label_separator` in [data] to the character between the labels",
+                    options.label_column,
+                    options.label_separator,
+                    if others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (the labels hold {})", others.join(", "))
+                    }
+                ));
+            }
+            CleanLabels::Sets(
+                sets.into_iter()
+                    .map(|set| {
+                        let mut set: Vec<String> = set
+                            .into_iter()
+                            .map(|label| label.trim().to_string())
+                            .filter(|label| !label.is_empty())
+                            .collect();
+                        set.sort();
+                        set.dedup();
+                        set
+                    })
+                    .collect(),
+            )
+        }
+    };
     let mut rows = raw.rows;
     if options.drop_empty {
         let keep: Vec<bool> = texts.iter().map(|text| !text.is_empty()).collect();
         retain(&mut texts, &keep);
-        retain(&mut labels, &keep);
+        if let Some(pairs) = &mut text_pairs {
+            retain(pairs, &keep);
+        }
+        labels.retain(&keep);
         retain(&mut rows, &keep);
         step(report, "drop empty", rows_in, texts.len(), None);
     }
+    if let Some(pairs) = &text_pairs {
+        let empty: Vec<usize> = pairs
+            .iter()
+            .zip(&rows)
+            .filter(|(pair, _)| pair.is_empty())
+            .map(|(_, row)| *row)
+            .collect();
+        if !empty.is_empty() {
+            let first: Vec<String> = empty.iter().take(5).map(usize::to_string).collect();
+            return Err(data_error(
+                path,
+                format!(
+                    "the pair column `{}` (`text_pair_column`) is empty in {} row{} (first: row {})",
+                    options.text_pair_column.as_deref().unwrap_or_default(),
+                    empty.len(),
+                    if empty.len() == 1 { "" } else { "s" },
+                    first.join(", ")
+                ),
+                Some(
+                    "every example of a pair task needs its second text: fill those cells, or remove the rows from the file",
+                ),
+            ));
+        }
+    }
     if options.drop_duplicates {
         let rows_before = texts.len();
-        let keep = deduplicate(&texts, &labels, options.conflicting_labels, report);
+        let keys: Vec<String> = match &text_pairs {
+            None => texts.clone(),
+            Some(pairs) => texts
+                .iter()
+                .zip(pairs)
+                .map(|(text, pair)| format!("{text}\u{0}{pair}"))
+                .collect(),
+        };
+        let label_keys = labels.keys(&options.label_separator);
+        let keep = deduplicate(&keys, &label_keys, options.conflicting_labels, report);
         retain(&mut texts, &keep);
-        retain(&mut labels, &keep);
+        if let Some(pairs) = &mut text_pairs {
+            retain(pairs, &keep);
+        }
+        labels.retain(&keep);
         retain(&mut rows, &keep);
         step(report, "drop duplicates", rows_before, texts.len(), None);
     }
     Ok(CleanRows {
         texts,
+        text_pairs,
         labels,
         rows,
     })
@@ -317,7 +495,8 @@ fn deduplicate(
         report.conflicting_texts += 1;
         if report.conflict_examples.len() < 5 {
             report.conflict_examples.push(Conflict {
-                text: text.to_string(),
+                // A pair's key holds its two texts apart with NUL.
+                text: text.replace('\u{0}', " / "),
                 labels: counts.clone(),
             });
         }
@@ -368,9 +547,12 @@ impl LabelMap {
         }
     }
 
-    /// Inferred: the sorted distinct labels.
-    fn inferred(labels: &[Option<String>]) -> LabelMap {
-        let mut classes: Vec<String> = labels.iter().flatten().cloned().collect();
+    /// Inferred: the sorted distinct labels (of every label set).
+    fn inferred(labels: &CleanLabels) -> LabelMap {
+        let mut classes: Vec<String> = match labels {
+            CleanLabels::Single(labels) => labels.iter().flatten().cloned().collect(),
+            CleanLabels::Sets(sets) => sets.iter().flatten().cloned().collect(),
+        };
         classes.sort();
         classes.dedup();
         let ids = classes
@@ -382,7 +564,8 @@ impl LabelMap {
     }
 }
 
-/// Maps raw labels to class ids; unknown labels are an error or dropped.
+/// Maps raw labels to class ids; unknown labels are an error, or are dropped: the row of a
+/// single label, the label from a label set (the row stays, with the labels left).
 fn map_labels(
     path: &Path,
     rows: CleanRows,
@@ -391,24 +574,67 @@ fn map_labels(
     report: &mut DataReport,
 ) -> anyhow::Result<Vec<Example>> {
     let mut unknown: BTreeMap<String, (usize, Vec<usize>)> = BTreeMap::new();
+    let mut note_unknown = |shown: String, row: usize| {
+        let entry = unknown.entry(shown).or_default();
+        entry.0 += 1;
+        if entry.1.len() < 3 {
+            entry.1.push(row);
+        }
+    };
     let mut examples = Vec::with_capacity(rows.texts.len());
     let rows_in = rows.texts.len();
-    for ((text, label), row) in rows.texts.into_iter().zip(rows.labels).zip(rows.rows) {
-        match label.as_ref().and_then(|label| map.ids.get(label)) {
-            Some(&class) => examples.push(Example {
-                text,
-                label: class,
-                row,
-            }),
-            None => {
-                let shown =
-                    label.map_or_else(|| "(missing)".to_string(), |label| format!("\"{label}\""));
-                let entry = unknown.entry(shown).or_default();
-                entry.0 += 1;
-                if entry.1.len() < 3 {
-                    entry.1.push(row);
+    let pairs: Box<dyn Iterator<Item = Option<String>>> = match rows.text_pairs {
+        Some(pairs) => Box::new(pairs.into_iter().map(Some)),
+        None => Box::new(std::iter::repeat(None)),
+    };
+    let multi_label = matches!(rows.labels, CleanLabels::Sets(_));
+    let golds: Vec<Option<Gold>> = match rows.labels {
+        CleanLabels::Single(labels) => labels
+            .into_iter()
+            .zip(&rows.rows)
+            .map(
+                |(label, &row)| match label.as_ref().and_then(|label| map.ids.get(label)) {
+                    Some(&class) => Some(Gold::Class(class)),
+                    None => {
+                        note_unknown(
+                            label.map_or_else(
+                                || "(missing)".to_string(),
+                                |label| format!("\"{label}\""),
+                            ),
+                            row,
+                        );
+                        None
+                    }
+                },
+            )
+            .collect(),
+        CleanLabels::Sets(sets) => sets
+            .into_iter()
+            .zip(&rows.rows)
+            .map(|(set, &row)| {
+                let mut classes: Vec<u32> = Vec::with_capacity(set.len());
+                for label in set {
+                    match map.ids.get(&label) {
+                        Some(&class) => classes.push(class),
+                        None => note_unknown(format!("\"{label}\""), row),
+                    }
                 }
-            }
+                classes.sort_unstable();
+                classes.dedup();
+                Some(Gold::Set(classes))
+            })
+            .collect(),
+    };
+    for (((text, text_pair), gold), row) in
+        rows.texts.into_iter().zip(pairs).zip(golds).zip(rows.rows)
+    {
+        if let Some(gold) = gold {
+            examples.push(Example {
+                text,
+                text_pair,
+                gold,
+                row,
+            });
         }
     }
     if !unknown.is_empty() && policy == UnknownLabels::Error {
@@ -426,16 +652,24 @@ fn map_labels(
         return Err(data_error(
             path,
             format!(
-                "{} label value{} not in [labels]: {}",
+                "{} label value{} not in [labels]{}: {}",
                 unknown.len(),
                 if unknown.len() == 1 { "" } else { "s" },
+                if multi_label {
+                    " (inside label sets)"
+                } else {
+                    ""
+                },
                 listing.join("; ")
             ),
-            Some(
-                "add them to [labels], or set `unknown_labels = \"drop\"` in [data] to drop those rows",
-            ),
+            Some(if multi_label {
+                "add them to [labels], or set `unknown_labels = \"drop\"` in [data] to drop those labels from their sets (the rows stay)"
+            } else {
+                "add them to [labels], or set `unknown_labels = \"drop\"` in [data] to drop those rows"
+            }),
         ));
     }
+    let dropped_from_sets: usize = unknown.values().map(|(count, _)| count).sum();
     for (label, (count, _)) in unknown {
         *report.dropped_labels.entry(label).or_default() += count;
     }
@@ -444,9 +678,31 @@ fn map_labels(
         step: "map labels".into(),
         rows_in,
         rows_out: examples.len(),
-        note: None,
+        note: (multi_label && dropped_from_sets > 0)
+            .then(|| format!("{dropped_from_sets} unknown labels dropped from their sets")),
     });
     Ok(examples)
+}
+
+/// The split's strata: the class of a single label, or one stratum per distinct label set (in
+/// the order of first appearance), and their number.
+fn strata(examples: &[Example]) -> (Vec<u32>, usize) {
+    let mut ids: HashMap<&Gold, u32> = HashMap::new();
+    let mut classes = 0usize;
+    let strata = examples
+        .iter()
+        .map(|example| match &example.gold {
+            Gold::Class(class) => {
+                classes = classes.max(*class as usize + 1);
+                *class
+            }
+            gold @ Gold::Set(_) => {
+                let next = ids.len() as u32;
+                *ids.entry(gold).or_insert(next)
+            }
+        })
+        .collect();
+    (strata, classes.max(ids.len()))
 }
 
 /// Runs every step for one planned run: its data settings and files, each read in the format
@@ -474,11 +730,19 @@ pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
             Some("check `text_column`, the filters, and whether the texts are empty"),
         ));
     }
+    let multi_label = options.label_format == LabelFormat::Multi;
     let map = match &settings.labels {
         Some(entries) => LabelMap::from_entries(entries),
         None => LabelMap::inferred(&train_rows.labels),
     };
-    if map.classes.len() < 2 {
+    if multi_label && map.classes.is_empty() {
+        return Err(data_error(
+            train_path,
+            "no label occurs in any label set: a multi-label classifier needs at least one class",
+            Some("check `label_column` and `label_separator` in [data]"),
+        ));
+    }
+    if !multi_label && map.classes.len() < 2 {
         return Err(data_error(
             train_path,
             format!(
@@ -509,10 +773,10 @@ pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
     let validation_file = other(&paths.validation, &files.validation, &mut report)?;
     let test_file = other(&paths.test, &files.test, &mut report)?;
 
-    let labels: Vec<u32> = train_all.iter().map(|example| example.label).collect();
+    let (labels, strata_count) = strata(&train_all);
     let parts = split::split(
         &labels,
-        map.classes.len(),
+        strata_count.max(map.classes.len()),
         if validation_file.is_some() {
             0.0
         } else {
@@ -549,8 +813,13 @@ pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
     });
     if let Some(size) = options.max_train_examples {
         let rows_in = train.len();
-        let labels: Vec<u32> = train.iter().map(|example| example.label).collect();
-        let kept = split::sample(&labels, map.classes.len(), size, options.split_seed);
+        let (labels, strata_count) = strata(&train);
+        let kept = split::sample(
+            &labels,
+            strata_count.max(map.classes.len()),
+            size,
+            options.split_seed,
+        );
         train = kept.iter().map(|&index| train[index].clone()).collect();
         report.steps.push(StepCount {
             file: train_path.display().to_string(),
@@ -576,10 +845,26 @@ pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
     let count = |examples: &[Example]| {
         let mut counts = vec![0usize; map.classes.len()];
         for example in examples {
-            counts[example.label as usize] += 1;
+            match &example.gold {
+                Gold::Class(class) => counts[*class as usize] += 1,
+                Gold::Set(set) => {
+                    for class in set {
+                        counts[*class as usize] += 1;
+                    }
+                }
+            }
         }
         counts
     };
+    if multi_label {
+        let empty = |examples: &[Example]| {
+            examples
+                .iter()
+                .filter(|example| example.gold == Gold::Set(Vec::new()))
+                .count()
+        };
+        report.empty_label_sets = Some(vec![empty(&train), empty(&validation), empty(&test)]);
+    }
     let (train_counts, validation_counts, test_counts) =
         (count(&train), count(&validation), count(&test));
     for (class, name) in map.classes.iter().enumerate() {
@@ -602,20 +887,26 @@ pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
         }
     }
 
-    let train_texts: std::collections::HashSet<&str> =
-        train.iter().map(|example| example.text.as_str()).collect();
+    let train_texts: std::collections::HashSet<(&str, Option<&str>)> =
+        train.iter().map(Example::key).collect();
     report.leaked_validation = validation
         .iter()
-        .filter(|example| train_texts.contains(example.text.as_str()))
+        .filter(|example| train_texts.contains(&example.key()))
         .count();
     report.leaked_test = test
         .iter()
-        .filter(|example| train_texts.contains(example.text.as_str()))
+        .filter(|example| train_texts.contains(&example.key()))
         .count();
     if report.leaked_validation + report.leaked_test > 0 {
         report.warnings.push(format!(
-            "{} validation and {} test texts also occur in train: their metrics will be optimistic",
-            report.leaked_validation, report.leaked_test
+            "{} validation and {} test {} also occur in train: their metrics will be optimistic",
+            report.leaked_validation,
+            report.leaked_test,
+            if options.text_pair_column.is_some() {
+                "pairs"
+            } else {
+                "texts"
+            }
         ));
     }
     report.classes = map.classes.clone();

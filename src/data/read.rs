@@ -4,8 +4,9 @@
 //!
 //! CSV and TSV columns are read as text (nothing is guessed: `00123` stays `00123`); a filter on
 //! `min`/`max` parses its column as numbers and names the first row that is not one. JSON Lines
-//! and Parquet keep their types: the text column must hold strings, and labels of any scalar
-//! type are compared as text.
+//! and Parquet keep their types: the text (and pair) column must hold strings, and labels of any
+//! scalar type are compared as text. Multi-label sets come from a list column of strings, or
+//! from a text column split at `label_separator`.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -15,13 +16,40 @@ use polars::prelude::*;
 use crate::experiment::{RowFilter, Setting};
 use crate::plan::spec::DataFormat;
 
-/// The rows of one file after filtering: text, raw label and source row, in file order.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The rows of one file after filtering: text (and second text), raw label or label set, and
+/// source row, in file order.
+#[derive(Clone, Debug, PartialEq)]
 pub struct RawRows {
     pub texts: Vec<String>,
-    pub labels: Vec<Option<String>>,
+    /// With `text_pair_column`: each row's second text (`None` where the cell is empty).
+    pub text_pairs: Option<Vec<Option<String>>>,
+    pub labels: RawLabels,
     /// 1-based data row in the file (the header is not a row).
     pub rows: Vec<usize>,
+}
+
+/// The label column as read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawLabels {
+    /// One label per row (`None`: the cell is empty).
+    Single(Vec<Option<String>>),
+    /// A set of labels per row: a text column split at the separator, or a list column. An
+    /// empty cell (or null) is the empty set.
+    Sets {
+        sets: Vec<Vec<String>>,
+        /// A text column where no cell holds the separator (probably the wrong separator).
+        separator_never_seen: bool,
+    },
+}
+
+/// Which columns to read, and how the label column holds labels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Columns<'a> {
+    pub text: &'a str,
+    pub text_pair: Option<&'a str>,
+    pub label: &'a str,
+    /// Multi-label: the separator of a text label column; `None`: one label per row.
+    pub label_separator: Option<&'a str>,
 }
 
 /// Rows kept by one filter.
@@ -116,16 +144,96 @@ fn text_column(
     Ok(cast.str().map_err(|error| error.to_string())?.clone())
 }
 
-/// Applies the filters, then keeps the text and label columns.
+/// A multi-label column's label sets: a list column's strings (a list of anything else is an
+/// error naming the first row that holds one), or a text column split at `separator`.
+fn label_sets(
+    frame: &DataFrame,
+    name: &str,
+    separator: &str,
+) -> Result<(Vec<Vec<String>>, bool), ReadError> {
+    let column = frame.column(name).map_err(|_| {
+        format!(
+            "has no label column `{name}`; its columns are {}",
+            column_names(frame)
+        )
+    })?;
+    if let DataType::List(inner) = column.dtype() {
+        let lists = column.list().map_err(|error| error.to_string())?;
+        let inner = inner.as_ref().clone();
+        let mut sets = Vec::with_capacity(lists.len());
+        for index in 0..lists.len() {
+            let Some(list) = lists.get_as_series(index) else {
+                sets.push(Vec::new());
+                continue;
+            };
+            if list.is_empty() || inner == DataType::Null {
+                sets.push(Vec::new());
+                continue;
+            }
+            if inner != DataType::String {
+                let shown = list
+                    .get(0)
+                    .map_or_else(|_| "a value".to_string(), |value| value.to_string());
+                return Err(format!(
+                    "row {}: the label column `{name}` holds a list of {inner} (such as {shown}), not of strings; labels are names: write them as strings, such as [\"sports\", \"politics\"]",
+                    index + 1
+                ));
+            }
+            let strings = list.str().map_err(|error| error.to_string())?;
+            sets.push(strings.iter().flatten().map(str::to_string).collect());
+        }
+        return Ok((sets, false));
+    }
+    if column.dtype().is_nested() {
+        return Err(format!(
+            "its label column `{name}` holds {}, not label sets; give a list of strings or a text of labels separated by `label_separator`",
+            column.dtype()
+        ));
+    }
+    let texts = text_column(frame, name, "label", false)?;
+    let mut seen = false;
+    let sets = texts
+        .iter()
+        .map(|value| match value {
+            None => Vec::new(),
+            Some(value) => {
+                seen |= value.contains(separator);
+                value.split(separator).map(str::to_string).collect()
+            }
+        })
+        .collect();
+    Ok((sets, !seen))
+}
+
+/// Applies the filters, then keeps the text, pair and label columns.
 pub fn select_and_filter(
     frame: &DataFrame,
-    text_column_name: &str,
-    label_column_name: &str,
+    columns: Columns,
     filters: &[RowFilter],
 ) -> Result<(RawRows, Vec<FilterCount>), ReadError> {
     let rows = frame.height();
-    let texts = text_column(frame, text_column_name, "text", true)?;
-    let labels = text_column(frame, label_column_name, "label", false)?;
+    let texts = text_column(frame, columns.text, "text", true)?;
+    let pairs = columns
+        .text_pair
+        .map(|name| text_column(frame, name, "text_pair", true))
+        .transpose()?;
+    let labels = match columns.label_separator {
+        None => Some(text_column(frame, columns.label, "label", false).map_err(|message| {
+            if frame
+                .column(columns.label)
+                .is_ok_and(|column| column.dtype().is_nested())
+            {
+                format!("{message}; if each text has a set of labels, set label_format = \"multi\" in [data]")
+            } else {
+                message
+            }
+        })?),
+        Some(_) => None,
+    };
+    let sets = columns
+        .label_separator
+        .map(|separator| label_sets(frame, columns.label, separator))
+        .transpose()?;
     let mut keep = vec![true; rows];
     let mut counts = Vec::new();
     for filter in filters {
@@ -140,14 +248,39 @@ pub fn select_and_filter(
             rows_out: keep.iter().filter(|kept| **kept).count(),
         });
     }
-    let mut raw = RawRows::default();
-    for (index, ((text, label), kept)) in texts.iter().zip(labels.iter()).zip(&keep).enumerate() {
-        if *kept {
-            raw.texts.push(text.unwrap_or("").to_string());
-            raw.labels.push(label.map(str::to_string));
-            raw.rows.push(index + 1);
-        }
-    }
+    let kept: Vec<usize> = (0..rows).filter(|&index| keep[index]).collect();
+    let texts: Vec<Option<&str>> = texts.iter().collect();
+    let raw = RawRows {
+        texts: kept
+            .iter()
+            .map(|&index| texts[index].unwrap_or("").to_string())
+            .collect(),
+        text_pairs: pairs.map(|pairs| {
+            let pairs: Vec<Option<&str>> = pairs.iter().collect();
+            kept.iter()
+                .map(|&index| pairs[index].map(str::to_string))
+                .collect()
+        }),
+        labels: match (labels, sets) {
+            (Some(labels), _) => {
+                let labels: Vec<Option<&str>> = labels.iter().collect();
+                RawLabels::Single(
+                    kept.iter()
+                        .map(|&index| labels[index].map(str::to_string))
+                        .collect(),
+                )
+            }
+            (None, Some((mut sets, separator_never_seen))) => RawLabels::Sets {
+                sets: kept
+                    .iter()
+                    .map(|&index| std::mem::take(&mut sets[index]))
+                    .collect(),
+                separator_never_seen,
+            },
+            (None, None) => unreachable!("one of the two label readings ran"),
+        },
+        rows: kept.iter().map(|&index| index + 1).collect(),
+    };
     Ok((raw, counts))
 }
 

@@ -151,7 +151,16 @@ pub const ENCODINGS: &[&str] = &["utf8", "utf8-lossy"];
 pub const UNKNOWN_LABEL_POLICIES: &[&str] = &["error", "drop"];
 pub const DATA_FORMATS: &[&str] = &["csv", "tsv", "parquet", "jsonl"];
 pub const CONFLICTING_LABEL_POLICIES: &[&str] = &["drop", "majority"];
-pub const SELECTION_METRICS: &[&str] = &["macro_f1", "accuracy", "loss"];
+pub const SELECTION_METRICS: &[&str] = &[
+    "macro_f1",
+    "accuracy",
+    "loss",
+    "micro_f1",
+    "samples_f1",
+    "subset_accuracy",
+    "hamming_loss",
+];
+pub const LABEL_FORMATS: &[&str] = &["single", "multi"];
 pub const CLASS_WEIGHTS: &[&str] = &["none", "balanced"];
 pub const PRECISIONS: &[&str] = &["fp32", "bf16"];
 pub const LEARNING_RATE_SCHEDULES: &[&str] =
@@ -202,7 +211,13 @@ pub static KEYS: &[Key] = &[
     key!(Data, "text_column", ValueKind::Text, Default::Text("text"), grid: true, hashed: true,
         "The column holding the text to classify."),
     key!(Data, "label_column", ValueKind::Text, Default::Text("label"), grid: true, hashed: true,
-        "The column holding the raw label."),
+        "The column holding the raw label (with `label_format = \"multi\"`: the example's label set)."),
+    key!(Data, "text_pair_column", ValueKind::Text, Default::Absent, grid: true, hashed: true,
+        "The column holding each example's second text: the model reads the pair as transformers' `tokenizer(text, text_pair)` gives it (BERT: `[CLS] a [SEP] b [SEP]` with token types 0 and 1; RoBERTa: `<s> a </s></s> b </s>`), truncated `longest_first` to `max_length`. Unset: one text per example."),
+    key!(Data, "label_format", ValueKind::Choice(LABEL_FORMATS), Default::Text("single"), grid: true, hashed: true,
+        "`single`: one label per example (softmax, cross-entropy). `multi`: a set of labels per example, possibly empty (a sigmoid per class, binary cross-entropy): a delimited string (`label_separator`), or a list of strings in JSON Lines and Parquet."),
+    key!(Data, "label_separator", ValueKind::Text, Default::Text("|"), grid: true, hashed: true,
+        "With `label_format = \"multi\"`: the character(s) between the labels of a text column's label set (`topic_a|topic_b`). List columns need none."),
     key!(Data, "encoding", ValueKind::Choice(ENCODINGS), Default::Text("utf8"), grid: true, hashed: true,
         "`utf8`: invalid UTF-8 is an error; `utf8-lossy`: invalid bytes become U+FFFD and are counted."),
     key!(Data, "drop_empty", ValueKind::Bool, Default::Bool(true), grid: true, hashed: true,
@@ -282,9 +297,11 @@ pub static KEYS: &[Key] = &[
     key!(Train, "early_stopping_patience", ValueKind::Integer { min: 0, max: 100_000 }, Default::Integer(0), grid: true, hashed: true,
         "Stop after this many evaluations without improvement of `selection_metric` (epochs; with `eval_every_steps`, every evaluation counts); 0 turns early stopping off."),
     key!(Train, "selection_metric", ValueKind::Choice(SELECTION_METRICS), Default::Text("macro_f1"), grid: true, hashed: true,
-        "The validation metric that picks the evaluation (epoch, or step with `eval_every_steps`) whose weights a run keeps."),
+        "The validation metric that picks the evaluation (epoch, or step with `eval_every_steps`) whose weights a run keeps. `micro_f1`, `samples_f1`, `subset_accuracy` and `hamming_loss` (lower is better) are multi-label metrics; with multi-label, `accuracy` is `subset_accuracy`."),
     key!(Train, "class_weights", ValueKind::Choice(CLASS_WEIGHTS), Default::Text("none"), grid: true, hashed: true,
-        "`balanced` weighs each class's loss by n_samples / (n_classes * class_count)."),
+        "`balanced` weighs each class's loss by n_samples / (n_classes * class_count); with `label_format = \"multi\"`, each class's positive term by its negatives / positives (torch's `pos_weight`)."),
+    key!(Train, "threshold", ValueKind::Float { min: Bound::Exclusive(0.0), max: Bound::Exclusive(1.0) }, Default::Float(0.5), grid: true, hashed: true,
+        "With `label_format = \"multi\"`: a class is predicted when its sigmoid probability is at least this. An error with `\"single\"`."),
     key!(Train, "length_bucketing", ValueKind::Bool, Default::Bool(false), grid: true, hashed: true,
         "Group texts of similar length into batches (still shuffled, seeded) to pad less."),
     key!(Train, "precision", ValueKind::Choice(PRECISIONS), Default::Text("fp32"), grid: true, hashed: true,

@@ -87,13 +87,18 @@ pub fn labels_of(config: &ModelConfig) -> Option<Vec<String>> {
         .then(|| labels.into_iter().map(|(_, label)| label).collect())
 }
 
+/// transformers' `problem_type` of a multi-label classifier (a sigmoid per class, BCE).
+pub const MULTI_LABEL_PROBLEM: &str = "multi_label_classification";
+
 /// Saves `model` as a Hugging Face directory: `config.json` (the source's, with the family's
 /// `*ForSequenceClassification` as architecture, `id2label`, `label2id`), `model.safetensors` with
 /// transformers' key names, and the tokenizer files of `source`. The directory appears whole or
-/// not at all: it is written next to `directory` and renamed into place.
+/// not at all: it is written next to `directory` and renamed into place. `multi_label`:
+/// `problem_type` is [`MULTI_LABEL_PROBLEM`] (else `single_label_classification`).
 pub fn save_classifier(
     model: &EncoderClassifier,
     labels: &[String],
+    multi_label: bool,
     source: &Path,
     directory: &Path,
 ) -> anyhow::Result<()> {
@@ -130,7 +135,14 @@ pub fn save_classifier(
     object.insert("architectures".into(), json!([family.architecture]));
     object.insert("id2label".into(), Value::Object(id2label));
     object.insert("label2id".into(), Value::Object(label2id));
-    object.insert("problem_type".into(), json!("single_label_classification"));
+    object.insert(
+        "problem_type".into(),
+        json!(if multi_label {
+            MULTI_LABEL_PROBLEM
+        } else {
+            "single_label_classification"
+        }),
+    );
     object.insert(
         family.layout.head.dropout_key.into(),
         json!(model.dropout.classifier),

@@ -44,25 +44,47 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Builds a batch from rows of token ids, padding each to the longest with `pad_id`.
+    /// Builds a batch from rows of token ids, padding each to the longest with `pad_id`; every
+    /// token type 0.
     pub fn from_rows(
         rows: &[Vec<u32>],
+        pad_id: u32,
+        device: &Device,
+    ) -> candle_core::Result<Batch> {
+        Batch::with_token_types(rows, None, pad_id, device)
+    }
+
+    /// [`Batch::from_rows`] with each row's token type ids (a pair's, as the tokenizer gives
+    /// them), padded with 0; `None`: all 0. A model without two or more token types ignores
+    /// them, as transformers' tokenizers do not give them to such models.
+    pub fn with_token_types(
+        rows: &[Vec<u32>],
+        type_ids: Option<&[Vec<u32>]>,
         pad_id: u32,
         device: &Device,
     ) -> candle_core::Result<Batch> {
         let length = rows.iter().map(Vec::len).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(rows.len() * length);
         let mut mask = Vec::with_capacity(rows.len() * length);
-        for row in rows {
+        let mut types = Vec::with_capacity(rows.len() * length);
+        for (index, row) in rows.iter().enumerate() {
             ids.extend_from_slice(row);
             ids.extend(std::iter::repeat_n(pad_id, length - row.len()));
             mask.extend(std::iter::repeat_n(1u32, row.len()));
             mask.extend(std::iter::repeat_n(0u32, length - row.len()));
+            match type_ids {
+                Some(type_ids) => {
+                    assert_eq!(type_ids[index].len(), row.len(), "one type id per token");
+                    types.extend_from_slice(&type_ids[index]);
+                }
+                None => types.extend(std::iter::repeat_n(0u32, row.len())),
+            }
+            types.extend(std::iter::repeat_n(0u32, length - row.len()));
         }
         let shape = (rows.len(), length);
         Ok(Batch {
             input_ids: Tensor::from_vec(ids, shape, device)?,
-            token_type_ids: Tensor::zeros(shape, DType::U32, device)?,
+            token_type_ids: Tensor::from_vec(types, shape, device)?,
             attention_mask: Tensor::from_vec(mask, shape, device)?,
         })
     }
@@ -956,8 +978,14 @@ impl EncoderClassifier {
             .index_select(&batch.input_ids.flatten_all()?, 0)?;
         let summed = match &encoder.embeddings.token_type {
             Some(token_type) => {
-                let token_type = operand(token_type, embeddings_graph)
-                    .index_select(&batch.token_type_ids.flatten_all()?, 0)?;
+                // One token type (RoBERTa): every token reads row 0, whatever the tokenizer said.
+                let types = if self.config.type_vocab_size < 2 {
+                    batch.token_type_ids.zeros_like()?
+                } else {
+                    batch.token_type_ids.clone()
+                };
+                let token_type =
+                    operand(token_type, embeddings_graph).index_select(&types.flatten_all()?, 0)?;
                 (word + token_type)?
             }
             None => word,

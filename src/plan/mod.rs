@@ -33,9 +33,9 @@ use crate::plan::fingerprint::Fingerprinter;
 use crate::plan::model_directory::{ModelDirectory, ModelDirectoryProblem};
 use crate::plan::spec::{
     ClassWeights, ConflictingLabels, DataFileSpec, DataFormat, DataOptions, DataPaths, DataSpec,
-    DeviceRequest, Encoding, Freeze, LearningRateSchedule, ModelOptions, ModelSpec, Precision,
-    RunHash, RunSettings, RunSpec, SPEC_VERSION, SelectionMetric, TrainSettings, UnknownLabels,
-    WeightDecayScope,
+    DeviceRequest, Encoding, Freeze, LabelFormat, LearningRateSchedule, ModelOptions, ModelSpec,
+    Precision, RunHash, RunSettings, RunSpec, SPEC_VERSION, SelectionMetric, TrainSettings,
+    UnknownLabels, WeightDecayScope,
 };
 
 /// Limits on planning.
@@ -521,6 +521,8 @@ impl Planner<'_> {
         let learning_rate_schedule =
             values.choice("train.learning_rate_schedule", LearningRateSchedule::parse);
         recipe_rules(point, &values, learning_rate_schedule, problems);
+        let label_format = values.choice("data.label_format", LabelFormat::parse);
+        task_rules(point, &values, label_format, problems);
         let freeze = Freeze::from_setting(values.required("train.freeze"))
             .expect("the schema checked `freeze`");
         let frozen = freeze.frozen_layers().unwrap_or(0);
@@ -657,6 +659,11 @@ impl Planner<'_> {
             max_train_examples: values.get("data.max_train_examples").map(|value| {
                 usize::try_from(value.as_integer()).expect("the schema keeps counts positive")
             }),
+            text_pair_column: values
+                .get("data.text_pair_column")
+                .map(|value| value.as_text().to_string()),
+            label_format,
+            label_separator: values.text("data.label_separator").to_string(),
         };
         let model_options = ModelOptions {
             classifier_dropout: values.float("model.classifier_dropout"),
@@ -694,6 +701,7 @@ impl Planner<'_> {
             layer_learning_rate_decay: values.float("train.layer_learning_rate_decay"),
             freeze,
             eval_every_steps: values.seed("train.eval_every_steps"),
+            threshold: values.float("train.threshold"),
         };
         let labels: Option<Vec<LabelEntry>> = file.labels.clone();
         let mut data_specs = data_specs.into_iter();
@@ -747,6 +755,82 @@ impl Planner<'_> {
             spec,
             hash,
         })
+    }
+}
+
+/// The cross-key rules of the task: the multi-label settings (`label_separator`, `threshold`,
+/// the multi-label selection metrics) only with `label_format = "multi"`, no label smoothing with
+/// it, a separator that is not empty, a pair column that is not the text column.
+fn task_rules(point: &Point, values: &Values, format: LabelFormat, problems: &mut Vec<Problem>) {
+    if format == LabelFormat::Single {
+        for parameter in ["data.label_separator", "train.threshold"] {
+            if point.is_set(parameter) {
+                push_unique(
+                    problems,
+                    Problem::new(
+                        format!(
+                            "`{parameter}` applies to multi-label data, but `data.label_format` is \"single\""
+                        ),
+                        point.span(parameter),
+                    )
+                    .label("only for \"multi\"")
+                    .help("remove it, or set label_format = \"multi\" in [data] if each text has a set of labels"),
+                );
+            }
+        }
+        let metric = values.choice("train.selection_metric", SelectionMetric::parse);
+        if metric.is_multi_label_only() {
+            push_unique(
+                problems,
+                Problem::new(
+                    format!(
+                        "`train.selection_metric` = \"{metric}\" is a multi-label metric, but `data.label_format` is \"single\""
+                    ),
+                    point.span("train.selection_metric"),
+                )
+                .label("only for \"multi\"")
+                .help("with one label per text choose \"macro_f1\", \"accuracy\" or \"loss\""),
+            );
+        }
+    } else {
+        if values.float("train.label_smoothing") > 0.0 {
+            push_unique(
+                problems,
+                Problem::new(
+                    "`train.label_smoothing` smooths a softmax's target, but `data.label_format` = \"multi\" trains a sigmoid per class",
+                    point.span("train.label_smoothing"),
+                )
+                .label("single-label only")
+                .help("remove `label_smoothing`"),
+            );
+        }
+        if values.text("data.label_separator").is_empty() {
+            push_unique(
+                problems,
+                Problem::new(
+                    "`data.label_separator` is empty",
+                    point.span("data.label_separator"),
+                )
+                .label("empty")
+                .help("give the character(s) between labels, such as \"|\" or \";\""),
+            );
+        }
+    }
+    if let Some(pair) = values.get("data.text_pair_column")
+        && pair.as_text() == values.text("data.text_column")
+    {
+        push_unique(
+            problems,
+            Problem::new(
+                format!(
+                    "`data.text_pair_column` is `{}`, the same column as `data.text_column`",
+                    pair.as_text()
+                ),
+                point.span("data.text_pair_column"),
+            )
+            .label("the text column again")
+            .help("name the column of each example's second text"),
+        );
     }
 }
 

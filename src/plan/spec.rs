@@ -71,7 +71,24 @@ string_enum!(
 );
 string_enum!(
     /// The validation metric that selects the epoch a run keeps.
-    SelectionMetric { MacroF1 = "macro_f1", Accuracy = "accuracy", Loss = "loss" }
+    SelectionMetric {
+        MacroF1 = "macro_f1",
+        Accuracy = "accuracy",
+        Loss = "loss",
+        MicroF1 = "micro_f1",
+        SamplesF1 = "samples_f1",
+        SubsetAccuracy = "subset_accuracy",
+        HammingLoss = "hamming_loss",
+    }
+);
+string_enum!(
+    /// One label per example, or a set of labels (possibly empty).
+    #[derive(Default)]
+    LabelFormat {
+        #[default]
+        Single = "single",
+        Multi = "multi",
+    }
 );
 string_enum!(
     /// Per-class loss weights.
@@ -161,8 +178,40 @@ impl<'de> Deserialize<'de> for Freeze {
 
 impl SelectionMetric {
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, SelectionMetric::Loss)
+        !matches!(self, SelectionMetric::Loss | SelectionMetric::HammingLoss)
     }
+
+    /// Whether the metric is measured on multi-label predictions only.
+    pub fn is_multi_label_only(self) -> bool {
+        matches!(
+            self,
+            SelectionMetric::MicroF1
+                | SelectionMetric::SamplesF1
+                | SelectionMetric::SubsetAccuracy
+                | SelectionMetric::HammingLoss
+        )
+    }
+}
+
+/// `data.label_separator`'s default.
+pub const DEFAULT_LABEL_SEPARATOR: &str = "|";
+/// `train.threshold`'s default.
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
+
+fn is_default_label_separator(separator: &String) -> bool {
+    separator == DEFAULT_LABEL_SEPARATOR
+}
+
+fn default_label_separator() -> String {
+    DEFAULT_LABEL_SEPARATOR.to_string()
+}
+
+fn is_default_threshold(threshold: &f64) -> bool {
+    *threshold == DEFAULT_THRESHOLD
+}
+
+fn default_threshold() -> f64 {
+    DEFAULT_THRESHOLD
 }
 
 impl DataFormat {
@@ -233,6 +282,18 @@ pub struct DataOptions {
     /// A sample of the training split (absent from the spec when unset, so older hashes hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_train_examples: Option<usize>,
+    /// The second text of a pair (absent when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pair_column: Option<String>,
+    /// Absent when `single`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub label_format: LabelFormat,
+    /// Absent when `|`.
+    #[serde(
+        default = "default_label_separator",
+        skip_serializing_if = "is_default_label_separator"
+    )]
+    pub label_separator: String,
 }
 
 /// The `[model]` settings other than the path.
@@ -378,6 +439,12 @@ pub struct TrainSettings {
     /// Validate every this many optimizer steps as well as after each epoch; 0: off.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub eval_every_steps: u64,
+    /// Multi-label: the sigmoid probability from which a class is predicted (absent when 0.5).
+    #[serde(
+        default = "default_threshold",
+        skip_serializing_if = "is_default_threshold"
+    )]
+    pub threshold: f64,
 }
 
 /// Data file locations, resolved against the experiment file's folder.

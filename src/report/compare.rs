@@ -5,7 +5,7 @@ use crate::plan::spec::RunHash;
 use crate::report::tables::text_table;
 use crate::store::RunStore;
 use crate::store::results_index::parameters_of;
-use crate::store::run_files::{self, EpochRow, read_metrics};
+use crate::store::run_files::{self, EpochRow, RunResult, read_metrics};
 
 /// `bertlab compare`: the settings that differ between the runs, then their figures side by
 /// side, then validation macro-F1 per epoch.
@@ -69,6 +69,7 @@ pub fn compare_text(store: &RunStore, hashes: &[RunHash]) -> anyhow::Result<Stri
     .map(|name| vec![name.to_string()])
     .collect();
     let mut curves: Vec<Vec<EpochRow>> = Vec::new();
+    let mut results: Vec<Option<RunResult>> = Vec::new();
     for hash in hashes {
         let directory = store.run_directory(hash);
         figures[0].push(store.status(hash)?.to_string());
@@ -95,7 +96,44 @@ pub fn compare_text(store: &RunStore, hashes: &[RunHash]) -> anyhow::Result<Stri
         for (row, cell) in figures[1..].iter_mut().zip(cells) {
             row.push(cell);
         }
+        results.push(result);
         curves.push(read_metrics(&directory).unwrap_or_default());
+    }
+    // Multi-label runs: their own figures after the common ones.
+    if results
+        .iter()
+        .flatten()
+        .any(|result| result.validation.multi_label.is_some())
+    {
+        type Pick = fn(&RunResult) -> Option<f64>;
+        let rows: [(&str, Pick); 4] = [
+            ("val_micro_f1", |r| {
+                r.validation.multi_label.as_ref().map(|f| f.micro_f1)
+            }),
+            ("val_samples_f1", |r| {
+                r.validation.multi_label.as_ref().map(|f| f.samples_f1)
+            }),
+            ("val_hamming_loss", |r| {
+                r.validation.multi_label.as_ref().map(|f| f.hamming_loss)
+            }),
+            ("test_micro_f1", |r| {
+                r.test
+                    .as_ref()
+                    .and_then(|test| test.multi_label.as_ref())
+                    .map(|f| f.micro_f1)
+            }),
+        ];
+        let at = figures.len() - 2;
+        for (offset, (name, pick)) in rows.into_iter().enumerate() {
+            let mut row = vec![name.to_string()];
+            row.extend(results.iter().map(|result| {
+                result
+                    .as_ref()
+                    .and_then(pick)
+                    .map_or("-".into(), |value| format!("{value:.4}"))
+            }));
+            figures.insert(at + offset, row);
+        }
     }
     out.push_str("\nfigures (kept epoch)\n");
     out.push_str(&text_table(&headers, &figures));

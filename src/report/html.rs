@@ -202,32 +202,61 @@ pub fn report_html(
                     .join("config.json"),
             )?)
             .unwrap_or_else(|| {
-                (0..result.validation.confusion.len())
+                (0..result.validation.per_class.len())
                     .map(|index| index.to_string())
                     .collect()
             });
-        html.push_str(&format!(
+        if let Some(figures) = &result.validation.multi_label {
+            html.push_str(&format!(
+                "<h2>Per-class decisions of the best run</h2>\n<p>Run <code>{}</code>, validation split at the kept epoch {} (multi-label: micro-F1 {:.4}, macro-F1 {:.4}, subset accuracy {:.4}, Hamming loss {:.4}); each class decided on its own.</p>\n<div class=\"table-box\">\n<table>\n<tr><th>class</th><th>true positives</th><th>false positives</th><th>false negatives</th><th>true negatives</th><th>F1</th></tr>\n",
+                row.hash.short(),
+                result.best_epoch,
+                figures.micro_f1,
+                result.validation.macro_f1,
+                figures.subset_accuracy,
+                figures.hamming_loss
+            ));
+            for ((class, counts), metrics) in classes
+                .iter()
+                .zip(&figures.class_counts)
+                .zip(&result.validation.per_class)
+            {
+                html.push_str(&format!(
+                    "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td></tr>\n",
+                    escape(class),
+                    counts.true_positives,
+                    counts.false_positives,
+                    counts.false_negatives,
+                    counts.true_negatives,
+                    metrics.f1
+                ));
+            }
+            html.push_str("</table>\n</div>\n");
+        }
+        if result.validation.multi_label.is_none() {
+            html.push_str(&format!(
             "<h2>Confusion matrix of the best run</h2>\n<p>Run <code>{}</code>, validation split at the kept epoch {} (macro-F1 {:.4}); rows: gold, columns: predicted.</p>\n<div class=\"table-box\">\n<table>\n<tr><th></th>",
             row.hash.short(),
             result.best_epoch,
             result.validation.macro_f1
         ));
-        for class in &classes {
-            html.push_str(&format!("<th>{}</th>", escape(class)));
-        }
-        html.push_str("</tr>\n");
-        for (gold, counts) in classes.iter().zip(&result.validation.confusion) {
-            let total: usize = counts.iter().sum::<usize>().max(1);
-            html.push_str(&format!("<tr><th>{}</th>", escape(gold)));
-            for count in counts {
-                let shade = 255 - (*count as f64 / total as f64 * 160.0) as u8;
-                html.push_str(&format!(
-                    "<td style=\"background: rgb({shade},{shade},255)\">{count}</td>"
-                ));
+            for class in &classes {
+                html.push_str(&format!("<th>{}</th>", escape(class)));
             }
             html.push_str("</tr>\n");
+            for (gold, counts) in classes.iter().zip(&result.validation.confusion) {
+                let total: usize = counts.iter().sum::<usize>().max(1);
+                html.push_str(&format!("<tr><th>{}</th>", escape(gold)));
+                for count in counts {
+                    let shade = 255 - (*count as f64 / total as f64 * 160.0) as u8;
+                    html.push_str(&format!(
+                        "<td style=\"background: rgb({shade},{shade},255)\">{count}</td>"
+                    ));
+                }
+                html.push_str("</tr>\n");
+            }
+            html.push_str("</table>\n</div>\n");
         }
-        html.push_str("</table>\n</div>\n");
     }
     for record in searches {
         html.push_str(&format!(

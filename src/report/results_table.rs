@@ -22,6 +22,17 @@ pub const METRIC_COLUMNS: &[&str] = &[
     "test_macro_f1",
 ];
 
+/// The metric columns a table gains when one of its runs is multi-label (`val_accuracy` is
+/// then the subset accuracy).
+pub const MULTI_LABEL_METRIC_COLUMNS: &[&str] = &[
+    "val_micro_f1",
+    "val_samples_f1",
+    "val_hamming_loss",
+    "test_micro_f1",
+    "test_samples_f1",
+    "test_hamming_loss",
+];
+
 /// Whether a larger value of a column is better (for `--sort`).
 pub fn higher_is_better(column: &str) -> bool {
     !(column.ends_with("loss") || column.ends_with("seconds") || column == "hash")
@@ -160,6 +171,31 @@ pub fn frame(rows: &[RunRow]) -> anyhow::Result<DataFrame> {
         "val_macro_f1".into(),
         result(|r| Some(r.validation.macro_f1)),
     ));
+    let multi_label = rows.iter().any(|row| {
+        row.result
+            .as_ref()
+            .is_some_and(|result| result.validation.multi_label.is_some())
+    });
+    fn figure(
+        evaluation: Option<&crate::metrics::Evaluation>,
+        value: fn(&crate::metrics::MultiLabelFigures) -> f64,
+    ) -> Option<f64> {
+        evaluation.and_then(|evaluation| evaluation.multi_label.as_deref().map(value))
+    }
+    if multi_label {
+        columns.push(Column::new(
+            "val_micro_f1".into(),
+            result(|r| figure(Some(&r.validation), |f| f.micro_f1)),
+        ));
+        columns.push(Column::new(
+            "val_samples_f1".into(),
+            result(|r| figure(Some(&r.validation), |f| f.samples_f1)),
+        ));
+        columns.push(Column::new(
+            "val_hamming_loss".into(),
+            result(|r| figure(Some(&r.validation), |f| f.hamming_loss)),
+        ));
+    }
     columns.push(Column::new(
         "test_loss".into(),
         result(|r| r.test.as_ref().map(|test| test.loss)),
@@ -172,6 +208,20 @@ pub fn frame(rows: &[RunRow]) -> anyhow::Result<DataFrame> {
         "test_macro_f1".into(),
         result(|r| r.test.as_ref().map(|test| test.macro_f1)),
     ));
+    if multi_label {
+        columns.push(Column::new(
+            "test_micro_f1".into(),
+            result(|r| figure(r.test.as_ref(), |f| f.micro_f1)),
+        ));
+        columns.push(Column::new(
+            "test_samples_f1".into(),
+            result(|r| figure(r.test.as_ref(), |f| f.samples_f1)),
+        ));
+        columns.push(Column::new(
+            "test_hamming_loss".into(),
+            result(|r| figure(r.test.as_ref(), |f| f.hamming_loss)),
+        ));
+    }
     columns.push(Column::new(
         "train_seconds".into(),
         result(|r| Some(r.train_seconds)),
@@ -346,7 +396,16 @@ pub fn group_seeds(frame: DataFrame) -> anyhow::Result<DataFrame> {
         len().alias("n"),
         col("train_seconds").mean(),
     ];
-    for metric in METRIC_COLUMNS {
+    let present: Vec<String> = frame
+        .get_column_names()
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    for metric in METRIC_COLUMNS.iter().chain(
+        MULTI_LABEL_METRIC_COLUMNS
+            .iter()
+            .filter(|metric| present.iter().any(|name| name == *metric)),
+    ) {
         aggregations.push(col(*metric).mean());
         aggregations.push(col(*metric).std(1).alias(format!("{metric}_std")));
     }
@@ -367,7 +426,11 @@ fn cell(name: &str, value: AnyValue) -> String {
                 format!("{}s", number.round())
             } else if name == "samples_per_second" {
                 format!("{number:.1}")
-            } else if METRIC_COLUMNS.iter().any(|metric| name.starts_with(metric)) {
+            } else if METRIC_COLUMNS
+                .iter()
+                .chain(MULTI_LABEL_METRIC_COLUMNS)
+                .any(|metric| name.starts_with(metric))
+            {
                 format!("{number:.4}")
             } else {
                 crate::experiment::format_float(number)

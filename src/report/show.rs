@@ -157,11 +157,12 @@ pub fn show_text(store: &RunStore, hash: &RunHash) -> anyhow::Result<String> {
     };
     section(&mut out, "epochs (metrics.csv)", run_files::METRICS_FILE)?;
     section(&mut out, "per class, kept epoch", run_files::PER_CLASS_FILE)?;
-    section(
-        &mut out,
-        "confusion (rows: gold)",
-        run_files::CONFUSION_FILE,
-    )?;
+    let confusion_title = if spec["data"]["label_format"] == "multi" {
+        "decisions per class (multi-label, one-vs-rest)"
+    } else {
+        "confusion (rows: gold)"
+    };
+    section(&mut out, confusion_title, run_files::CONFUSION_FILE)?;
     out.push_str("\nspec\n");
     out.push_str(&serde_json::to_string_pretty(&spec)?);
     out.push('\n');

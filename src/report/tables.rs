@@ -90,21 +90,31 @@ pub fn plan_table(columns: &[String], rows: &[PlanRow], show_experiment: bool) -
     text_table(&headers, &body)
 }
 
-/// Examples as CSV: `row` (1-based data row of the source file), `text`, `label` (the class
-/// name).
-pub fn examples_csv(examples: &[crate::data::Example], classes: &[String]) -> Vec<u8> {
+/// Examples as CSV: `row` (1-based data row of the source file), `text`, `text_pair` (pair
+/// tasks only), `label` (the class name; a label set joined by `separator`).
+pub fn examples_csv(
+    examples: &[crate::data::Example],
+    classes: &[String],
+    separator: &str,
+) -> Vec<u8> {
+    let pairs = examples.iter().any(|example| example.text_pair.is_some());
     let mut writer = csv::Writer::from_writer(Vec::new());
-    writer
-        .write_record(["row", "text", "label"])
-        .expect("writing to memory");
+    let mut header = vec!["row", "text"];
+    if pairs {
+        header.push("text_pair");
+    }
+    header.push("label");
+    writer.write_record(&header).expect("writing to memory");
     for example in examples {
-        writer
-            .write_record([
-                example.row.to_string().as_str(),
-                example.text.as_str(),
-                classes[example.label as usize].as_str(),
-            ])
-            .expect("writing to memory");
+        let mut record = vec![example.row.to_string(), example.text.clone()];
+        if pairs {
+            record.push(example.text_pair.clone().unwrap_or_default());
+        }
+        record.push(match &example.gold {
+            crate::data::Gold::Class(class) => classes[*class as usize].clone(),
+            crate::data::Gold::Set(set) => crate::metrics::join_classes(set, classes, separator),
+        });
+        writer.write_record(&record).expect("writing to memory");
     }
     writer.into_inner().expect("writing to memory")
 }
@@ -221,7 +231,17 @@ pub fn data_report_text(
         row.extend(counts.iter().map(usize::to_string));
         rows.push(row);
     }
-    let mut total_row = vec!["total".to_string()];
+    if let Some(empty) = &report.empty_label_sets {
+        let mut row = vec!["(no labels)".to_string()];
+        row.extend(empty.iter().map(usize::to_string));
+        rows.push(row);
+    }
+    // A multi-label example counts once per label it has: the total counts labels.
+    let mut total_row = vec![if report.empty_label_sets.is_some() {
+        "total labels".to_string()
+    } else {
+        "total".to_string()
+    }];
     total_row.extend(totals.iter().map(usize::to_string));
     rows.push(total_row);
     out.push_str(&text_table(&headers, &rows));
@@ -251,21 +271,37 @@ pub fn data_report_text(
             .map(|(label, count)| format!("{label} x{count}"))
             .collect();
         out.push_str(&format!(
-            "\ndropped rows with labels not in [labels]: {}\n",
+            "\ndropped {} not in [labels]: {}\n",
+            if report.empty_label_sets.is_some() {
+                "labels (from their label sets)"
+            } else {
+                "rows with labels"
+            },
             dropped.join(", ")
         ));
     }
     if let Some(lengths) = lengths {
         out.push_str(&format!(
-            "\ntoken lengths of {} training texts ([CLS] and [SEP] included): p50 {}, p90 {}, p99 {}, max {}; {} ({:.1}%) longer than max_length {} and truncated\n",
+            "\ntoken lengths of {} training {} ({} included): p50 {}, p90 {}, p99 {}, max {}; {} ({:.1}%) longer than max_length {} and truncated{}\n",
             lengths.texts,
+            if lengths.pairs { "pairs" } else { "texts" },
+            if lengths.pairs {
+                "both texts and the special tokens"
+            } else {
+                "[CLS] and [SEP]"
+            },
             lengths.p50,
             lengths.p90,
             lengths.p99,
             lengths.max,
             lengths.truncated,
             lengths.truncated_share * 100.0,
-            lengths.max_length
+            lengths.max_length,
+            if lengths.pairs {
+                " (longest_first: the longer text is cut)"
+            } else {
+                ""
+            }
         ));
     }
     for warning in &report.warnings {

@@ -852,16 +852,32 @@ fn train_claimed(
             if let Err(error) = train::checkpoint::remove_checkpoint(&directory) {
                 progress.message(&format!("{prefix} warning: {error:#}"));
             }
-            let mut line = format!(
-                "done in {}: epoch {}/{} kept, validation accuracy {:.4}, macro-F1 {:.4}",
-                short_duration(seconds),
-                result.best_epoch,
-                result.epochs_run,
-                result.validation.accuracy,
-                result.validation.macro_f1
-            );
+            let mut line = match &result.validation.multi_label {
+                None => format!(
+                    "done in {}: epoch {}/{} kept, validation accuracy {:.4}, macro-F1 {:.4}",
+                    short_duration(seconds),
+                    result.best_epoch,
+                    result.epochs_run,
+                    result.validation.accuracy,
+                    result.validation.macro_f1
+                ),
+                Some(figures) => format!(
+                    "done in {}: epoch {}/{} kept, validation micro-F1 {:.4}, macro-F1 {:.4}, subset accuracy {:.4}",
+                    short_duration(seconds),
+                    result.best_epoch,
+                    result.epochs_run,
+                    figures.micro_f1,
+                    result.validation.macro_f1,
+                    result.validation.accuracy
+                ),
+            };
             if let Some(test) = &result.test {
-                line.push_str(&format!(", test accuracy {:.4}", test.accuracy));
+                match &test.multi_label {
+                    None => line.push_str(&format!(", test accuracy {:.4}", test.accuracy)),
+                    Some(figures) => {
+                        line.push_str(&format!(", test micro-F1 {:.4}", figures.micro_f1))
+                    }
+                }
             }
             progress.finish_run();
             progress.message(&format!("{prefix} {line}"));

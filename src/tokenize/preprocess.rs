@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{self, DataReport, Example, TokenLengths};
+use crate::data::{self, DataReport, Example, Gold, TokenLengths};
 use crate::plan::PlannedRun;
-use crate::plan::spec::{canonical_json, hash_canonical};
+use crate::plan::spec::{LabelFormat, canonical_json, hash_canonical};
 use crate::support::atomic_file;
 use crate::tokenize::tokenizer;
 
@@ -25,11 +25,46 @@ const CACHE_VERSION: u32 = 1;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TokenizedSplit {
     pub texts: Vec<String>,
+    /// Pair tasks: each example's second text (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text_pairs: Vec<String>,
+    /// Single-label: each example's class (empty for multi-label data).
     pub labels: Vec<u32>,
+    /// Multi-label: each example's sorted classes, possibly none (empty for single-label data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_sets: Vec<Vec<u32>>,
     /// 1-based data rows in the source file.
     pub rows: Vec<usize>,
     /// Token ids with [CLS] and [SEP], truncated to `max_length`.
     pub ids: Vec<Vec<u32>>,
+    /// Pair tasks: the token type ids the tokenizer gives (0 for the first text, 1 for the
+    /// second where the template says so); empty for single texts (all 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub type_ids: Vec<Vec<u32>>,
+}
+
+impl TokenizedSplit {
+    /// The number of examples.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether the examples hold label sets (`label_format = "multi"`; an empty split: false).
+    pub fn is_multi_label(&self) -> bool {
+        !self.label_sets.is_empty()
+    }
+
+    /// Example `index`'s gold labels as a set of classes (either kind of data).
+    pub fn gold_set(&self, index: usize) -> Vec<u32> {
+        match self.label_sets.get(index) {
+            Some(set) => set.clone(),
+            None => vec![self.labels[index]],
+        }
+    }
 }
 
 /// Everything training needs from the data.
@@ -41,8 +76,11 @@ pub struct TokenizedData {
     pub validation: TokenizedSplit,
     pub test: TokenizedSplit,
     pub report: DataReport,
-    /// Token lengths of the training texts before truncation.
+    /// Token lengths of the training texts (pairs) before truncation.
     pub token_lengths: TokenLengths,
+    /// Each example has a set of labels (`label_format = "multi"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multi_label: bool,
 }
 
 /// The cache key of a run's preprocessed data (64 hex digits).
@@ -87,23 +125,62 @@ pub fn default_cache_folder() -> Option<PathBuf> {
         .and_then(|path| path.parent().map(|folder| folder.join("data")))
 }
 
-fn tokenize_split(
+/// Token id rows, and token type id rows (pairs; empty for single texts).
+type IdsAndTypes = (Vec<Vec<u32>>, Vec<Vec<u32>>);
+
+/// Token ids (and type ids for pairs) of examples, untruncated.
+fn encode_untruncated(
     loaded: &tokenizer::LoadedTokenizer,
-    examples: Vec<Example>,
-    max_length: usize,
-) -> anyhow::Result<TokenizedSplit> {
-    let ids = tokenizer::encode_all(loaded, &texts_of(&examples), max_length)?;
-    Ok(into_split(examples, ids))
+    examples: &[Example],
+) -> anyhow::Result<IdsAndTypes> {
+    match pairs_of(examples) {
+        None => Ok((
+            tokenizer::encode_untruncated(loaded, &texts_of(examples))?,
+            Vec::new(),
+        )),
+        Some(pairs) => Ok(tokenizer::encode_pairs(loaded, &pairs, None)?
+            .into_iter()
+            .unzip()),
+    }
 }
 
-fn into_split(examples: Vec<Example>, ids: Vec<Vec<u32>>) -> TokenizedSplit {
+/// Token ids (and type ids for pairs) of examples, truncated to `max_length` as transformers
+/// truncates: a text keeps its last special token, a pair is cut `longest_first`.
+fn encode_truncated(
+    loaded: &tokenizer::LoadedTokenizer,
+    examples: &[Example],
+    max_length: usize,
+) -> anyhow::Result<IdsAndTypes> {
+    match pairs_of(examples) {
+        None => Ok((
+            tokenizer::encode_all(loaded, &texts_of(examples), max_length)?,
+            Vec::new(),
+        )),
+        Some(pairs) => Ok(tokenizer::encode_pairs(loaded, &pairs, Some(max_length))?
+            .into_iter()
+            .unzip()),
+    }
+}
+
+fn into_split(
+    examples: Vec<Example>,
+    ids: Vec<Vec<u32>>,
+    type_ids: Vec<Vec<u32>>,
+) -> TokenizedSplit {
     let mut split = TokenizedSplit {
         ids,
+        type_ids,
         ..TokenizedSplit::default()
     };
     for example in examples {
         split.texts.push(example.text);
-        split.labels.push(example.label);
+        if let Some(pair) = example.text_pair {
+            split.text_pairs.push(pair);
+        }
+        match example.gold {
+            Gold::Class(class) => split.labels.push(class),
+            Gold::Set(set) => split.label_sets.push(set),
+        }
         split.rows.push(example.row);
     }
     split
@@ -115,8 +192,15 @@ pub fn prepare_with_lengths(
 ) -> anyhow::Result<(data::PreparedData, tokenizer::LoadedTokenizer, TokenLengths)> {
     let prepared = data::prepare(run)?;
     let loaded = tokenizer::load(&run.settings.model_path)?;
-    let lengths = tokenizer::token_lengths(&loaded, &texts_of(&prepared.train))?;
-    let lengths = TokenLengths::from_lengths(lengths, run.settings.train.max_length);
+    let lengths = encode_untruncated(&loaded, &prepared.train)?
+        .0
+        .iter()
+        .map(Vec::len)
+        .collect();
+    let lengths = TokenLengths {
+        pairs: run.settings.data.text_pair_column.is_some(),
+        ..TokenLengths::from_lengths(lengths, run.settings.train.max_length)
+    };
     Ok((prepared, loaded, lengths))
 }
 
@@ -127,27 +211,56 @@ fn texts_of(examples: &[Example]) -> Vec<&str> {
         .collect()
 }
 
+/// The examples' pairs, when they are pairs.
+fn pairs_of(examples: &[Example]) -> Option<Vec<(&str, &str)>> {
+    examples
+        .iter()
+        .map(|example| {
+            example
+                .text_pair
+                .as_deref()
+                .map(|pair| (example.text.as_str(), pair))
+        })
+        .collect()
+}
+
 /// Runs the data and tokenize stages for a run, without the cache. The training texts are
-/// tokenized once: their untruncated lengths give the report's statistics.
+/// tokenized once: their untruncated lengths give the report's statistics (a pair is cut
+/// `longest_first` afresh, which depends on both texts' lengths).
 pub fn preprocess(run: &PlannedRun) -> anyhow::Result<TokenizedData> {
     let prepared = data::prepare(run)?;
     let loaded = tokenizer::load(&run.settings.model_path)?;
     let max_length = run.settings.train.max_length;
-    let train_ids = tokenizer::encode_untruncated(&loaded, &texts_of(&prepared.train))?;
-    let token_lengths =
-        TokenLengths::from_lengths(train_ids.iter().map(Vec::len).collect(), max_length);
-    let train_ids = train_ids
-        .iter()
-        .map(|ids| tokenizer::truncate(ids, max_length))
-        .collect();
+    let pairs = run.settings.data.text_pair_column.is_some();
+    let (train_ids, train_types) = encode_untruncated(&loaded, &prepared.train)?;
+    let token_lengths = TokenLengths {
+        pairs,
+        ..TokenLengths::from_lengths(train_ids.iter().map(Vec::len).collect(), max_length)
+    };
+    let (train_ids, train_types) = if pairs {
+        encode_truncated(&loaded, &prepared.train, max_length)?
+    } else {
+        (
+            train_ids
+                .iter()
+                .map(|ids| tokenizer::truncate(ids, max_length))
+                .collect(),
+            train_types,
+        )
+    };
+    let tokenize = |examples: Vec<Example>| -> anyhow::Result<TokenizedSplit> {
+        let (ids, types) = encode_truncated(&loaded, &examples, max_length)?;
+        Ok(into_split(examples, ids, types))
+    };
     Ok(TokenizedData {
         version: CACHE_VERSION,
         classes: prepared.classes,
-        train: into_split(prepared.train, train_ids),
-        validation: tokenize_split(&loaded, prepared.validation, max_length)?,
-        test: tokenize_split(&loaded, prepared.test, max_length)?,
+        train: into_split(prepared.train, train_ids, train_types),
+        validation: tokenize(prepared.validation)?,
+        test: tokenize(prepared.test)?,
         report: prepared.report,
         token_lengths,
+        multi_label: run.settings.data.label_format == LabelFormat::Multi,
     })
 }
 

@@ -15,7 +15,10 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{
+    AddedToken, PostProcessor, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy, truncate_encodings,
+};
 
 use crate::tokenize::sentencepiece;
 use crate::tokenize::wordpiece::FastWordPiece;
@@ -241,6 +244,65 @@ pub fn truncate(ids: &[u32], max_length: usize) -> Vec<u32> {
     let mut truncated = ids[..max_length - 1].to_vec();
     truncated.push(*ids.last().expect("non-empty"));
     truncated
+}
+
+/// Token ids and token type ids of text pairs, as transformers' `tokenizer(first, second,
+/// truncation=True, max_length=max_length)` gives them: the tokenizer's pair template (BERT:
+/// `[CLS] a [SEP] b [SEP]`, types 0 then 1; RoBERTa: `<s> a </s></s> b </s>`), the longer text
+/// cut first (`longest_first`: when both must be cut, each keeps half the room and the one that
+/// was longer keeps the odd token, the second on a tie). `None`: untruncated.
+///
+/// Each text is encoded whole, then the pair is cut and the template applied: the tokenizers
+/// crate's own truncation (0.23) stops tokenizing a text at `max_length` tokens before it
+/// compares the two lengths, which cuts two long texts differently from transformers.
+pub fn encode_pairs(
+    tokenizer: &LoadedTokenizer,
+    pairs: &[(&str, &str)],
+    max_length: Option<usize>,
+) -> anyhow::Result<Vec<(Vec<u32>, Vec<u32>)>> {
+    let encode = |texts: Vec<&str>| {
+        tokenizer
+            .tokenizer
+            .encode_batch_fast(texts, false)
+            .map_err(|error| anyhow!("cannot encode the text pairs: {error}"))
+    };
+    let firsts = encode(pairs.iter().map(|(first, _)| *first).collect())?;
+    let seconds = encode(pairs.iter().map(|(_, second)| *second).collect())?;
+    let added = tokenizer
+        .tokenizer
+        .get_post_processor()
+        .map_or(0, |processor| processor.added_tokens(true));
+    let mut encoded = Vec::with_capacity(pairs.len());
+    for (first, second) in firsts.into_iter().zip(seconds) {
+        let (first, second) = match max_length {
+            None => (first, Some(second)),
+            Some(max_length) => {
+                let room = max_length.checked_sub(added).filter(|room| *room >= 2).with_context(|| {
+                    format!("max_length {max_length} leaves no room for a pair: its template adds {added} special tokens")
+                })?;
+                truncate_encodings(
+                    first,
+                    Some(second),
+                    &TruncationParams {
+                        max_length: room,
+                        strategy: TruncationStrategy::LongestFirst,
+                        stride: 0,
+                        direction: TruncationDirection::Right,
+                    },
+                )
+                .map_err(|error| anyhow!("cannot truncate a text pair: {error}"))?
+            }
+        };
+        let encoding = tokenizer
+            .tokenizer
+            .post_process(first, second, true)
+            .map_err(|error| anyhow!("cannot encode a text pair: {error}"))?;
+        encoded.push((
+            encoding.get_ids().to_vec(),
+            encoding.get_type_ids().to_vec(),
+        ));
+    }
+    Ok(encoded)
 }
 
 /// Token counts of texts, [CLS] and [SEP] included, without truncation (in parallel).

@@ -229,6 +229,7 @@ fn optimizer_checks(
                 .collect(),
             rows: (1..=rows.len()).collect(),
             ids: rows,
+            ..TokenizedSplit::default()
         };
         let mut optimizer = AdamW::new(model.parameters(), 0.01);
         let mut losses = Vec::new();

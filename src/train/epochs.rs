@@ -238,6 +238,7 @@ fn validate(
         &context.data.validation,
         context.pad_id,
         context.data.classes.len(),
+        context.run.spec.train.threshold,
         Some(context.options.interrupt),
     )? {
         Some(outcome) => Ok(Ok(outcome)),
@@ -408,6 +409,18 @@ fn record_evaluation(
         validation_loss: validation.loss,
         validation_accuracy: validation.accuracy,
         validation_macro_f1: validation.macro_f1,
+        validation_micro_f1: validation
+            .multi_label
+            .as_ref()
+            .map(|figures| figures.micro_f1),
+        validation_samples_f1: validation
+            .multi_label
+            .as_ref()
+            .map(|figures| figures.samples_f1),
+        validation_hamming_loss: validation
+            .multi_label
+            .as_ref()
+            .map(|figures| figures.hamming_loss),
         learning_rate: state.learning_rate,
         steps: state.steps,
         epoch_seconds: state.epoch_seconds,
@@ -432,14 +445,22 @@ fn record_evaluation(
     } else {
         String::new()
     };
+    let figures = match (row.validation_micro_f1, row.validation_hamming_loss) {
+        (Some(micro_f1), Some(hamming_loss)) => format!(
+            "subset accuracy {:.4}, micro-F1 {micro_f1:.4}, macro-F1 {:.4}, Hamming loss {hamming_loss:.4}",
+            row.validation_accuracy, row.validation_macro_f1
+        ),
+        _ => format!(
+            "accuracy {:.4}, macro-F1 {:.4}",
+            row.validation_accuracy, row.validation_macro_f1
+        ),
+    };
     progress.event(&format!(
-        "epoch {}/{}{at_step}: train loss {:.4}, validation loss {:.4}, accuracy {:.4}, macro-F1 {:.4}{}, {:.1} samples/s",
+        "epoch {}/{}{at_step}: train loss {:.4}, validation loss {:.4}, {figures}{}, {:.1} samples/s",
         epoch + 1,
         epochs,
         row.train_loss,
         row.validation_loss,
-        row.validation_accuracy,
-        row.validation_macro_f1,
         if decision.keep { " (best so far)" } else { "" },
         row.train_samples_per_second
     ));
@@ -493,6 +514,9 @@ mod tests {
             validation_loss: 0.5,
             validation_accuracy: 0.5,
             validation_macro_f1: 0.5,
+            validation_micro_f1: None,
+            validation_samples_f1: None,
+            validation_hamming_loss: None,
             learning_rate: 1e-3,
             steps,
             epoch_seconds: 1.0,

@@ -1,5 +1,7 @@
 //! Scoring texts in evaluation mode and evaluating a split: log-probabilities in f64, the
-//! predicted class (the first of equal logits), mean cross-entropy and the split's figures.
+//! predicted class (the first of equal logits), mean cross-entropy and the split's figures; for
+//! multi-label data, a sigmoid per class in f64, the classes at or above the threshold, mean
+//! binary cross-entropy and the multi-label figures.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,69 +32,191 @@ impl Scored {
     }
 }
 
-/// Scores token id rows in evaluation mode, `batch_size` rows of similar length (sorted) per
-/// forward pass, so little is padded; results in the order of `ids`. `None` when `interrupt` is
-/// raised first.
-pub fn score(
+/// The logits (in f64) of token id rows in evaluation mode, `batch_size` rows of similar length
+/// (sorted) per forward pass, so little is padded; results in the order of `ids`. `type_ids`:
+/// the rows' token types (pairs). `None` when `interrupt` is raised first.
+pub fn logits(
     model: &EncoderClassifier,
     ids: &[Vec<u32>],
+    type_ids: Option<&[Vec<u32>]>,
     pad_id: u32,
     batch_size: usize,
     interrupt: Option<&AtomicBool>,
-) -> anyhow::Result<Option<Vec<Scored>>> {
+) -> anyhow::Result<Option<Vec<Vec<f64>>>> {
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&index| ids[index].len());
-    let mut scored = vec![
-        Scored {
-            class: 0,
-            log_probabilities: Vec::new()
-        };
-        ids.len()
-    ];
+    let mut all = vec![Vec::new(); ids.len()];
     for chunk in order.chunks(batch_size.max(1)) {
         if interrupt.is_some_and(|flag| flag.load(Ordering::SeqCst)) {
             return Ok(None);
         }
         let rows: Vec<Vec<u32>> = chunk.iter().map(|&index| ids[index].clone()).collect();
-        let batch = Batch::from_rows(&rows, pad_id, model.device())?;
+        let types: Option<Vec<Vec<u32>>> =
+            type_ids.map(|type_ids| chunk.iter().map(|&index| type_ids[index].clone()).collect());
+        let batch = Batch::with_token_types(&rows, types.as_deref(), pad_id, model.device())?;
         let logits = model
             .forward(&batch, &mut Mode::Eval)?
             .to_dtype(DType::F64)?
             .to_device(&Device::Cpu)?
             .to_vec2::<f64>()?;
         for (&index, row) in chunk.iter().zip(logits) {
-            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let log_sum = row
-                .iter()
-                .map(|value| (value - max).exp())
-                .sum::<f64>()
-                .ln();
-            scored[index] = Scored {
-                class: argmax(&row) as u32,
-                log_probabilities: row.iter().map(|value| value - max - log_sum).collect(),
-            };
+            all[index] = row;
         }
     }
-    Ok(Some(scored))
+    Ok(Some(all))
 }
 
-/// A split evaluated: the figures, and each example's predicted class and probabilities.
+/// Scores token id rows in evaluation mode (see [`logits`]): each row's class and
+/// log-probabilities.
+pub fn score(
+    model: &EncoderClassifier,
+    ids: &[Vec<u32>],
+    type_ids: Option<&[Vec<u32>]>,
+    pad_id: u32,
+    batch_size: usize,
+    interrupt: Option<&AtomicBool>,
+) -> anyhow::Result<Option<Vec<Scored>>> {
+    let Some(all) = logits(model, ids, type_ids, pad_id, batch_size, interrupt)? else {
+        return Ok(None);
+    };
+    Ok(Some(all.iter().map(|row| softmax_scored(row)).collect()))
+}
+
+/// One row of logits as a single-label score: the argmax and the log-softmax, in f64.
+pub fn softmax_scored(row: &[f64]) -> Scored {
+    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let log_sum = row
+        .iter()
+        .map(|value| (value - max).exp())
+        .sum::<f64>()
+        .ln();
+    Scored {
+        class: argmax(row) as u32,
+        log_probabilities: row.iter().map(|value| value - max - log_sum).collect(),
+    }
+}
+
+/// One text scored by a multi-label model: a sigmoid per class and the predicted set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoredSet {
+    /// The classes whose probability is at least the threshold, in class order.
+    pub classes: Vec<u32>,
+    /// Each class's sigmoid, in f64.
+    pub probabilities: Vec<f64>,
+    /// Each class's binary cross-entropy terms need the logits.
+    pub logits: Vec<f64>,
+}
+
+/// Multi-label scoring (see [`logits`]): sigmoids, and the classes at or above `threshold`.
+pub fn score_sets(
+    model: &EncoderClassifier,
+    ids: &[Vec<u32>],
+    type_ids: Option<&[Vec<u32>]>,
+    pad_id: u32,
+    batch_size: usize,
+    threshold: f64,
+    interrupt: Option<&AtomicBool>,
+) -> anyhow::Result<Option<Vec<ScoredSet>>> {
+    let Some(all) = logits(model, ids, type_ids, pad_id, batch_size, interrupt)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        all.into_iter()
+            .map(|logits| {
+                let probabilities: Vec<f64> = logits.iter().map(|&x| sigmoid(x)).collect();
+                ScoredSet {
+                    classes: (0..probabilities.len() as u32)
+                        .filter(|&class| probabilities[class as usize] >= threshold)
+                        .collect(),
+                    probabilities,
+                    logits,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// The logistic function, stable at both ends.
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `-[y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))]`, stable.
+fn binary_cross_entropy(x: f64, target: bool) -> f64 {
+    let softplus = |z: f64| z.max(0.0) + (-z.abs()).exp().ln_1p();
+    if target { softplus(-x) } else { softplus(x) }
+}
+
+/// A split evaluated: the figures, and each example's prediction (a class, or for multi-label
+/// data a set of classes) and probabilities (softmax, or one sigmoid per class).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SplitOutcome {
     pub evaluation: Evaluation,
+    /// Single-label: each example's class (empty for multi-label data).
     pub predicted: Vec<u32>,
+    /// Multi-label: each example's predicted classes (empty for single-label data).
+    pub predicted_sets: Vec<Vec<u32>>,
     pub probabilities: Vec<Vec<f32>>,
 }
 
-/// Evaluates `split` (see [`score`]): mean cross-entropy, figures, predictions.
+/// Evaluates `split` (see [`score`]): mean cross-entropy, figures, predictions; for multi-label
+/// data (see [`score_sets`]) the mean binary cross-entropy over every (example, class)
+/// (unweighted), the sets at `threshold` and the multi-label figures.
 pub fn evaluate(
     model: &EncoderClassifier,
     split: &TokenizedSplit,
     pad_id: u32,
     classes: usize,
+    threshold: f64,
     interrupt: Option<&AtomicBool>,
 ) -> anyhow::Result<Option<SplitOutcome>> {
-    let Some(scored) = score(model, &split.ids, pad_id, EVALUATION_BATCH, interrupt)? else {
+    let type_ids = (!split.type_ids.is_empty()).then_some(split.type_ids.as_slice());
+    if split.is_multi_label() {
+        let Some(scored) = score_sets(
+            model,
+            &split.ids,
+            type_ids,
+            pad_id,
+            EVALUATION_BATCH,
+            threshold,
+            interrupt,
+        )?
+        else {
+            return Ok(None);
+        };
+        let mut loss_sum = 0.0;
+        for (scored, gold) in scored.iter().zip(&split.label_sets) {
+            for (class, &x) in scored.logits.iter().enumerate() {
+                loss_sum += binary_cross_entropy(x, gold.contains(&(class as u32)));
+            }
+        }
+        let loss = loss_sum / (scored.len() * classes).max(1) as f64;
+        let predicted_sets: Vec<Vec<u32>> =
+            scored.iter().map(|scored| scored.classes.clone()).collect();
+        return Ok(Some(SplitOutcome {
+            evaluation: Evaluation::multi_label(&split.label_sets, &predicted_sets, classes, loss),
+            probabilities: scored
+                .iter()
+                .map(|scored| scored.probabilities.iter().map(|&p| p as f32).collect())
+                .collect(),
+            predicted: Vec::new(),
+            predicted_sets,
+        }));
+    }
+    let Some(scored) = score(
+        model,
+        &split.ids,
+        type_ids,
+        pad_id,
+        EVALUATION_BATCH,
+        interrupt,
+    )?
+    else {
         return Ok(None);
     };
     let loss_sum: f64 = scored
@@ -110,6 +234,7 @@ pub fn evaluate(
         evaluation: Evaluation::new(&split.labels, &predicted, classes, loss),
         probabilities: scored.iter().map(Scored::probabilities).collect(),
         predicted,
+        predicted_sets: Vec::new(),
     }))
 }
 

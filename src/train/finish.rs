@@ -8,7 +8,7 @@ use crate::metrics::Evaluation;
 use crate::model::checkpoint as model_checkpoint;
 use crate::model::encoder::EncoderClassifier;
 use crate::plan::PlannedRun;
-use crate::store::run_files::{self, Prediction, RunResult};
+use crate::store::run_files::{self, Labels, Prediction, RunResult};
 use crate::support::atomic_file;
 use crate::support::progress::Progress;
 use crate::tokenize::preprocess::{TokenizedData, TokenizedSplit};
@@ -35,18 +35,23 @@ pub fn finish(
     let history = policy::selection_history(&state.history, metric);
     let best = policy::best_index(&history, metric.higher_is_better()).unwrap_or(0);
     let classes = data.classes.len();
+    let threshold = run.spec.train.threshold;
     let validation = match last_validation {
         // The model holds the kept weights already.
         Some((index, outcome)) if index == best => outcome,
         _ => {
             checkpoint::restore_best(directory, model)?;
-            evaluate(model, &data.validation, pad_id, classes, None)?.expect("no interrupt flag")
+            evaluate(model, &data.validation, pad_id, classes, threshold, None)?
+                .expect("no interrupt flag")
         }
     };
     let test = if data.test.ids.is_empty() {
         None
     } else {
-        Some(evaluate(model, &data.test, pad_id, classes, None)?.expect("no interrupt flag"))
+        Some(
+            evaluate(model, &data.test, pad_id, classes, threshold, None)?
+                .expect("no interrupt flag"),
+        )
     };
     let mut splits: Vec<(&str, &Evaluation)> = vec![("validation", &validation.evaluation)];
     if let Some(outcome) = &test {
@@ -68,23 +73,36 @@ pub fn finish(
     }
     for (split_name, split, outcome) in evaluated {
         for (index, probabilities) in outcome.probabilities.iter().enumerate() {
+            let (gold, predicted) = if split.is_multi_label() {
+                (
+                    Labels::Set(&split.label_sets[index]),
+                    Labels::Set(&outcome.predicted_sets[index]),
+                )
+            } else {
+                (
+                    Labels::Class(split.labels[index]),
+                    Labels::Class(outcome.predicted[index]),
+                )
+            };
             rows.push(Prediction {
                 split: split_name,
                 row: split.rows[index],
                 text: &split.texts[index],
-                gold: split.labels[index],
-                predicted: outcome.predicted[index],
+                text_pair: split.text_pairs.get(index).map(String::as_str),
+                gold,
+                predicted,
                 probabilities,
             });
         }
     }
     atomic_file::write(
         &directory.join(run_files::PREDICTIONS_FILE),
-        &run_files::predictions_csv(&data.classes, &rows),
+        &run_files::predictions_csv(&data.classes, &run.settings.data.label_separator, &rows),
     )?;
     model_checkpoint::save_classifier(
         model,
         &data.classes,
+        data.multi_label,
         &run.settings.model_path,
         &directory.join(run_files::MODEL_DIRECTORY),
     )?;
@@ -104,18 +122,24 @@ pub fn finish(
         (0, _) | (_, None) => String::new(),
         (_, Some(step)) => format!(" (step {step})"),
     };
+    let figures = |evaluation: &Evaluation| match &evaluation.multi_label {
+        Some(multi) => format!(
+            "subset accuracy {:.4}, micro-F1 {:.4}, macro-F1 {:.4}",
+            evaluation.accuracy, multi.micro_f1, evaluation.macro_f1
+        ),
+        None => format!(
+            "accuracy {:.4}, macro-F1 {:.4}",
+            evaluation.accuracy, evaluation.macro_f1
+        ),
+    };
     let mut line = format!(
-        "done: kept epoch {}{kept_step} of {}: validation accuracy {:.4}, macro-F1 {:.4}",
+        "done: kept epoch {}{kept_step} of {}: validation {}",
         result.best_epoch,
         result.epochs_run,
-        result.validation.accuracy,
-        result.validation.macro_f1
+        figures(&result.validation)
     );
     if let Some(test) = &result.test {
-        line.push_str(&format!(
-            "; test accuracy {:.4}, macro-F1 {:.4}",
-            test.accuracy, test.macro_f1
-        ));
+        line.push_str(&format!("; test {}", figures(test)));
     }
     progress.event(&line);
     Ok(TrainEnd::Done(result))

@@ -4,7 +4,8 @@
 //! through the preprocessing cache, the model, a resumed checkpoint, then the loop and the
 //! finish), `epochs` (the epoch loop: seeded batches, optimizer steps, validation after every
 //! epoch and every `eval_every_steps` steps, checkpoints), `step` (one optimizer step: dropout,
-//! class-weighted, label-smoothed cross-entropy, backward, gradient accumulation, clipping, AdamW
+//! class-weighted, label-smoothed cross-entropy or, for label sets, binary cross-entropy with
+//! `pos_weight`, backward, gradient accumulation, clipping, AdamW
 //! over the unfrozen parameters), `optimizer` (AdamW with per-tensor groups: weight-decay scope,
 //! layer-wise learning rates; clipping; state bertlab owns), `schedule` (the learning rate of each
 //! step: transformers' five schedules after a warmup), `policy` (the kept evaluation and early
@@ -189,11 +190,19 @@ pub fn train_run(
         ));
     }
     let pad_id = tokenizer::load(&settings.model_path)?.pad_id;
-    let weights = step::class_weights(
-        &data.train.labels,
-        data.classes.len(),
-        train_settings.class_weights,
-    )
+    let weights = if data.multi_label {
+        step::positive_weights(
+            &data.train.label_sets,
+            data.classes.len(),
+            train_settings.class_weights,
+        )
+    } else {
+        step::class_weights(
+            &data.train.labels,
+            data.classes.len(),
+            train_settings.class_weights,
+        )
+    }
     .map(|weights| Tensor::new(weights.as_slice(), &device))
     .transpose()?;
 
@@ -259,7 +268,7 @@ fn prepare_data(
             "the training split is empty: no example is left after the data steps (see data_report.json)"
         );
     }
-    if data.classes.len() < 2 {
+    if data.classes.len() < 2 && !(data.multi_label && data.classes.len() == 1) {
         bail!(
             "the data has {} class{}: a classifier needs at least 2",
             data.classes.len(),

@@ -13,6 +13,10 @@ pub fn selection_value(row: &EpochRow, metric: SelectionMetric) -> f64 {
         SelectionMetric::MacroF1 => row.validation_macro_f1,
         SelectionMetric::Accuracy => row.validation_accuracy,
         SelectionMetric::Loss => row.validation_loss,
+        SelectionMetric::SubsetAccuracy => row.validation_accuracy,
+        SelectionMetric::MicroF1 => row.validation_micro_f1.unwrap_or(f64::NAN),
+        SelectionMetric::SamplesF1 => row.validation_samples_f1.unwrap_or(f64::NAN),
+        SelectionMetric::HammingLoss => row.validation_hamming_loss.unwrap_or(f64::NAN),
     }
 }
 

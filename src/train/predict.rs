@@ -1,6 +1,8 @@
-//! Using a finished run: its `model/` directory loaded as a classifier, texts tokenized as in
-//! training (the run's `max_length`), batched by length, and each text's predicted label with one
-//! probability per class. Readers for input files and writers for CSV and JSON Lines output.
+//! Using a finished run: its `model/` directory loaded as a classifier, texts (or pairs)
+//! tokenized as in training (the run's `max_length`), batched by length, and each text's
+//! predicted label with one probability per class; for a multi-label run, the set of classes at
+//! or above its `threshold`, with a sigmoid per class. Readers for input files and writers for
+//! CSV and JSON Lines output.
 
 use std::path::Path;
 
@@ -21,13 +23,28 @@ pub struct Predictor {
     tokenizer: LoadedTokenizer,
     pub classes: Vec<String>,
     pub max_length: usize,
+    /// The run's `data.text_pair_column`: the model reads pairs.
+    pub text_pair_column: Option<String>,
+    /// Multi-label: the run's `train.threshold` (`None`: one label per text).
+    pub threshold: Option<f64>,
+    /// The run's `data.label_separator`, which joins a predicted label set.
+    pub label_separator: String,
 }
 
 /// One text's prediction.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prediction {
-    pub class: u32,
+    /// The predicted class (single-label: exactly one; multi-label: the set, maybe empty).
+    pub predicted: Vec<u32>,
+    /// Softmax probabilities, or one sigmoid per class (multi-label).
     pub probabilities: Vec<f32>,
+}
+
+impl Prediction {
+    /// The predicted class names (a set joined by `separator`).
+    pub fn names(&self, classes: &[String], separator: &str) -> String {
+        crate::metrics::join_classes(&self.predicted, classes, separator)
+    }
 }
 
 impl Predictor {
@@ -66,38 +83,109 @@ impl Predictor {
         let classes = checkpoint::labels_of(model.config())
             .with_context(|| format!("{} has no id2label", model_directory.display()))?;
         let tokenizer = tokenizer::load(&model_directory)?;
+        let multi_label = spec["data"]["label_format"].as_str() == Some("multi")
+            || model
+                .config()
+                .written
+                .get("problem_type")
+                .and_then(Value::as_str)
+                == Some(checkpoint::MULTI_LABEL_PROBLEM);
         Ok(Predictor {
             model,
             tokenizer,
             classes,
             max_length,
+            text_pair_column: spec["data"]["text_pair_column"]
+                .as_str()
+                .map(str::to_string),
+            threshold: multi_label.then(|| {
+                spec["train"]["threshold"]
+                    .as_f64()
+                    .unwrap_or(crate::plan::spec::DEFAULT_THRESHOLD)
+            }),
+            label_separator: spec["data"]["label_separator"]
+                .as_str()
+                .unwrap_or(crate::plan::spec::DEFAULT_LABEL_SEPARATOR)
+                .to_string(),
         })
     }
 
-    /// Predicts every text, `batch_size` texts of similar length per forward pass (as
-    /// training evaluates); results in the order of `texts`.
-    pub fn predict(&self, texts: &[&str], batch_size: usize) -> anyhow::Result<Vec<Prediction>> {
-        let ids = tokenizer::encode_all(&self.tokenizer, texts, self.max_length)?;
-        let scored = crate::train::evaluation::score(
+    /// Predicts every text (with its second text for a pair model), `batch_size` texts of
+    /// similar length per forward pass (as training evaluates); results in the order of `texts`.
+    /// Pairs given to a single-text model, or missing for a pair model, are an error.
+    pub fn predict(
+        &self,
+        texts: &[&str],
+        text_pairs: Option<&[&str]>,
+        batch_size: usize,
+    ) -> anyhow::Result<Vec<Prediction>> {
+        let (ids, type_ids) = match (text_pairs, &self.text_pair_column) {
+            (None, None) => (
+                tokenizer::encode_all(&self.tokenizer, texts, self.max_length)?,
+                None,
+            ),
+            (Some(pairs), Some(_)) => {
+                if pairs.len() != texts.len() {
+                    bail!(
+                        "{} texts but {} second texts: a pair model needs one second text per text",
+                        texts.len(),
+                        pairs.len()
+                    );
+                }
+                let pairs: Vec<(&str, &str)> =
+                    texts.iter().copied().zip(pairs.iter().copied()).collect();
+                let (ids, types): (Vec<_>, Vec<_>) =
+                    tokenizer::encode_pairs(&self.tokenizer, &pairs, Some(self.max_length))?
+                        .into_iter()
+                        .unzip();
+                (ids, Some(types))
+            }
+            (None, Some(column)) => bail!(
+                "this run's model classifies text pairs (it trained with text_pair_column = \"{column}\"): give each text's second text with --text-pair, or --text-pair-column with --input"
+            ),
+            (Some(_), None) => bail!(
+                "this run's model classifies single texts (it trained without text_pair_column): leave out --text-pair / --text-pair-column"
+            ),
+        };
+        let scoring = crate::train::evaluation::logits(
             &self.model,
             &ids,
+            type_ids.as_deref(),
             self.tokenizer.pad_id,
             batch_size,
             None,
         )?
         .expect("no interrupt flag");
-        Ok(scored
+        Ok(scoring
             .iter()
-            .map(|scored| Prediction {
-                class: scored.class,
-                probabilities: scored.probabilities(),
+            .map(|logits| match self.threshold {
+                Some(threshold) => {
+                    let probabilities: Vec<f64> = logits
+                        .iter()
+                        .map(|&x| crate::train::evaluation::sigmoid(x))
+                        .collect();
+                    Prediction {
+                        predicted: (0..probabilities.len() as u32)
+                            .filter(|&class| probabilities[class as usize] >= threshold)
+                            .collect(),
+                        probabilities: probabilities.iter().map(|&p| p as f32).collect(),
+                    }
+                }
+                None => {
+                    let scored = crate::train::evaluation::softmax_scored(logits);
+                    Prediction {
+                        predicted: vec![scored.class],
+                        probabilities: scored.probabilities(),
+                    }
+                }
             })
             .collect())
     }
 }
 
-/// The texts of one column of a data file (format from its extension).
-pub fn read_texts(path: &Path, column: &str) -> anyhow::Result<Vec<String>> {
+/// The texts of one column of a data file (format from its extension); `flag` is the option
+/// that names the column (for the error when it is missing).
+pub fn read_texts(path: &Path, column: &str, flag: &str) -> anyhow::Result<Vec<String>> {
     let format = path
         .extension()
         .and_then(|extension| DataFormat::from_extension(&extension.to_string_lossy()))
@@ -125,7 +213,7 @@ pub fn read_texts(path: &Path, column: &str) -> anyhow::Result<Vec<String>> {
         .collect();
     let values = frame.column(column).map_err(|_| {
         anyhow::anyhow!(
-            "{} has no column `{column}`; its columns are {}; choose one with --text-column",
+            "{} has no column `{column}`; its columns are {}; choose one with {flag}",
             path.display(),
             names.join(", ")
         )
@@ -138,43 +226,71 @@ pub fn read_texts(path: &Path, column: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Predictions as CSV: `text, predicted, probability_<class>...`.
+/// Predictions as CSV: `text`, `text_pair` (pairs), `predicted` (a label set joined by
+/// `separator`), `probability_<class>...`.
 pub fn predictions_csv(
     texts: &[String],
+    text_pairs: Option<&[String]>,
     classes: &[String],
+    separator: &str,
     predictions: &[Prediction],
 ) -> Vec<u8> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["text".to_string(), "predicted".to_string()];
+    let mut header = vec!["text".to_string()];
+    if text_pairs.is_some() {
+        header.push("text_pair".into());
+    }
+    header.push("predicted".into());
     header.extend(classes.iter().map(|class| format!("probability_{class}")));
     writer.write_record(&header).expect("writing to memory");
-    for (text, prediction) in texts.iter().zip(predictions) {
-        let mut record = vec![text.clone(), classes[prediction.class as usize].clone()];
+    for (index, (text, prediction)) in texts.iter().zip(predictions).enumerate() {
+        let mut record = vec![text.clone()];
+        if let Some(pairs) = text_pairs {
+            record.push(pairs[index].clone());
+        }
+        record.push(prediction.names(classes, separator));
         record.extend(prediction.probabilities.iter().map(|p| p.to_string()));
         writer.write_record(&record).expect("writing to memory");
     }
     writer.into_inner().expect("writing to memory")
 }
 
-/// Predictions as JSON Lines: `{"text", "predicted", "probabilities": {class: p}}`.
+/// Predictions as JSON Lines: `{"text", "text_pair" (pairs), "predicted", "probabilities":
+/// {class: p}}`; `predicted` is a class name, or for a multi-label model a list of names.
 pub fn predictions_jsonl(
     texts: &[String],
+    text_pairs: Option<&[String]>,
     classes: &[String],
+    multi_label: bool,
     predictions: &[Prediction],
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    for (text, prediction) in texts.iter().zip(predictions) {
+    for (index, (text, prediction)) in texts.iter().zip(predictions).enumerate() {
         let probabilities: Map<String, Value> = classes
             .iter()
             .zip(&prediction.probabilities)
             .map(|(class, p)| (class.clone(), json!(p)))
             .collect();
-        let line = json!({
-            "text": text,
-            "predicted": classes[prediction.class as usize],
-            "probabilities": probabilities,
-        });
-        out.extend_from_slice(line.to_string().as_bytes());
+        let predicted: Vec<&str> = prediction
+            .predicted
+            .iter()
+            .map(|&class| classes[class as usize].as_str())
+            .collect();
+        let mut line = Map::new();
+        line.insert("text".into(), json!(text));
+        if let Some(pairs) = text_pairs {
+            line.insert("text_pair".into(), json!(pairs[index]));
+        }
+        line.insert(
+            "predicted".into(),
+            if multi_label {
+                json!(predicted)
+            } else {
+                json!(predicted[0])
+            },
+        );
+        line.insert("probabilities".into(), Value::Object(probabilities));
+        out.extend_from_slice(Value::Object(line).to_string().as_bytes());
         out.push(b'\n');
     }
     out

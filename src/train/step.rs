@@ -38,12 +38,56 @@ pub fn class_weights(labels: &[u32], classes: usize, policy: ClassWeights) -> Op
     }
 }
 
+/// Multi-label `balanced` weights: each class's positive term weighed by its negatives /
+/// positives in training (torch's `pos_weight`; 1 for a class with no positive example).
+pub fn positive_weights(
+    label_sets: &[Vec<u32>],
+    classes: usize,
+    policy: ClassWeights,
+) -> Option<Vec<f32>> {
+    match policy {
+        ClassWeights::None => None,
+        ClassWeights::Balanced => {
+            let mut positives = vec![0usize; classes];
+            for set in label_sets {
+                for &class in set {
+                    positives[class as usize] += 1;
+                }
+            }
+            Some(
+                positives
+                    .iter()
+                    .map(|&count| {
+                        if count == 0 {
+                            1.0
+                        } else {
+                            ((label_sets.len() - count) as f64 / count as f64) as f32
+                        }
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// 0/1 targets `[examples, classes]` of label sets, row by row.
+pub fn multi_label_targets(sets: &[&[u32]], classes: usize) -> Vec<f32> {
+    let mut targets = vec![0f32; sets.len() * classes];
+    for (row, set) in sets.iter().enumerate() {
+        for &class in *set {
+            targets[row * classes + class as usize] = 1.0;
+        }
+    }
+    targets
+}
+
 /// What one optimizer step reads besides the optimizer and the batches.
 pub struct StepInputs<'a> {
     pub model: &'a EncoderClassifier,
     /// The examples the batches index into.
     pub split: &'a TokenizedSplit,
     pub pad_id: u32,
+    /// Per-class weights of the cross-entropy; multi-label: the `pos_weight` of each class.
     pub class_weights: Option<&'a Tensor>,
     pub learning_rate: f64,
     pub max_grad_norm: f64,
@@ -60,6 +104,27 @@ pub struct StepOutcome {
     pub gradient_norm: f64,
     /// Why the step was not applied: a non-finite loss or gradient norm.
     pub divergence: Option<String>,
+}
+
+/// The examples `indices` of `split` as a batch: their ids padded to the longest, with their
+/// token types when the split holds pairs.
+pub fn batch_of(
+    split: &TokenizedSplit,
+    indices: &[usize],
+    pad_id: u32,
+    device: &candle_core::Device,
+) -> candle_core::Result<Batch> {
+    let rows: Vec<Vec<u32>> = indices
+        .iter()
+        .map(|&index| split.ids[index].clone())
+        .collect();
+    let types: Option<Vec<Vec<u32>>> = (!split.type_ids.is_empty()).then(|| {
+        indices
+            .iter()
+            .map(|&index| split.type_ids[index].clone())
+            .collect()
+    });
+    Batch::with_token_types(&rows, types.as_deref(), pad_id, device)
 }
 
 /// One optimizer step of training, as `bertlab run` takes it: every batch of `group` (indices
@@ -87,23 +152,34 @@ pub fn optimizer_step(
     // One batch per step: the backward pass's tensors go straight to the in-place update.
     let mut gradient_tensors: Option<Vec<Tensor>> = None;
     for batch_indices in group {
-        let rows: Vec<Vec<u32>> = batch_indices
-            .iter()
-            .map(|&index| inputs.split.ids[index].clone())
-            .collect();
-        let labels: Vec<u32> = batch_indices
-            .iter()
-            .map(|&index| inputs.split.labels[index])
-            .collect();
-        let batch = Batch::from_rows(&rows, inputs.pad_id, device)?;
-        let labels = Tensor::new(labels.as_slice(), device)?;
+        let batch = batch_of(inputs.split, batch_indices, inputs.pad_id, device)?;
         let logits = model.forward(&batch, &mut Mode::Train(random))?;
-        let loss = layers::cross_entropy_smoothed(
-            &logits,
-            &labels,
-            inputs.class_weights,
-            inputs.label_smoothing,
-        )?;
+        let loss = if inputs.split.is_multi_label() {
+            let sets: Vec<&[u32]> = batch_indices
+                .iter()
+                .map(|&index| inputs.split.label_sets[index].as_slice())
+                .collect();
+            let classes = logits.dim(1)?;
+            let targets = Tensor::from_vec(
+                multi_label_targets(&sets, classes),
+                (sets.len(), classes),
+                device,
+            )?
+            .to_dtype(logits.dtype())?;
+            layers::binary_cross_entropy_with_logits(&logits, &targets, inputs.class_weights)?
+        } else {
+            let labels: Vec<u32> = batch_indices
+                .iter()
+                .map(|&index| inputs.split.labels[index])
+                .collect();
+            let labels = Tensor::new(labels.as_slice(), device)?;
+            layers::cross_entropy_smoothed(
+                &logits,
+                &labels,
+                inputs.class_weights,
+                inputs.label_smoothing,
+            )?
+        };
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             outcome.divergence = Some(format!("the training loss is {value}"));
