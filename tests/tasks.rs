@@ -274,6 +274,29 @@ fn a_multi_label_run_learns_writes_its_metrics_and_predicts_sets() {
     let sorted = workspace.bertlab(&["results", "--sort", "val_hamming_loss"]);
     assert_eq!(sorted.status, Some(0), "{}", sorted.stderr);
 
+    // show and report name the one-vs-rest table; compare shows the multi-label figures.
+    let shown = workspace.bertlab(&["show", &hash]);
+    assert_eq!(shown.status, Some(0), "{}", shown.stderr);
+    assert!(
+        shown
+            .stdout
+            .contains("decisions per class (multi-label, one-vs-rest)"),
+        "{}",
+        shown.stdout
+    );
+    let report = workspace.bertlab(&["report", "--output", "report.html"]);
+    assert_eq!(report.status, Some(0), "{}", report.stderr);
+    let html = std::fs::read_to_string(workspace.path().join("report.html")).unwrap();
+    assert!(html.contains("Per-class decisions of the best run"));
+    assert!(html.contains("<th>true positives</th>"));
+    let compared = workspace.bertlab(&["compare", &hash, &hash]);
+    assert_eq!(compared.status, Some(0), "{}", compared.stderr);
+    assert!(
+        compared.stdout.contains("val_micro_f1"),
+        "{}",
+        compared.stdout
+    );
+
     // The run reproduces bit for bit.
     let reproduced = workspace.bertlab(&["reproduce", &hash]);
     assert_eq!(
@@ -379,4 +402,59 @@ fn a_pair_run_learns_from_the_second_text_and_predicts_pairs() {
         "{}",
         uneven.stderr
     );
+}
+
+/// A search on a multi-label task selects by Hamming loss, lower first: the trial marked best
+/// has the lowest value, and each trial's value is its run's kept validation Hamming loss.
+#[test]
+fn a_search_selects_multi_label_trials_by_hamming_loss() {
+    let workspace = Workspace::new();
+    tags_csv(&workspace.path().join("data/tags.csv"), 160);
+    let experiment = MULTI_LABEL
+        .replace(
+            "selection_metric = \"micro_f1\"",
+            "selection_metric = \"hamming_loss\"",
+        )
+        .replace("epochs = 8", "epochs = 3")
+        + "\n[search]\nmethod = \"random\"\ntrials = 3\nseed = 1\n\n[search.space]\nlearning_rate = { log_uniform = [1e-4, 3e-3] }\n";
+    workspace.experiment("search.toml", &experiment);
+    let output = workspace.bertlab(&["run", "experiments/search.toml"]);
+    assert_eq!(output.status, Some(0), "{}", output.stderr);
+    let table: Vec<&str> = output
+        .stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("trial"))
+        .collect();
+    let header: Vec<&str> = table[0].split_whitespace().collect();
+    let value_column = header
+        .iter()
+        .position(|name| *name == "val_hamming_loss")
+        .unwrap_or_else(|| panic!("{}", output.stdout));
+    let trials: Vec<(f64, bool)> = table[1..4]
+        .iter()
+        .map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            (cells[value_column].parse().unwrap(), line.ends_with("best"))
+        })
+        .collect();
+    let lowest = trials
+        .iter()
+        .map(|(value, _)| *value)
+        .fold(f64::MAX, f64::min);
+    let best: Vec<f64> = trials
+        .iter()
+        .filter(|(_, best)| *best)
+        .map(|(value, _)| *value)
+        .collect();
+    assert_eq!(best, vec![lowest], "{}", output.stdout);
+    for directory in run_directories(&workspace.path().join("runs")) {
+        let results = read_json(&directory.join("results.json"));
+        let kept = results["validation"]["multi_label"]["hamming_loss"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            trials.iter().any(|(value, _)| (value - kept).abs() < 5e-5),
+            "{kept} not among {trials:?}"
+        );
+    }
 }

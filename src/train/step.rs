@@ -272,3 +272,24 @@ pub fn optimizer_step(
     }
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_multi_label_weights_are_negatives_over_positives() {
+        let sets = [vec![0, 1], vec![0], vec![], vec![0]];
+        assert_eq!(
+            positive_weights(&sets, 3, ClassWeights::Balanced),
+            Some(vec![1.0 / 3.0, 3.0, 1.0]),
+            "3 of 4 have class 0, 1 of 4 class 1, none class 2 (weight 1)"
+        );
+        assert_eq!(positive_weights(&sets, 3, ClassWeights::None), None);
+        let sets: Vec<&[u32]> = vec![&[0, 2], &[]];
+        assert_eq!(
+            multi_label_targets(&sets, 3),
+            vec![1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+        );
+    }
+}
