@@ -83,6 +83,36 @@ fn f1(precision: f64, recall: f64) -> f64 {
     }
 }
 
+/// Each class's figures from its (true positives, gold count, predicted count), and the
+/// macro-F1 over the classes that occur in the gold labels or the predictions.
+fn per_class_figures(
+    counts: impl Iterator<Item = (usize, usize, usize)>,
+) -> (Vec<ClassMetrics>, f64) {
+    let mut per_class = Vec::new();
+    let (mut f1_sum, mut present) = (0.0, 0usize);
+    for (true_positives, support, predicted) in counts {
+        let precision = ratio(true_positives, predicted);
+        let recall = ratio(true_positives, support);
+        let class_f1 = f1(precision, recall);
+        if support > 0 || predicted > 0 {
+            f1_sum += class_f1;
+            present += 1;
+        }
+        per_class.push(ClassMetrics {
+            precision,
+            recall,
+            f1: class_f1,
+            support,
+        });
+    }
+    let macro_f1 = if present == 0 {
+        0.0
+    } else {
+        f1_sum / present as f64
+    };
+    (per_class, macro_f1)
+}
+
 /// Class names of a label set joined by `separator` (`predictions.csv`, exports).
 pub fn join_classes(set: &[u32], classes: &[String], separator: &str) -> String {
     set.iter()
@@ -100,51 +130,18 @@ impl Evaluation {
             confusion[truth as usize][guess as usize] += 1;
         }
         let correct: usize = (0..classes).map(|class| confusion[class][class]).sum();
-        let accuracy = if gold.is_empty() {
-            0.0
-        } else {
-            correct as f64 / gold.len() as f64
-        };
-        let ratio = |numerator: usize, denominator: usize| {
-            if denominator == 0 {
-                0.0
-            } else {
-                numerator as f64 / denominator as f64
-            }
-        };
-        let mut per_class = Vec::with_capacity(classes);
-        let mut f1_sum = 0.0;
-        let mut present = 0usize;
-        for class in 0..classes {
-            let true_positives = confusion[class][class];
-            let support: usize = confusion[class].iter().sum();
-            let predicted_count: usize = confusion.iter().map(|row| row[class]).sum();
-            let precision = ratio(true_positives, predicted_count);
-            let recall = ratio(true_positives, support);
-            let f1 = if precision + recall == 0.0 {
-                0.0
-            } else {
-                2.0 * precision * recall / (precision + recall)
-            };
-            if support > 0 || predicted_count > 0 {
-                f1_sum += f1;
-                present += 1;
-            }
-            per_class.push(ClassMetrics {
-                precision,
-                recall,
-                f1,
-                support,
-            });
-        }
+        let accuracy = ratio(correct, gold.len());
+        let (per_class, macro_f1) = per_class_figures((0..classes).map(|class| {
+            (
+                confusion[class][class],
+                confusion[class].iter().sum(),
+                confusion.iter().map(|row| row[class]).sum(),
+            )
+        }));
         Evaluation {
             loss,
             accuracy,
-            macro_f1: if present == 0 {
-                0.0
-            } else {
-                f1_sum / present as f64
-            },
+            macro_f1,
             per_class,
             confusion,
             multi_label: None,
@@ -186,25 +183,13 @@ impl Evaluation {
                 2.0 * shared as f64 / (truth.len() + guess.len()) as f64
             };
         }
-        let mut per_class = Vec::with_capacity(classes);
-        let (mut f1_sum, mut present) = (0.0, 0usize);
-        for counts in &counts {
-            let support = counts.true_positives + counts.false_negatives;
-            let predicted_count = counts.true_positives + counts.false_positives;
-            let precision = ratio(counts.true_positives, predicted_count);
-            let recall = ratio(counts.true_positives, support);
-            let class_f1 = f1(precision, recall);
-            if support > 0 || predicted_count > 0 {
-                f1_sum += class_f1;
-                present += 1;
-            }
-            per_class.push(ClassMetrics {
-                precision,
-                recall,
-                f1: class_f1,
-                support,
-            });
-        }
+        let (per_class, macro_f1) = per_class_figures(counts.iter().map(|counts| {
+            (
+                counts.true_positives,
+                counts.true_positives + counts.false_negatives,
+                counts.true_positives + counts.false_positives,
+            )
+        }));
         let pooled = |field: fn(&ClassCounts) -> usize| counts.iter().map(field).sum::<usize>();
         let true_positives = pooled(|counts| counts.true_positives);
         let micro_f1 = f1(
@@ -222,11 +207,7 @@ impl Evaluation {
         Evaluation {
             loss,
             accuracy: subset_accuracy,
-            macro_f1: if present == 0 {
-                0.0
-            } else {
-                f1_sum / present as f64
-            },
+            macro_f1,
             per_class,
             confusion: Vec::new(),
             multi_label: Some(Box::new(MultiLabelFigures {

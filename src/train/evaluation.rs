@@ -96,44 +96,14 @@ pub fn softmax_scored(row: &[f64]) -> Scored {
     }
 }
 
-/// One text scored by a multi-label model: a sigmoid per class and the predicted set.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ScoredSet {
-    /// The classes whose probability is at least the threshold, in class order.
-    pub classes: Vec<u32>,
-    /// Each class's sigmoid, in f64.
-    pub probabilities: Vec<f64>,
-    /// Each class's binary cross-entropy terms need the logits.
-    pub logits: Vec<f64>,
-}
-
-/// Multi-label scoring (see [`logits`]): sigmoids, and the classes at or above `threshold`.
-pub fn score_sets(
-    model: &EncoderClassifier,
-    ids: &[Vec<u32>],
-    type_ids: Option<&[Vec<u32>]>,
-    pad_id: u32,
-    batch_size: usize,
-    threshold: f64,
-    interrupt: Option<&AtomicBool>,
-) -> anyhow::Result<Option<Vec<ScoredSet>>> {
-    let Some(all) = logits(model, ids, type_ids, pad_id, batch_size, interrupt)? else {
-        return Ok(None);
-    };
-    Ok(Some(
-        all.into_iter()
-            .map(|logits| {
-                let probabilities: Vec<f64> = logits.iter().map(|&x| sigmoid(x)).collect();
-                ScoredSet {
-                    classes: (0..probabilities.len() as u32)
-                        .filter(|&class| probabilities[class as usize] >= threshold)
-                        .collect(),
-                    probabilities,
-                    logits,
-                }
-            })
-            .collect(),
-    ))
+/// A multi-label prediction from one row of logits: each class's sigmoid (in f64), and the
+/// classes whose sigmoid is at least `threshold`, in class order.
+pub fn predicted_set(logits: &[f64], threshold: f64) -> (Vec<u32>, Vec<f64>) {
+    let probabilities: Vec<f64> = logits.iter().map(|&x| sigmoid(x)).collect();
+    let classes = (0..probabilities.len() as u32)
+        .filter(|&class| probabilities[class as usize] >= threshold)
+        .collect();
+    (classes, probabilities)
 }
 
 /// The logistic function, stable at both ends.
@@ -165,7 +135,7 @@ pub struct SplitOutcome {
 }
 
 /// Evaluates `split` (see [`score`]): mean cross-entropy, figures, predictions; for multi-label
-/// data (see [`score_sets`]) the mean binary cross-entropy over every (example, class)
+/// data (see [`predicted_set`]) the mean binary cross-entropy over every (example, class)
 /// (unweighted), the sets at `threshold` and the multi-label figures.
 pub fn evaluate(
     model: &EncoderClassifier,
@@ -177,32 +147,31 @@ pub fn evaluate(
 ) -> anyhow::Result<Option<SplitOutcome>> {
     let type_ids = (!split.type_ids.is_empty()).then_some(split.type_ids.as_slice());
     if split.is_multi_label() {
-        let Some(scored) = score_sets(
+        let Some(all) = logits(
             model,
             &split.ids,
             type_ids,
             pad_id,
             EVALUATION_BATCH,
-            threshold,
             interrupt,
         )?
         else {
             return Ok(None);
         };
         let mut loss_sum = 0.0;
-        for (scored, gold) in scored.iter().zip(&split.label_sets) {
-            for (class, &x) in scored.logits.iter().enumerate() {
+        for (row, gold) in all.iter().zip(&split.label_sets) {
+            for (class, &x) in row.iter().enumerate() {
                 loss_sum += binary_cross_entropy(x, gold.contains(&(class as u32)));
             }
         }
-        let loss = loss_sum / (scored.len() * classes).max(1) as f64;
-        let predicted_sets: Vec<Vec<u32>> =
-            scored.iter().map(|scored| scored.classes.clone()).collect();
+        let loss = loss_sum / (all.len() * classes).max(1) as f64;
+        let (predicted_sets, probabilities): (Vec<Vec<u32>>, Vec<Vec<f64>>) =
+            all.iter().map(|row| predicted_set(row, threshold)).unzip();
         return Ok(Some(SplitOutcome {
             evaluation: Evaluation::multi_label(&split.label_sets, &predicted_sets, classes, loss),
-            probabilities: scored
+            probabilities: probabilities
                 .iter()
-                .map(|scored| scored.probabilities.iter().map(|&p| p as f32).collect())
+                .map(|row| row.iter().map(|&p| p as f32).collect())
                 .collect(),
             predicted: Vec::new(),
             predicted_sets,

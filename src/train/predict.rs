@@ -160,14 +160,10 @@ impl Predictor {
             .iter()
             .map(|logits| match self.threshold {
                 Some(threshold) => {
-                    let probabilities: Vec<f64> = logits
-                        .iter()
-                        .map(|&x| crate::train::evaluation::sigmoid(x))
-                        .collect();
+                    let (predicted, probabilities) =
+                        crate::train::evaluation::predicted_set(logits, threshold);
                     Prediction {
-                        predicted: (0..probabilities.len() as u32)
-                            .filter(|&class| probabilities[class as usize] >= threshold)
-                            .collect(),
+                        predicted,
                         probabilities: probabilities.iter().map(|&p| p as f32).collect(),
                     }
                 }
