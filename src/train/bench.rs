@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use candle_core::Tensor;
 use serde::Serialize;
 
-use crate::model::encoder::{Batch, Mode};
+use crate::model::encoder::Mode;
 use crate::plan::PlannedRun;
 use crate::plan::spec::Precision;
 use crate::support::random::SeededRandom;
@@ -191,6 +191,8 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
             .ids
             .iter_mut()
             .chain(data.validation.ids.iter_mut())
+            .chain(data.train.type_ids.iter_mut())
+            .chain(data.validation.type_ids.iter_mut())
         {
             *ids = repeated_to(ids, length);
         }
@@ -267,11 +269,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         })
         .collect();
     let forward = |indices: &[usize]| -> anyhow::Result<()> {
-        let rows: Vec<Vec<u32>> = indices
-            .iter()
-            .map(|&index| data.validation.ids[index].clone())
-            .collect();
-        let batch = Batch::from_rows(&rows, pad_id, &device)?;
+        let batch = crate::train::step::batch_of(&data.validation, indices, pad_id, &device)?;
         let logits: Tensor = model.forward(&batch, &mut Mode::Eval)?;
         logits.to_vec2::<f32>()?;
         Ok(())
