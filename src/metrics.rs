@@ -9,7 +9,8 @@
 //!
 //! Conventions (scikit-learn's): a class's precision is 0 when it is never predicted, its recall
 //! 0 when it never occurs, F1 0 when both are 0; macro-F1 averages the classes that occur in the
-//! gold labels or the predictions. Multi-label: micro-F1 pools every class's counts; samples-F1
+//! gold labels or the predictions (for label sets too, where scikit-learn's `average="macro"`
+//! would average every class). Multi-label: micro-F1 pools every class's counts; samples-F1
 //! averages each example's F1 of its predicted set against its gold set, where an example whose
 //! gold and predicted sets are both empty scores 1 (it is right; scikit-learn's
 //! `zero_division=1.0`); subset accuracy is the share of exactly right sets; Hamming loss the

@@ -811,3 +811,43 @@ fn label_sets_are_split_stratified_on_the_set() {
     assert_eq!(prepared.report.empty_label_sets, Some(vec![16, 4, 0]));
     assert_eq!(prepared.report.class_counts["a"], vec![64, 16, 0]);
 }
+
+#[test]
+fn rare_label_sets_share_a_stratum_instead_of_filling_validation() {
+    let folder = Folder::new();
+    let mut text = String::from("text,tags\n");
+    for index in 0..90 {
+        text.push_str(&format!(
+            "common {index},{}\n",
+            if index % 2 == 0 { "a" } else { "a|b" }
+        ));
+    }
+    // 10 sets seen twice each: each alone would give 1 to validation and 1 to test.
+    for set in 0..10 {
+        for copy in 0..2 {
+            text.push_str(&format!("rare {set} {copy},c{set}\n"));
+        }
+    }
+    folder.write("tags.csv", text.as_bytes());
+    let prepared = folder
+        .prepare(
+            "train = \"tags.csv\"\nlabel_column = \"tags\"\nlabel_format = \"multi\"\nvalidation_fraction = 0.1\ntest_fraction = 0.1",
+            "",
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            prepared.train.len(),
+            prepared.validation.len(),
+            prepared.test.len()
+        ),
+        (86, 12, 12),
+        "each stratum's 10%, rounded (45 -> 5, 45 -> 5, the rare 20 -> 2); apart, the rare sets would take 10 each"
+    );
+    let rare_in_train = prepared
+        .train
+        .iter()
+        .filter(|example| example.text.starts_with("rare"))
+        .count();
+    assert_eq!(rare_in_train, 16, "the rare sets keep their share in train");
+}

@@ -235,18 +235,20 @@ impl CleanLabels {
         }
     }
 
-    /// Each row's labels as one comparable value (a set joined by `separator`; `(no labels)`
+    /// Each row's labels as one comparable value (a set's labels joined by NUL; `(no labels)`
     /// for the empty set), for deduplication.
-    fn keys(&self, separator: &str) -> Vec<Option<String>> {
+    fn keys(&self) -> Vec<Option<String>> {
         match self {
             CleanLabels::Single(labels) => labels.clone(),
+            // Joined with NUL, which no label holds, so that `["a|b"]` and `["a", "b"]` differ;
+            // the report shows the separator (`Conflict`).
             CleanLabels::Sets(sets) => sets
                 .iter()
                 .map(|set| {
                     Some(if set.is_empty() {
                         "(no labels)".to_string()
                     } else {
-                        set.join(separator)
+                        set.join("\u{0}")
                     })
                 })
                 .collect(),
@@ -292,8 +294,13 @@ fn clean_file(
             )
         })?),
     };
-    let frame = read::read_frame(path, format, decoded.as_ref().map(|decoded| &*decoded.text))
-        .map_err(|message| data_error(path, message, None))?;
+    let frame = read::read_frame_typed_from(
+        path,
+        format,
+        decoded.as_ref().map(|decoded| &*decoded.text),
+        options.label_format == LabelFormat::Multi,
+    )
+    .map_err(|message| data_error(path, message, None))?;
     let total = frame.height();
     step(report, "read", total, total, None);
     if let Some(decoded) = &decoded {
@@ -440,8 +447,14 @@ fn clean_file(
                 .map(|(text, pair)| format!("{text}\u{0}{pair}"))
                 .collect(),
         };
-        let label_keys = labels.keys(&options.label_separator);
-        let keep = deduplicate(&keys, &label_keys, options.conflicting_labels, report);
+        let label_keys = labels.keys();
+        let keep = deduplicate(
+            &keys,
+            &label_keys,
+            options.conflicting_labels,
+            &options.label_separator,
+            report,
+        );
         retain(&mut texts, &keep);
         if let Some(pairs) = &mut text_pairs {
             retain(pairs, &keep);
@@ -468,6 +481,7 @@ fn deduplicate(
     texts: &[String],
     labels: &[Option<String>],
     rule: ConflictingLabels,
+    separator: &str,
     report: &mut DataReport,
 ) -> Vec<bool> {
     let mut by_text: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -497,7 +511,11 @@ fn deduplicate(
             report.conflict_examples.push(Conflict {
                 // A pair's key holds its two texts apart with NUL.
                 text: text.replace('\u{0}', " / "),
-                labels: counts.clone(),
+                // A label set's key holds its labels apart with NUL.
+                labels: counts
+                    .iter()
+                    .map(|(labels, count)| (labels.replace('\u{0}', separator), *count))
+                    .collect(),
             });
         }
         if rule == ConflictingLabels::Majority {
@@ -684,11 +702,26 @@ fn map_labels(
     Ok(examples)
 }
 
-/// The split's strata: the class of a single label, or one stratum per distinct label set (in
-/// the order of first appearance), and their number.
-fn strata(examples: &[Example]) -> (Vec<u32>, usize) {
+/// The split's strata: the class of a single label; for label sets, one stratum per distinct
+/// set (in the order of first appearance), except that sets too rare to reach every part of a
+/// split (fewer than `1 / smallest_share` examples, where `smallest_share` is the smallest
+/// share the split takes: a held-out fraction, or a sample's) share one stratum of rare sets, so
+/// that they are neither forced into validation and test nor kept out of train. Also their
+/// number.
+fn strata(examples: &[Example], smallest_share: f64) -> (Vec<u32>, usize) {
+    let mut counts: HashMap<&Gold, usize> = HashMap::new();
+    for example in examples {
+        *counts.entry(&example.gold).or_default() += 1;
+    }
+    let least = if smallest_share > 0.0 {
+        (1.0 / smallest_share).ceil() as usize
+    } else {
+        0
+    };
     let mut ids: HashMap<&Gold, u32> = HashMap::new();
+    let mut rare: Option<u32> = None;
     let mut classes = 0usize;
+    let mut next = 0u32;
     let strata = examples
         .iter()
         .map(|example| match &example.gold {
@@ -696,13 +729,17 @@ fn strata(examples: &[Example]) -> (Vec<u32>, usize) {
                 classes = classes.max(*class as usize + 1);
                 *class
             }
-            gold @ Gold::Set(_) => {
-                let next = ids.len() as u32;
-                *ids.entry(gold).or_insert(next)
-            }
+            gold @ Gold::Set(_) if counts[gold] < least => *rare.get_or_insert_with(|| {
+                next += 1;
+                next - 1
+            }),
+            gold @ Gold::Set(_) => *ids.entry(gold).or_insert_with(|| {
+                next += 1;
+                next - 1
+            }),
         })
         .collect();
-    (strata, classes.max(ids.len()))
+    (strata, classes.max(next as usize))
 }
 
 /// Runs every step for one planned run: its data settings and files, each read in the format
@@ -773,7 +810,23 @@ pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
     let validation_file = other(&paths.validation, &files.validation, &mut report)?;
     let test_file = other(&paths.test, &files.test, &mut report)?;
 
-    let (labels, strata_count) = strata(&train_all);
+    let held_out = |fraction: f64, file: bool| if file { 0.0 } else { fraction };
+    let shares = [
+        held_out(options.validation_fraction, validation_file.is_some()),
+        held_out(options.test_fraction, test_file.is_some()),
+    ];
+    let smallest_share =
+        shares
+            .into_iter()
+            .filter(|share| *share > 0.0)
+            .fold(0.0, |smallest: f64, share| {
+                if smallest == 0.0 {
+                    share
+                } else {
+                    smallest.min(share)
+                }
+            });
+    let (labels, strata_count) = strata(&train_all, smallest_share);
     let parts = split::split(
         &labels,
         strata_count.max(map.classes.len()),
@@ -813,7 +866,7 @@ pub fn prepare(run: &PlannedRun) -> anyhow::Result<PreparedData> {
     });
     if let Some(size) = options.max_train_examples {
         let rows_in = train.len();
-        let (labels, strata_count) = strata(&train);
+        let (labels, strata_count) = strata(&train, size as f64 / train.len().max(1) as f64);
         let kept = split::sample(
             &labels,
             strata_count.max(map.classes.len()),

@@ -69,6 +69,17 @@ pub fn read_frame(
     format: DataFormat,
     text: Option<&str>,
 ) -> Result<DataFrame, ReadError> {
+    read_frame_typed_from(path, format, text, false)
+}
+
+/// [`read_frame`]; `every_row`: JSON Lines types come from every row, not the first 100 (label
+/// sets: a list column whose first rows are all `[]` is still a list of strings).
+pub fn read_frame_typed_from(
+    path: &Path,
+    format: DataFormat,
+    text: Option<&str>,
+    every_row: bool,
+) -> Result<DataFrame, ReadError> {
     let result = match format {
         DataFormat::Csv | DataFormat::Tsv => {
             let bytes = text
@@ -93,9 +104,13 @@ pub fn read_frame(
                 .expect("text formats are decoded first")
                 .as_bytes()
                 .to_vec();
-            JsonReader::new(Cursor::new(bytes))
-                .with_json_format(JsonFormat::JsonLines)
-                .finish()
+            let reader =
+                JsonReader::new(Cursor::new(bytes)).with_json_format(JsonFormat::JsonLines);
+            if every_row {
+                reader.infer_schema_len(None).finish()
+            } else {
+                reader.finish()
+            }
         }
         DataFormat::Parquet => match std::fs::File::open(path) {
             Ok(file) => ParquetReader::new(file).finish(),

@@ -437,7 +437,8 @@ fn key_table(keys: &[Key], run_settings: bool) -> String {
             Default::Bool(value) => format!("`{value}`"),
             Default::Integer(value) => format!("`{value}`"),
             Default::Float(value) => format!("`{}`", format_float(value)),
-            Default::Text(value) => format!("`\"{value}\"`"),
+            // A `|` inside a cell ends it, even in code: GitHub's tables take `\|`.
+            Default::Text(value) => format!("`\"{}\"`", value.replace('|', "\\|")),
             Default::FromModel(field) => format!("config.json `{field}`"),
         };
         let yes_no = |flag: bool| if flag { "yes" } else { "no" };

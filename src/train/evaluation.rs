@@ -96,12 +96,13 @@ pub fn softmax_scored(row: &[f64]) -> Scored {
     }
 }
 
-/// A multi-label prediction from one row of logits: each class's sigmoid (in f64), and the
-/// classes whose sigmoid is at least `threshold`, in class order.
-pub fn predicted_set(logits: &[f64], threshold: f64) -> (Vec<u32>, Vec<f64>) {
-    let probabilities: Vec<f64> = logits.iter().map(|&x| sigmoid(x)).collect();
+/// A multi-label prediction from one row of logits: each class's sigmoid (computed in f64,
+/// kept as the f32 that files show), and the classes whose sigmoid is at least `threshold`, in
+/// class order, decided on that f32 so that a file's probabilities and sets always agree.
+pub fn predicted_set(logits: &[f64], threshold: f64) -> (Vec<u32>, Vec<f32>) {
+    let probabilities: Vec<f32> = logits.iter().map(|&x| sigmoid(x) as f32).collect();
     let classes = (0..probabilities.len() as u32)
-        .filter(|&class| probabilities[class as usize] >= threshold)
+        .filter(|&class| f64::from(probabilities[class as usize]) >= threshold)
         .collect();
     (classes, probabilities)
 }
@@ -165,14 +166,11 @@ pub fn evaluate(
             }
         }
         let loss = loss_sum / (all.len() * classes).max(1) as f64;
-        let (predicted_sets, probabilities): (Vec<Vec<u32>>, Vec<Vec<f64>>) =
+        let (predicted_sets, probabilities): (Vec<Vec<u32>>, Vec<Vec<f32>>) =
             all.iter().map(|row| predicted_set(row, threshold)).unzip();
         return Ok(Some(SplitOutcome {
             evaluation: Evaluation::multi_label(&split.label_sets, &predicted_sets, classes, loss),
-            probabilities: probabilities
-                .iter()
-                .map(|row| row.iter().map(|&p| p as f32).collect())
-                .collect(),
+            probabilities,
             predicted: Vec::new(),
             predicted_sets,
         }));

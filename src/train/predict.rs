@@ -164,7 +164,7 @@ impl Predictor {
                         crate::train::evaluation::predicted_set(logits, threshold);
                     Prediction {
                         predicted,
-                        probabilities: probabilities.iter().map(|&p| p as f32).collect(),
+                        probabilities,
                     }
                 }
                 None => {
