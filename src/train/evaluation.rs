@@ -66,22 +66,6 @@ pub fn logits(
     Ok(Some(all))
 }
 
-/// Scores token id rows in evaluation mode (see [`logits`]): each row's class and
-/// log-probabilities.
-pub fn score(
-    model: &EncoderClassifier,
-    ids: &[Vec<u32>],
-    type_ids: Option<&[Vec<u32>]>,
-    pad_id: u32,
-    batch_size: usize,
-    interrupt: Option<&AtomicBool>,
-) -> anyhow::Result<Option<Vec<Scored>>> {
-    let Some(all) = logits(model, ids, type_ids, pad_id, batch_size, interrupt)? else {
-        return Ok(None);
-    };
-    Ok(Some(all.iter().map(|row| softmax_scored(row)).collect()))
-}
-
 /// One row of logits as a single-label score: the argmax and the log-softmax, in f64.
 pub fn softmax_scored(row: &[f64]) -> Scored {
     let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -135,7 +119,7 @@ pub struct SplitOutcome {
     pub probabilities: Vec<Vec<f32>>,
 }
 
-/// Evaluates `split` (see [`score`]): mean cross-entropy, figures, predictions; for multi-label
+/// Evaluates `split` (see [`logits`]): mean cross-entropy, figures, predictions; for multi-label
 /// data (see [`predicted_set`]) the mean binary cross-entropy over every (example, class)
 /// (unweighted), the sets at `threshold` and the multi-label figures.
 pub fn evaluate(
@@ -147,18 +131,18 @@ pub fn evaluate(
     interrupt: Option<&AtomicBool>,
 ) -> anyhow::Result<Option<SplitOutcome>> {
     let type_ids = (!split.type_ids.is_empty()).then_some(split.type_ids.as_slice());
+    let Some(all) = logits(
+        model,
+        &split.ids,
+        type_ids,
+        pad_id,
+        EVALUATION_BATCH,
+        interrupt,
+    )?
+    else {
+        return Ok(None);
+    };
     if split.is_multi_label() {
-        let Some(all) = logits(
-            model,
-            &split.ids,
-            type_ids,
-            pad_id,
-            EVALUATION_BATCH,
-            interrupt,
-        )?
-        else {
-            return Ok(None);
-        };
         let mut loss_sum = 0.0;
         for (row, gold) in all.iter().zip(&split.label_sets) {
             for (class, &x) in row.iter().enumerate() {
@@ -175,17 +159,7 @@ pub fn evaluate(
             predicted_sets,
         }));
     }
-    let Some(scored) = score(
-        model,
-        &split.ids,
-        type_ids,
-        pad_id,
-        EVALUATION_BATCH,
-        interrupt,
-    )?
-    else {
-        return Ok(None);
-    };
+    let scored: Vec<Scored> = all.iter().map(|row| softmax_scored(row)).collect();
     let loss_sum: f64 = scored
         .iter()
         .zip(&split.labels)
