@@ -851,3 +851,27 @@ fn rare_label_sets_share_a_stratum_instead_of_filling_validation() {
         .count();
     assert_eq!(rare_in_train, 16, "the rare sets keep their share in train");
 }
+
+#[test]
+fn one_class_is_enough_for_label_sets_but_not_for_one_label() {
+    let folder = Folder::new();
+    folder.write(
+        "spam.csv",
+        b"text,tags\nbuy now,spam\nhello friend,\ncheap pills,spam|ads\nsee you,\n",
+    );
+    let data = "train = \"spam.csv\"\nlabel_column = \"tags\"\nvalidation_fraction = 0.5\nstratify = false\nunknown_labels = \"drop\"";
+    let prepared = folder
+        .prepare(
+            &format!("{data}\nlabel_format = \"multi\""),
+            "[labels]\nspam = 0\n",
+        )
+        .unwrap();
+    assert_eq!(prepared.classes, ["spam"]);
+    assert_eq!(prepared.report.dropped_labels.get("\"ads\""), Some(&1));
+    let error = folder
+        .prepare(data, "[labels]\nspam = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("a classifier needs at least 2"), "{error}");
+    assert!(error.contains("label_format = \"multi\""), "{error}");
+}

@@ -117,6 +117,7 @@ impl ExperimentFile {
             search,
             tables_seen,
             written,
+            one_class_labels: _,
         } = parser;
         let mut problems = problems;
         let is_set = |full: &str| {
@@ -228,6 +229,9 @@ struct Parser {
     tables_seen: Vec<(Section, Option<Range<usize>>)>,
     /// Full names of the keys written, valid or not.
     written: Vec<String>,
+    /// `[labels]` maps every label to one class (its header's span): an error unless the data
+    /// are label sets, which is known once every table is read.
+    one_class_labels: Option<Option<Range<usize>>>,
 }
 
 /// A table-like item: a `[table]`, a dotted key, or an inline table.
@@ -508,6 +512,20 @@ impl Parser {
                 },
             }
         }
+        if let Some(header_span) = self.one_class_labels.take() {
+            let multi_label = self.values.iter().any(|(key, value)| {
+                key.full_name() == "data.label_format" && value.value.as_text() == "multi"
+            });
+            if !multi_label {
+                self.problems.push(
+                    Problem::new(
+                        "[labels] maps every label to one class; a classifier needs at least 2",
+                        header_span,
+                    )
+                    .help("give the classes ids 0, 1, ... (one class is enough for label sets: label_format = \"multi\")"),
+                );
+            }
+        }
         self.search_rules();
     }
 
@@ -684,13 +702,7 @@ impl Parser {
                 .help("number the classes 0, 1, 2, ... in any order"),
             );
         } else if classes < 2 {
-            self.problems.push(
-                Problem::new(
-                    "[labels] maps every label to one class; a classifier needs at least 2",
-                    header_span,
-                )
-                .help("give the classes ids 0, 1, ..."),
-            );
+            self.one_class_labels = Some(header_span);
         }
         self.labels = Some(entries);
     }
