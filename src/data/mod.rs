@@ -69,14 +69,6 @@ impl Example {
         }
     }
 
-    /// Whether the example's gold labels hold `class`.
-    pub fn has_class(&self, class: u32) -> bool {
-        match &self.gold {
-            Gold::Class(gold) => *gold == class,
-            Gold::Set(set) => set.contains(&class),
-        }
-    }
-
     /// What deduplication and the leakage check compare: the text, and the pair's second text.
     fn key(&self) -> (&str, Option<&str>) {
         (self.text.as_str(), self.text_pair.as_deref())

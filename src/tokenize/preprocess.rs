@@ -44,26 +44,9 @@ pub struct TokenizedSplit {
 }
 
 impl TokenizedSplit {
-    /// The number of examples.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
     /// Whether the examples hold label sets (`label_format = "multi"`; an empty split: false).
     pub fn is_multi_label(&self) -> bool {
         !self.label_sets.is_empty()
-    }
-
-    /// Example `index`'s gold labels as a set of classes (either kind of data).
-    pub fn gold_set(&self, index: usize) -> Vec<u32> {
-        match self.label_sets.get(index) {
-            Some(set) => set.clone(),
-            None => vec![self.labels[index]],
-        }
     }
 }
 
@@ -128,37 +111,29 @@ pub fn default_cache_folder() -> Option<PathBuf> {
 /// Token id rows, and token type id rows (pairs; empty for single texts).
 type IdsAndTypes = (Vec<Vec<u32>>, Vec<Vec<u32>>);
 
-/// Token ids (and type ids for pairs) of examples, untruncated.
-fn encode_untruncated(
-    loaded: &tokenizer::LoadedTokenizer,
-    examples: &[Example],
-) -> anyhow::Result<IdsAndTypes> {
-    match pairs_of(examples) {
-        None => Ok((
-            tokenizer::encode_untruncated(loaded, &texts_of(examples))?,
-            Vec::new(),
-        )),
-        Some(pairs) => Ok(tokenizer::encode_pairs(loaded, &pairs, None)?
-            .into_iter()
-            .unzip()),
-    }
-}
-
 /// Token ids (and type ids for pairs) of examples, truncated to `max_length` as transformers
-/// truncates: a text keeps its last special token, a pair is cut `longest_first`.
-fn encode_truncated(
+/// truncates (a text keeps its last special token, a pair is cut `longest_first`), and their
+/// untruncated lengths, from one encoding.
+fn encode_examples(
     loaded: &tokenizer::LoadedTokenizer,
     examples: &[Example],
     max_length: usize,
-) -> anyhow::Result<IdsAndTypes> {
+) -> anyhow::Result<(IdsAndTypes, Vec<usize>)> {
     match pairs_of(examples) {
-        None => Ok((
-            tokenizer::encode_all(loaded, &texts_of(examples), max_length)?,
-            Vec::new(),
-        )),
-        Some(pairs) => Ok(tokenizer::encode_pairs(loaded, &pairs, Some(max_length))?
-            .into_iter()
-            .unzip()),
+        None => {
+            let untruncated = tokenizer::encode_untruncated(loaded, &texts_of(examples))?;
+            let lengths = untruncated.iter().map(Vec::len).collect();
+            let ids = untruncated
+                .iter()
+                .map(|ids| tokenizer::truncate(ids, max_length))
+                .collect();
+            Ok(((ids, Vec::new()), lengths))
+        }
+        Some(pairs) => {
+            let (encoded, lengths) =
+                tokenizer::encode_pairs_with_lengths(loaded, &pairs, Some(max_length))?;
+            Ok((encoded.into_iter().unzip(), lengths))
+        }
     }
 }
 
@@ -192,14 +167,11 @@ pub fn prepare_with_lengths(
 ) -> anyhow::Result<(data::PreparedData, tokenizer::LoadedTokenizer, TokenLengths)> {
     let prepared = data::prepare(run)?;
     let loaded = tokenizer::load(&run.settings.model_path)?;
-    let lengths = encode_untruncated(&loaded, &prepared.train)?
-        .0
-        .iter()
-        .map(Vec::len)
-        .collect();
+    let max_length = run.settings.train.max_length;
+    let (_, lengths) = encode_examples(&loaded, &prepared.train, max_length)?;
     let lengths = TokenLengths {
         pairs: run.settings.data.text_pair_column.is_some(),
-        ..TokenLengths::from_lengths(lengths, run.settings.train.max_length)
+        ..TokenLengths::from_lengths(lengths, max_length)
     };
     Ok((prepared, loaded, lengths))
 }
@@ -225,31 +197,20 @@ fn pairs_of(examples: &[Example]) -> Option<Vec<(&str, &str)>> {
 }
 
 /// Runs the data and tokenize stages for a run, without the cache. The training texts are
-/// tokenized once: their untruncated lengths give the report's statistics (a pair is cut
-/// `longest_first` afresh, which depends on both texts' lengths).
+/// tokenized once: their untruncated lengths give the report's statistics.
 pub fn preprocess(run: &PlannedRun) -> anyhow::Result<TokenizedData> {
     let prepared = data::prepare(run)?;
     let loaded = tokenizer::load(&run.settings.model_path)?;
     let max_length = run.settings.train.max_length;
     let pairs = run.settings.data.text_pair_column.is_some();
-    let (train_ids, train_types) = encode_untruncated(&loaded, &prepared.train)?;
+    let ((train_ids, train_types), lengths) =
+        encode_examples(&loaded, &prepared.train, max_length)?;
     let token_lengths = TokenLengths {
         pairs,
-        ..TokenLengths::from_lengths(train_ids.iter().map(Vec::len).collect(), max_length)
-    };
-    let (train_ids, train_types) = if pairs {
-        encode_truncated(&loaded, &prepared.train, max_length)?
-    } else {
-        (
-            train_ids
-                .iter()
-                .map(|ids| tokenizer::truncate(ids, max_length))
-                .collect(),
-            train_types,
-        )
+        ..TokenLengths::from_lengths(lengths, max_length)
     };
     let tokenize = |examples: Vec<Example>| -> anyhow::Result<TokenizedSplit> {
-        let (ids, types) = encode_truncated(&loaded, &examples, max_length)?;
+        let ((ids, types), _) = encode_examples(&loaded, &examples, max_length)?;
         Ok(into_split(examples, ids, types))
     };
     Ok(TokenizedData {

@@ -246,6 +246,9 @@ pub fn truncate(ids: &[u32], max_length: usize) -> Vec<u32> {
     truncated
 }
 
+/// One encoded pair: token ids and token type ids.
+pub type EncodedPair = (Vec<u32>, Vec<u32>);
+
 /// Token ids and token type ids of text pairs, as transformers' `tokenizer(first, second,
 /// truncation=True, max_length=max_length)` gives them: the tokenizer's pair template (BERT:
 /// `[CLS] a [SEP] b [SEP]`, types 0 then 1; RoBERTa: `<s> a </s></s> b </s>`), the longer text
@@ -259,7 +262,17 @@ pub fn encode_pairs(
     tokenizer: &LoadedTokenizer,
     pairs: &[(&str, &str)],
     max_length: Option<usize>,
-) -> anyhow::Result<Vec<(Vec<u32>, Vec<u32>)>> {
+) -> anyhow::Result<Vec<EncodedPair>> {
+    Ok(encode_pairs_with_lengths(tokenizer, pairs, max_length)?.0)
+}
+
+/// [`encode_pairs`], and each pair's untruncated length (both texts and the special tokens),
+/// from the same encoding.
+pub fn encode_pairs_with_lengths(
+    tokenizer: &LoadedTokenizer,
+    pairs: &[(&str, &str)],
+    max_length: Option<usize>,
+) -> anyhow::Result<(Vec<EncodedPair>, Vec<usize>)> {
     let encode = |texts: Vec<&str>| {
         tokenizer
             .tokenizer
@@ -273,7 +286,9 @@ pub fn encode_pairs(
         .get_post_processor()
         .map_or(0, |processor| processor.added_tokens(true));
     let mut encoded = Vec::with_capacity(pairs.len());
+    let mut lengths = Vec::with_capacity(pairs.len());
     for (first, second) in firsts.into_iter().zip(seconds) {
+        lengths.push(first.len() + second.len() + added);
         let (first, second) = match max_length {
             None => (first, Some(second)),
             Some(max_length) => {
@@ -302,7 +317,7 @@ pub fn encode_pairs(
             encoding.get_type_ids().to_vec(),
         ));
     }
-    Ok(encoded)
+    Ok((encoded, lengths))
 }
 
 /// Token counts of texts, [CLS] and [SEP] included, without truncation (in parallel).

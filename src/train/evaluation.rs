@@ -92,7 +92,7 @@ pub fn predicted_set(logits: &[f64], threshold: f64) -> (Vec<u32>, Vec<f32>) {
 }
 
 /// The logistic function, stable at both ends.
-pub fn sigmoid(x: f64) -> f64 {
+fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {
