@@ -15,6 +15,8 @@ inference batch size and examples. The work is the same as bertlab's:
   each padded to its longest row (dynamic padding), model in train mode (dropout on);
 - inference: the first N validation examples in batches of consecutive examples, eval mode,
   `torch.inference_mode()`, after one untimed batch;
+- `sequence_length` (bertlab's `--sequence-length`): every example its own ids repeated to
+  exactly that many tokens, so no batch has padding;
 - peak RSS: ru_maxrss of this process after training, again after inference.
 Precision: bertlab's (`precision` in its report) unless `--precision` says otherwise; bf16 runs
 the forward passes under `torch.autocast("cpu", dtype=torch.bfloat16)` (bf16 matrix products,
@@ -88,7 +90,11 @@ def main():
     torch.manual_seed(0)
 
     def encode(texts):
-        return tokenizer(texts, truncation=True, max_length=like["max_length"])["input_ids"]
+        ids = tokenizer(texts, truncation=True, max_length=like["max_length"])["input_ids"]
+        length = like.get("sequence_length")
+        if length:  # bertlab's `--sequence-length`: each example's own ids repeated to that length
+            ids = [[row[i % len(row)] for i in range(length)] if row else [] for row in ids]
+        return ids
 
     train = read_split(f"{args.split}/train.csv")
     validation = read_split(f"{args.split}/validation.csv")

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bertlab::model::checkpoint::{load_classifier, read_weights, save_classifier};
+use bertlab::model::encoder::Rows;
 use bertlab::model::layers::{Kernels, Precision, cross_entropy};
 use bertlab::model::{Batch, EncoderClassifier, Mode, ModelConfig};
 use bertlab::support::random::SeededRandom;
@@ -410,6 +411,50 @@ fn evaluation_is_deterministic_and_training_depends_only_on_the_seed() {
     assert_eq!(eval(&tiny(DType::F32)), eval(&model));
 }
 
+/// The row-wise work on the real tokens only (`Rows::Real`, the default) gives the logits, the
+/// training loss with its dropout draws, and the gradients of the padded computation.
+#[test]
+fn skipping_padding_rows_changes_no_logit_and_no_gradient() {
+    for dtype in [DType::F32, DType::F64] {
+        let batch = fixture_batch(&Device::Cpu);
+        let mask = to_f64(&batch.attention_mask.to_dtype(DType::F64).unwrap());
+        assert!(mask.contains(&0.0), "the fixture batch must have padding");
+        let real = tiny(dtype);
+        let mut padded = tiny(dtype);
+        padded.rows = Rows::Padded;
+        let eval =
+            |model: &EncoderClassifier| to_f64(&model.forward(&batch, &mut Mode::Eval).unwrap());
+        let bound = if dtype == DType::F32 { 1e-6 } else { 1e-12 };
+        let difference = max_difference(&eval(&real), &eval(&padded));
+        assert!(
+            difference <= bound,
+            "{dtype:?}: logits differ by {difference:e}"
+        );
+
+        let losses = [&real, &padded].map(|model| training_loss(model, &batch));
+        let values = losses.clone().map(|loss| {
+            loss.to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        });
+        assert!(
+            (values[0] - values[1]).abs() <= bound,
+            "{dtype:?}: losses {values:?}"
+        );
+        let gradients = losses.map(|loss| loss.backward().unwrap());
+        for ((name, var), (_, twin)) in real.parameters().iter().zip(padded.parameters()) {
+            let [a, b] = [(&gradients[0], var), (&gradients[1], twin)]
+                .map(|(store, var)| to_f64(store.get(var.as_tensor()).unwrap()));
+            let scale = b.iter().fold(1.0f64, |largest, v| largest.max(v.abs()));
+            let difference = max_difference(&a, &b);
+            assert!(
+                difference <= bound * 10.0 * scale,
+                "{dtype:?}: the gradient of {name} differs by {difference:e}"
+            );
+        }
+    }
+}
 /// The example model (all-MiniLM-L6-v2) loads with no missing encoder tensor and its [CLS]
 /// states match transformers. Runs where the example assets are (CI fetches them and sets
 /// BERTLAB_REQUIRE_ASSETS=1, so there it cannot be skipped).

@@ -52,6 +52,7 @@ pub fn execute(options: &crate::commands::cli::BenchArgs, color: bool) -> anyhow
             inference_batch_size: options.inference_batch_size,
             inference_examples: options.inference_examples,
             sequence_length: options.sequence_length,
+            batch_size: options.batch_size,
         },
     )?;
     let mut stdout = std::io::stdout().lock();

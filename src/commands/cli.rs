@@ -276,6 +276,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub warmup_steps: usize,
 
+    /// Training examples per step (default: the run's `batch_size`).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
     /// Validation examples per forward pass when measuring inference.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub inference_batch_size: usize,
@@ -289,7 +293,8 @@ pub struct BenchArgs {
     pub threads: Option<usize>,
 
     /// Make every example exactly N tokens long (its own ids repeated, no padding): fixed-shape
-    /// work, as GPU benchmarks usually measure (batch 32 x 128 tokens, say).
+    /// work, as GPU benchmarks usually measure (batch 32 x 128 tokens, say). It may exceed the
+    /// run's max_length, up to the model's position embeddings.
     #[arg(long, value_name = "N")]
     pub sequence_length: Option<usize>,
 

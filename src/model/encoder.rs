@@ -32,7 +32,19 @@ use crate::model::modernbert::ModernBert;
 use crate::model::packed_attention::{
     PackedAttention, Relative, packed_attention, relative_attention,
 };
+use crate::model::unpadded::RealRows;
 use crate::support::random::{SeededRandom, stream};
+
+/// Which rows the encoder's row-wise work covers (`unpadded`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Rows {
+    /// Every position of the padded batch (what [`EncoderClassifier::encode`] returns).
+    Padded,
+    /// The real tokens only, where the layers allow it (BERT's attention on the CPU): the
+    /// classifier's logits are the padded ones, with less work.
+    #[default]
+    Real,
+}
 
 /// A tokenized batch, all `[batch, length]` u32 tensors on the model's device.
 #[derive(Clone, Debug)]
@@ -207,6 +219,8 @@ pub struct EncoderClassifier {
     pub kernels: Kernels,
     /// The dense layers' matrix products: [`Precision::Fp32`] unless the run asks for bf16.
     pub precision: Precision,
+    /// Which rows [`EncoderClassifier::forward`] computes: [`Rows::Real`] unless a test asks.
+    pub rows: Rows,
 }
 
 /// Maps a checkpoint key to bertlab's name (the base model's tensors under the family's prefix,
@@ -690,6 +704,7 @@ impl EncoderClassifier {
             frozen_layers: None,
             kernels: Kernels::Fused,
             precision: Precision::Fp32,
+            rows: Rows::Real,
         };
         (model.parameters, model.depths) = model.collect_parameters().into_iter().unzip();
         model.freeze(None)?;
@@ -946,7 +961,7 @@ impl EncoderClassifier {
     /// The encoder's last hidden states `[batch, length, hidden]`.
     pub fn encode(&self, batch: &Batch, mode: &mut Mode) -> anyhow::Result<Tensor> {
         match &self.body {
-            Body::PostNorm(encoder) => self.encode_post_norm(encoder, batch, mode),
+            Body::PostNorm(encoder) => self.encode_post_norm(encoder, batch, mode, Rows::Padded),
             Body::ModernBert(encoder) => encoder.encode(self, batch, mode),
         }
     }
@@ -956,6 +971,7 @@ impl EncoderClassifier {
         encoder: &PostNorm,
         batch: &Batch,
         mode: &mut Mode,
+        rows: Rows,
     ) -> anyhow::Result<Tensor> {
         let (batch_size, length) = batch
             .input_ids
@@ -1086,6 +1102,29 @@ impl EncoderClassifier {
         } else {
             Vec::new()
         };
+        // BERT's fused attention on the CPU: the layers' row-wise work on the real tokens only
+        // (`unpadded`), the attention on the padded layout.
+        let real = match rows {
+            Rows::Real if fused_attention && bert_attention && relative.is_none() => {
+                RealRows::of(&batch.attention_mask)?
+            }
+            _ => None,
+        };
+        if let Some(real) = &real {
+            x = real.gather(&x)?;
+        }
+        let padded = |t: Tensor| -> candle_core::Result<Tensor> {
+            match &real {
+                Some(real) => real.scatter(&t)?.reshape((batch_size, length, t.dim(1)?)),
+                None => Ok(t),
+            }
+        };
+        let dropout_hidden = |t: &Tensor, mode: &mut Mode| -> candle_core::Result<Tensor> {
+            match (&real, mode) {
+                (Some(real), Mode::Train(random)) => real.dropout(t, self.dropout.hidden, random),
+                (_, mode) => self.dropout_hidden(t, mode),
+            }
+        };
 
         let heads = self.config.num_attention_heads;
         let head_size = self.config.head_size();
@@ -1118,14 +1157,18 @@ impl EncoderClassifier {
             };
             let context = if fused_attention && bert_attention {
                 let keep = attention_keep(mode);
-                crate::model::kernels::attention(
-                    &query,
-                    &key,
-                    &value,
+                let context = crate::model::kernels::attention(
+                    &padded(query)?,
+                    &padded(key)?,
+                    &padded(value)?,
                     heads,
                     additive_values.clone(),
                     keep,
-                )?
+                )?;
+                match &real {
+                    Some(real) => real.gather(&context)?,
+                    None => context,
+                }
             } else if fused_attention {
                 let packed = Tensor::cat(&[&query, &key, &value], 2)?;
                 let mut settings = PackedAttention {
@@ -1243,7 +1286,7 @@ impl EncoderClassifier {
                 .attention_output
                 .forward_with(&context, graph, precision)?;
             let attended = if layout.dropout_after_attention {
-                self.dropout_hidden(&attended, mode)?
+                dropout_hidden(&attended, mode)?
             } else {
                 attended
             };
@@ -1254,7 +1297,7 @@ impl EncoderClassifier {
                 &layer.intermediate.forward_with(&x, graph, precision)?,
                 kernels,
             )?;
-            let output = self.dropout_hidden(
+            let output = dropout_hidden(
                 &layer.output.forward_with(&intermediate, graph, precision)?,
                 mode,
             )?;
@@ -1262,7 +1305,10 @@ impl EncoderClassifier {
                 .output_norm
                 .forward_graph(&(output + &x)?, kernels, graph)?;
         }
-        Ok(x)
+        Ok(match &real {
+            Some(real) => real.scatter(&x)?.reshape((batch_size, length, hidden))?,
+            None => x,
+        })
     }
 
     fn dropout_hidden(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
@@ -1278,7 +1324,7 @@ impl EncoderClassifier {
             Body::PostNorm(encoder) => encoder,
             Body::ModernBert(encoder) => return encoder.logits(self, batch, mode),
         };
-        let hidden_states = self.encode_post_norm(encoder, batch, mode)?;
+        let hidden_states = self.encode_post_norm(encoder, batch, mode, self.rows)?;
         let head = &self.config.family.layout.head;
         let graph = mode.graph();
         let mut x = hidden_states.narrow(1, 0, 1)?.squeeze(1)?;

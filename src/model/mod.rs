@@ -21,6 +21,7 @@ pub mod kernels;
 pub mod layers;
 pub mod modernbert;
 pub mod packed_attention;
+pub mod unpadded;
 
 pub use config::{DropoutRates, ModelConfig};
 pub use encoder::{Batch, EncoderClassifier, LoadReport, Mode};

@@ -17,7 +17,9 @@
 //!
 //! - `sequence_length`: every example (training and inference) becomes exactly that many tokens,
 //!   its own ids repeated (no padding): fixed-shape work such as "batch 32 x 128 tokens", the
-//!   usual GPU benchmark shape.
+//!   usual GPU benchmark shape; it may exceed the run's `max_length` (the ids repeated are the
+//!   tokenized ones), up to what the model's position embeddings reach.
+//! - `batch_size`: training examples per step instead of the run's `batch_size`.
 //!
 //! The report names the work (steps, examples, real and padded tokens), so two reports can be
 //! checked to describe the same work before their speeds are compared.
@@ -47,6 +49,8 @@ pub struct BenchOptions {
     pub inference_examples: Option<usize>,
     /// Every example made exactly this many tokens long (its ids repeated); `None`: as tokenized.
     pub sequence_length: Option<usize>,
+    /// Training examples per step; `None`: the run's `batch_size`.
+    pub batch_size: Option<usize>,
 }
 
 /// `ids` repeated until `length` tokens (an empty row stays empty).
@@ -172,6 +176,9 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
     if options.steps == 0 {
         bail!("--steps must be at least 1");
     }
+    if options.batch_size == Some(0) {
+        bail!("--batch-size must be at least 1");
+    }
     if options.inference_batch_size == 0 {
         bail!("--inference-batch-size must be at least 1");
     }
@@ -180,11 +187,8 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
     let device = resolved.device;
     let (mut data, _) = preprocess::preprocess_cached(run, None)?;
     if let Some(length) = options.sequence_length {
-        if length == 0 || length > train_settings.max_length {
-            bail!(
-                "--sequence-length must be between 1 and the run's max_length ({})",
-                train_settings.max_length
-            );
+        if length == 0 {
+            bail!("--sequence-length must be at least 1");
         }
         for ids in data
             .train
@@ -205,6 +209,15 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         );
     }
     let (model, _) = train::load_training_model(run, data.classes.len(), &device)?;
+    if let Some(length) = options.sequence_length {
+        let longest = model.config().max_sequence_length();
+        if length > longest {
+            bail!(
+                "--sequence-length {length} is longer than the model's position embeddings reach ({longest} tokens)"
+            );
+        }
+    }
+    let batch_size = options.batch_size.unwrap_or(train_settings.batch_size);
     let dropout = model.dropout;
     let pad_id = tokenizer::load(&settings.model_path)?.pad_id;
 
@@ -212,7 +225,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
     let total_steps = (options.warmup_steps + options.steps) as u64;
     let batches = consecutive_batches(
         data.train.ids.len(),
-        train_settings.batch_size,
+        batch_size,
         options.warmup_steps + options.steps,
     );
     let schedule = schedule::Schedule::for_run(train_settings, total_steps);
@@ -297,7 +310,7 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         classes: data.classes.clone(),
         max_length: train_settings.max_length,
         sequence_length: options.sequence_length,
-        batch_size: train_settings.batch_size,
+        batch_size,
         inference_batch_size: options.inference_batch_size,
         learning_rate: train_settings.learning_rate,
         weight_decay: train_settings.weight_decay,
