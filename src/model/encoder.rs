@@ -40,8 +40,10 @@ use crate::support::random::{SeededRandom, stream};
 pub enum Rows {
     /// Every position of the padded batch (what [`EncoderClassifier::encode`] returns).
     Padded,
-    /// The real tokens only, where the layers allow it (BERT's attention on the CPU): the
-    /// classifier's logits are the padded ones, with less work.
+    /// The real tokens only, and past the last layer's attention each example's first token
+    /// only, where the layers allow it (BERT's attention on the CPU); the other positions of the
+    /// hidden states come out as zeros. The classifier's logits are the padded ones, with less
+    /// work.
     #[default]
     Real,
 }
@@ -1103,28 +1105,44 @@ impl EncoderClassifier {
             Vec::new()
         };
         // BERT's fused attention on the CPU: the layers' row-wise work on the real tokens only
-        // (`unpadded`), the attention on the padded layout.
-        let real = match rows {
-            Rows::Real if fused_attention && bert_attention && relative.is_none() => {
-                RealRows::of(&batch.attention_mask)?
-            }
-            _ => None,
+        // and, past the last attention, on the first tokens only (`unpadded`); the attention on
+        // the padded layout. `current`: the rows `x` holds (`None`: every position, `x` then
+        // `[batch * length, hidden]`).
+        let unpadded =
+            rows == Rows::Real && fused_attention && bert_attention && relative.is_none();
+        let mut current = if unpadded {
+            RealRows::of(&batch.attention_mask)?
+        } else {
+            None
         };
-        if let Some(real) = &real {
-            x = real.gather(&x)?;
+        if unpadded {
+            x = match &current {
+                Some(real) => real.gather(&x)?,
+                None => x.reshape((batch_size * length, x.dim(2)?))?,
+            };
         }
-        let padded = |t: Tensor| -> candle_core::Result<Tensor> {
-            match &real {
-                Some(real) => real.scatter(&t)?.reshape((batch_size, length, t.dim(1)?)),
-                None => Ok(t),
+        let padded = |t: Tensor, layout: Option<&RealRows>| -> candle_core::Result<Tensor> {
+            let width = t.dim(candle_core::D::Minus1)?;
+            match layout {
+                Some(real) => real.scatter(&t)?.reshape((batch_size, length, width)),
+                None => t.reshape((batch_size, length, width)),
             }
         };
-        let dropout_hidden = |t: &Tensor, mode: &mut Mode| -> candle_core::Result<Tensor> {
-            match (&real, mode) {
+        let dropout_hidden = |t: &Tensor,
+                              mode: &mut Mode,
+                              layout: Option<&RealRows>|
+         -> candle_core::Result<Tensor> {
+            match (layout, mode) {
                 (Some(real), Mode::Train(random)) => real.dropout(t, self.dropout.hidden, random),
                 (_, mode) => self.dropout_hidden(t, mode),
             }
         };
+        let first_tokens = if unpadded {
+            Some(RealRows::first_tokens(batch_size, length, x.device())?)
+        } else {
+            None
+        };
+        let layer_count = encoder.layers.len();
 
         let heads = self.config.num_attention_heads;
         let head_size = self.config.head_size();
@@ -1143,7 +1161,16 @@ impl EncoderClassifier {
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let query = layer.query.forward_with(&x, graph, precision)?;
+            // The last layer's queries and everything past its attention: first tokens only.
+            let first = first_tokens.as_ref().filter(|_| index + 1 == layer_count);
+            let query_rows = match first {
+                Some(first) => Some(x.index_select(&first.positions_in(current.as_ref())?, 0)?),
+                None => None,
+            };
+            let query =
+                layer
+                    .query
+                    .forward_with(query_rows.as_ref().unwrap_or(&x), graph, precision)?;
             let key = layer.key.forward_with(&x, graph, precision)?;
             let value = layer.value.forward_with(&x, graph, precision)?;
             let attention_keep = |mode: &mut Mode| match mode {
@@ -1157,17 +1184,36 @@ impl EncoderClassifier {
             };
             let context = if fused_attention && bert_attention {
                 let keep = attention_keep(mode);
-                let context = crate::model::kernels::attention(
-                    &padded(query)?,
-                    &padded(key)?,
-                    &padded(value)?,
-                    heads,
-                    additive_values.clone(),
-                    keep,
-                )?;
-                match &real {
-                    Some(real) => real.gather(&context)?,
-                    None => context,
+                if !unpadded {
+                    crate::model::kernels::attention(
+                        &query,
+                        &key,
+                        &value,
+                        heads,
+                        additive_values.clone(),
+                        keep,
+                    )?
+                } else {
+                    let query = match first {
+                        Some(first) => padded(query, Some(first))?,
+                        None => padded(query, current.as_ref())?,
+                    };
+                    let context = crate::model::kernels::attention(
+                        &query,
+                        &padded(key, current.as_ref())?,
+                        &padded(value, current.as_ref())?,
+                        heads,
+                        additive_values.clone(),
+                        keep,
+                    )?;
+                    if let (Some(first), Some(rows)) = (first, query_rows) {
+                        x = rows;
+                        current = Some(first.clone());
+                    }
+                    match &current {
+                        Some(real) => real.gather(&context)?,
+                        None => context.reshape((batch_size * length, hidden))?,
+                    }
                 }
             } else if fused_attention {
                 let packed = Tensor::cat(&[&query, &key, &value], 2)?;
@@ -1286,7 +1332,7 @@ impl EncoderClassifier {
                 .attention_output
                 .forward_with(&context, graph, precision)?;
             let attended = if layout.dropout_after_attention {
-                dropout_hidden(&attended, mode)?
+                dropout_hidden(&attended, mode, current.as_ref())?
             } else {
                 attended
             };
@@ -1300,14 +1346,16 @@ impl EncoderClassifier {
             let output = dropout_hidden(
                 &layer.output.forward_with(&intermediate, graph, precision)?,
                 mode,
+                current.as_ref(),
             )?;
             x = layer
                 .output_norm
                 .forward_graph(&(output + &x)?, kernels, graph)?;
         }
-        Ok(match &real {
-            Some(real) => real.scatter(&x)?.reshape((batch_size, length, hidden))?,
-            None => x,
+        Ok(match (&current, unpadded) {
+            (Some(rows), _) => rows.scatter(&x)?.reshape((batch_size, length, hidden))?,
+            (None, true) => x.reshape((batch_size, length, hidden))?,
+            (None, false) => x,
         })
     }
 

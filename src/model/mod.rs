@@ -4,7 +4,7 @@
 //! `layers`), their `config.json` (`config`), and Hugging Face
 //! directories in and out (`checkpoint`); fused CPU kernels (`kernels`; `packed_attention` for
 //! ModernBERT's rotary and windowed attention and DeBERTa's relative attention), bf16 matrix products
-//! (`bf16`), and, in the `cuda` build, fused GPU kernels (`cuda_kernels`).
+//! (`bf16`), the real tokens' rows without padding (`unpadded`), and, in the `cuda` build, fused GPU kernels (`cuda_kernels`).
 //!
 //! Uses: `support` only (`random`: every dropout mask and head initialisation is seeded). Never
 //! uses: the experiment file, the plan, the data, the tokenizer, the run store or the reports: a

@@ -13,9 +13,13 @@
 //!
 //! Padding at a batch's first position (left padding) would leave the classifier's token out:
 //! such a batch, and one without padding, gets no [`RealRows`] and runs padded.
+//!
+//! The same rows serve the last layer: past its attention a classifier needs each example's
+//! first token only ([`RealRows::first_tokens`]), so its query, output and feed-forward products
+//! cover `batch` rows, not `batch x length`.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, bail};
 
 use crate::model::layers;
 use crate::support::random::SeededRandom;
@@ -54,6 +58,39 @@ impl RealRows {
             rows,
             padded_rows: batch * length,
         }))
+    }
+
+    /// Each example's first token (`batch` examples of `length` positions): the rows a
+    /// classifier's last layer needs past its attention.
+    pub fn first_tokens(batch: usize, length: usize, device: &Device) -> Result<RealRows> {
+        let rows: Vec<usize> = (0..batch).map(|example| example * length).collect();
+        let index = Tensor::from_vec(
+            rows.iter().map(|&row| row as u32).collect::<Vec<u32>>(),
+            rows.len(),
+            device,
+        )?;
+        Ok(RealRows {
+            index,
+            rows,
+            padded_rows: batch * length,
+        })
+    }
+
+    /// Where these rows sit among `layout`'s rows (`None`: the padded layout), as a u32 index
+    /// for `index_select`. Fails for a row `layout` lacks.
+    pub fn positions_in(&self, layout: Option<&RealRows>) -> Result<Tensor> {
+        let Some(layout) = layout else {
+            return Ok(self.index.clone());
+        };
+        let positions = self
+            .rows
+            .iter()
+            .map(|row| match layout.rows.binary_search(row) {
+                Ok(position) => Ok(position as u32),
+                Err(_) => bail!("row {row} is padding in this layout"),
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        Tensor::from_vec(positions, self.rows.len(), self.index.device())
     }
 
     /// Real tokens.
@@ -174,7 +211,7 @@ impl CustomOp1 for Scatter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     fn mask(rows: &[&[u32]]) -> Tensor {
         let length = rows[0].len();
@@ -193,6 +230,31 @@ mod tests {
         assert!(RealRows::of(&mask(&[&[1, 1], &[1, 1]])).unwrap().is_none());
         // Left padding: the first token (the classifier's) would be lost.
         assert!(RealRows::of(&mask(&[&[1, 1], &[0, 1]])).unwrap().is_none());
+    }
+
+    #[test]
+    fn first_tokens_are_found_among_the_real_rows() {
+        let real = RealRows::of(&mask(&[&[1, 1, 0], &[1, 0, 0], &[1, 1, 1]]))
+            .unwrap()
+            .unwrap();
+        let first = RealRows::first_tokens(3, 3, &Device::Cpu).unwrap();
+        assert_eq!(first.rows, vec![0, 3, 6]);
+        let within = |layout| {
+            first
+                .positions_in(layout)
+                .unwrap()
+                .to_vec1::<u32>()
+                .unwrap()
+        };
+        assert_eq!(within(Some(&real)), vec![0, 2, 3]);
+        assert_eq!(within(None), vec![0, 3, 6]);
+        // A row the layout lacks is an error, not a wrong row.
+        let padding = RealRows {
+            index: Tensor::new(&[1u32], &Device::Cpu).unwrap(),
+            rows: vec![2],
+            padded_rows: 9,
+        };
+        assert!(padding.positions_in(Some(&real)).is_err());
     }
 
     #[test]
