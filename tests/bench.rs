@@ -113,3 +113,51 @@ fn bench_prints_a_summary_and_refuses_bad_options() {
         output.stderr
     );
 }
+
+/// `--batch-size` and `--sequence-length` set the shape of the work: every example exactly that
+/// many tokens (beyond the run's max_length, up to the model's positions), no padding.
+#[test]
+fn bench_takes_a_fixed_shape_and_refuses_one_beyond_the_positions() {
+    let workspace = Workspace::new();
+    separable_csv(&workspace.path().join("data/separable.csv"), 120);
+    workspace.experiment("speed.toml", EXPERIMENT);
+    let shaped = |length: &str| {
+        workspace.bertlab(&[
+            "bench",
+            "experiments/speed.toml",
+            "--steps",
+            "2",
+            "--warmup-steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--sequence-length",
+            length,
+            "--inference-examples",
+            "6",
+            "--format",
+            "json",
+        ])
+    };
+    // 32 tokens: beyond the experiment's max_length of 24.
+    let output = shaped("32");
+    assert_eq!(output.status, Some(0), "{}", output.stderr);
+    let report: Value = serde_json::from_str(&output.stdout).unwrap();
+    assert_eq!(report["batch_size"], 4);
+    assert_eq!(report["sequence_length"], 32);
+    assert_eq!(report["train"]["examples"], 8);
+    assert_eq!(report["train"]["tokens"], 8 * 32);
+    assert_eq!(report["train"]["padded_tokens"], 8 * 32);
+    assert_eq!(report["inference"]["tokens"], 6 * 32);
+
+    let too_long = (common::MAX_POSITIONS + 1).to_string();
+    let output = shaped(&too_long);
+    assert_eq!(output.status, Some(2), "{}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .contains("longer than the model's position embeddings"),
+        "{}",
+        output.stderr
+    );
+}
