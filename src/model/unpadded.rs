@@ -48,22 +48,11 @@ impl RealRows {
         if rows.len() == batch * length || !starts_real {
             return Ok(None);
         }
-        let index = Tensor::from_vec(
-            rows.iter().map(|&row| row as u32).collect::<Vec<u32>>(),
-            rows.len(),
-            attention_mask.device(),
-        )?;
-        Ok(Some(RealRows {
-            index,
-            rows,
-            padded_rows: batch * length,
-        }))
+        RealRows::from_rows(rows, batch * length, attention_mask.device()).map(Some)
     }
 
-    /// Each example's first token (`batch` examples of `length` positions): the rows a
-    /// classifier's last layer needs past its attention.
-    pub fn first_tokens(batch: usize, length: usize, device: &Device) -> Result<RealRows> {
-        let rows: Vec<usize> = (0..batch).map(|example| example * length).collect();
+    /// `rows` (ascending) of a padded layout of `padded_rows` rows.
+    fn from_rows(rows: Vec<usize>, padded_rows: usize, device: &Device) -> Result<RealRows> {
         let index = Tensor::from_vec(
             rows.iter().map(|&row| row as u32).collect::<Vec<u32>>(),
             rows.len(),
@@ -72,8 +61,15 @@ impl RealRows {
         Ok(RealRows {
             index,
             rows,
-            padded_rows: batch * length,
+            padded_rows,
         })
+    }
+
+    /// Each example's first token (`batch` examples of `length` positions): the rows a
+    /// classifier's last layer needs past its attention.
+    pub fn first_tokens(batch: usize, length: usize, device: &Device) -> Result<RealRows> {
+        let rows = (0..batch).map(|example| example * length).collect();
+        RealRows::from_rows(rows, batch * length, device)
     }
 
     /// Where these rows sit among `layout`'s rows (`None`: the padded layout), as a u32 index
