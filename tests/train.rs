@@ -700,12 +700,60 @@ fn a_bf16_run_learns_and_repeats_bit_for_bit() {
         read_json(&directory.join("spec.json"))["train"]["precision"],
         "bf16"
     );
+    assert_eq!(
+        read_json(&directory.join("run.json"))["provenance"]["bf16_products"],
+        bertlab::model::bf16::Unit::current().name(),
+        "the run records the unit of its products"
+    );
     let second = run("runs-second");
     assert_eq!(second.status, Some(0), "{}", second.stderr);
     assert_eq!(
         fingerprint(&run_directories(&workspace.path().join("runs-second"))[0]),
         fingerprint(directory),
         "the same bf16 spec trained twice"
+    );
+}
+
+/// On a CPU with AMX tiles: a bf16 run kept on the AVX512-BF16 vectors
+/// (`BERTLAB_BF16_PRODUCTS=avx512`) records so, and `bertlab reproduce` without the variable
+/// trains it on the vectors again and gets the same bits. (Elsewhere only the record is
+/// checked: a CPU without tiles has one unit.)
+#[test]
+fn a_bf16_run_on_the_vectors_reproduces_on_a_cpu_with_tiles() {
+    if !bertlab::model::bf16::available() {
+        return; // a_bf16_run_learns_and_repeats_bit_for_bit checks the refusal.
+    }
+    let workspace = workspace();
+    let train = format!("{LEARNING}\nprecision = \"bf16\"");
+    workspace.experiment("bf16.toml", &experiment("bf16", &train, ""));
+    let mut command = workspace.command(&["run", "experiments/bf16.toml"]);
+    command.env(bertlab::model::amx::UNIT_VARIABLE, "avx512");
+    let trained = workspace.output(command);
+    assert_eq!(trained.status, Some(0), "{}", trained.stderr);
+    let directory = &run_directories(&workspace.path().join("runs"))[0];
+    assert_eq!(
+        read_json(&directory.join("run.json"))["provenance"]["bf16_products"],
+        "avx512-bf16"
+    );
+    if !bertlab::model::amx::hardware_available() {
+        return;
+    }
+    let hash = directory.file_name().unwrap().to_str().unwrap().to_string();
+    let mut command = workspace.command(&["reproduce", &hash]);
+    command.env_remove(bertlab::model::amx::UNIT_VARIABLE);
+    let reproduced = workspace.output(command);
+    assert_eq!(
+        reproduced.status,
+        Some(0),
+        "{}\n{}",
+        reproduced.stdout,
+        reproduced.stderr
+    );
+    assert!(
+        reproduced.stdout.contains("AMX tiles set aside")
+            && reproduced.stdout.contains("identical, bit for bit"),
+        "{}",
+        reproduced.stdout
     );
 }
 

@@ -16,12 +16,17 @@
 //! one task per (B panel, group of 16 row panels), so that two workers stay evenly loaded; the
 //! packing buffers are kept per thread and reused. Each tile of C is computed by one task, in
 //! the same order whatever the thread count: results do not depend on it.
+//!
+//! Two units compute the products ([`Unit`]): AVX512-BF16 vectors (the microkernel below) and,
+//! where the CPU has them, AMX tiles ([`amx`]; the same packs with k padded to whole tiles of 16
+//! pairs, 32 x 32 blocks of C). Their sums differ in the last bits; each repeats its own.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use crate::model::amx;
 use crate::model::kernels::{SharedOutput, column_sums, to_tensor, with_slice};
 
 /// Rows of C one microkernel call computes.
@@ -169,22 +174,28 @@ pub enum Start<'a> {
     Row(&'a [f32]),
 }
 
-/// Packs rows `rows` of A (`m x k`) as pairs into `out`, which holds those rows, `pairs` apart:
-/// rows at or past `m` become zeros.
+/// Packs rows `rows` of A (`m x k`) as pairs into `out`, which holds those rows, `stride` apart
+/// (`stride >= pairs`; the pairs from `pairs` to `stride` become zeros): rows at or past `m`
+/// become zeros.
 fn pack_a_rows(
     a: View,
     m: usize,
     k: usize,
-    pairs: usize,
+    (pairs, stride): (usize, usize),
     rows: std::ops::Range<usize>,
     out: &mut [u32],
 ) {
     let first = rows.start;
     let real = rows.start..rows.end.min(m);
-    out[real.len() * pairs..].fill(0);
+    out[real.len() * stride..].fill(0);
+    if stride > pairs {
+        for line in out[..real.len() * stride].chunks_exact_mut(stride) {
+            line[pairs..].fill(0);
+        }
+    }
     if a.column_stride == 1 {
         // Rows contiguous in k: one pass per row.
-        for (row, target) in real.clone().zip(out.chunks_exact_mut(pairs)) {
+        for (row, target) in real.clone().zip(out.chunks_exact_mut(stride)) {
             let start = a.offset + row * a.row_stride;
             let source = &a.data[start..start + k];
             // SAFETY: `product_raw` checked the features; the line holds 2 * (k / 2) values.
@@ -201,18 +212,18 @@ fn pack_a_rows(
                 for p in pair_start..pairs.min(pair_start + PACK_TILE) {
                     let low_start = a.offset + 2 * p * a.column_stride + row_start;
                     let low = &a.data[low_start..low_start + height];
-                    let base = (row_start - first) * pairs + p;
+                    let base = (row_start - first) * stride + p;
                     if 2 * p + 1 < k {
                         let high = &a.data[low_start + a.column_stride..][..height];
                         let mut converted = [0u32; PACK_TILE];
                         // SAFETY: `product_raw` checked the features; both runs hold `height`.
                         unsafe { pairs_from_two_lines(low, high, &mut converted[..height]) };
                         for (index, value) in converted[..height].iter().enumerate() {
-                            out[base + index * pairs] = *value;
+                            out[base + index * stride] = *value;
                         }
                     } else {
                         for (index, &l) in low.iter().enumerate() {
-                            out[base + index * pairs] = pair(l, 0.0);
+                            out[base + index * stride] = pair(l, 0.0);
                         }
                     }
                 }
@@ -226,7 +237,7 @@ fn pack_a_rows(
                 } else {
                     0.0
                 };
-                out[(row - first) * pairs + p] = pair(a.at(row, 2 * p), high);
+                out[(row - first) * stride + p] = pair(a.at(row, 2 * p), high);
             }
         }
     }
@@ -303,7 +314,8 @@ thread_local! {
 /// `C = A·B` (or as `start` says) with A (`m x k`) and B (`k x n`) rounded to bf16 and the sums
 /// in f32. C is row-major with row stride `ldc` (`c[r * ldc + j]`).
 ///
-/// Bails when the CPU lacks AVX512-BF16 (see [`available`]), or a view or `c` is too short.
+/// On the unit of [`Unit::current`]. Bails when the CPU lacks AVX512-BF16 (see [`available`]),
+/// or a view or `c` is too short.
 #[allow(clippy::too_many_arguments)]
 pub fn product(
     a: View,
@@ -315,14 +327,7 @@ pub fn product(
     ldc: usize,
     start: Start,
 ) -> Result<()> {
-    if m > 0 && n > 0 && (ldc < n || c.len() < (m - 1) * ldc + n) {
-        bail!(
-            "bf16 product: output of {} values is too short for {m} x {n}",
-            c.len()
-        )
-    }
-    // SAFETY: `c` covers the output (checked above).
-    unsafe { product_raw(a, b, m, n, k, c.as_mut_ptr(), ldc, start) }
+    product_on(Unit::current(), a, b, m, n, k, c, ldc, start)
 }
 
 /// [`product`] into memory that may be uninitialised (`Start::Accumulate` aside): every element
@@ -342,6 +347,83 @@ unsafe fn product_raw(
     ldc: usize,
     start: Start,
 ) -> Result<()> {
+    // SAFETY: forwarded.
+    unsafe { product_raw_on(Unit::current(), a, b, m, n, k, c, ldc, start) }
+}
+
+/// The unit that computes the bf16 products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// AVX512-BF16 vectors (`vdpbf16ps`).
+    Vectors,
+    /// AMX tiles (`tdpbf16ps`, [`amx`]).
+    Tiles,
+}
+
+impl Unit {
+    /// The unit this process's products use now: the tiles where [`amx::enabled`], else the
+    /// vectors.
+    pub fn current() -> Unit {
+        if amx::enabled() {
+            Unit::Tiles
+        } else {
+            Unit::Vectors
+        }
+    }
+
+    /// The name runs record in their provenance: `avx512-bf16` or `amx`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Vectors => "avx512-bf16",
+            Unit::Tiles => "amx",
+        }
+    }
+}
+
+/// [`product`] on a chosen unit (the tests compare the two).
+#[allow(clippy::too_many_arguments)]
+pub fn product_on(
+    unit: Unit,
+    a: View,
+    b: View,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    start: Start,
+) -> Result<()> {
+    if m > 0 && n > 0 && (ldc < n || c.len() < (m - 1) * ldc + n) {
+        bail!(
+            "bf16 product: output of {} values is too short for {m} x {n}",
+            c.len()
+        )
+    }
+    // SAFETY: `c` covers the output (checked above).
+    unsafe { product_raw_on(unit, a, b, m, n, k, c.as_mut_ptr(), ldc, start) }
+}
+
+/// [`product_raw`] on `unit`.
+///
+/// # Safety
+/// As [`product_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_raw_on(
+    unit: Unit,
+    a: View,
+    b: View,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    start: Start,
+) -> Result<()> {
+    if unit == Unit::Tiles && !amx::hardware_available() {
+        bail!(
+            "bf16 products on AMX tiles need a CPU (and kernel) with AMX-BF16, which this one lacks"
+        )
+    }
     if !available() {
         bail!(
             "bf16 matrix products need a CPU with AVX512-BF16, which this one lacks: use precision = \"fp32\""
@@ -374,6 +456,11 @@ unsafe fn product_raw(
                 }
             }
         }
+        return Ok(());
+    }
+    if unit == Unit::Tiles {
+        // SAFETY: the caller's contract on `c`; the operands and the tiles were checked above.
+        unsafe { product_on_tiles(a, b, m, n, k, output, ldc, start) };
         return Ok(());
     }
     let pairs = k.div_ceil(2);
@@ -410,7 +497,7 @@ unsafe fn product_raw(
                     let rows = panels.start * ROWS..panels.end * ROWS;
                     // SAFETY: workers get disjoint row ranges inside the buffer (sized above).
                     let out = unsafe { a_out.slice(rows.start * pairs..rows.end * pairs) };
-                    pack_a_rows(a, m, k, pairs, rows, out);
+                    pack_a_rows(a, m, k, (pairs, pairs), rows, out);
                 } else {
                     let panel = item - a_groups;
                     // SAFETY: each column panel is packed by one worker; the buffer holds all.
@@ -495,6 +582,174 @@ unsafe fn product_raw(
     });
     PACKING.with(|buffers| *buffers.borrow_mut() = (packed_a, packed_b));
     Ok(())
+}
+
+/// Blocks of 32 rows per task of [`product_on_tiles`] (96 rows, as the vector kernel's tasks).
+const ROW_BLOCKS_PER_TASK: usize = 3;
+
+/// [`product_raw`] on AMX tiles ([`amx`]): the same packs with k padded to whole tiles of 16
+/// pairs and A's rows to whole blocks of 32, one task per (B panel, group of 3 row blocks), and
+/// in a task one [`amx::block`] call per 32 x 32 block of C over the whole of k.
+///
+/// # Safety
+/// As [`product_raw`], whose checks must have passed, with `m, n, k > 0` and
+/// [`amx::hardware_available`] true.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_on_tiles(
+    a: View,
+    b: View,
+    m: usize,
+    n: usize,
+    k: usize,
+    output: SharedOutput<f32>,
+    ldc: usize,
+    start: Start,
+) {
+    let pairs = k.div_ceil(2);
+    let stride = pairs.div_ceil(amx::TILE_PAIRS) * amx::TILE_PAIRS;
+    let tiles = stride / amx::TILE_PAIRS;
+    let row_blocks = m.div_ceil(amx::BLOCK_ROWS);
+    let padded_rows = row_blocks * amx::BLOCK_ROWS;
+    let column_panels = n.div_ceil(COLUMNS);
+    // The start row, padded to whole panels so that edge blocks read zeros past `n`.
+    let padded_row: Option<Vec<f32>> = match start {
+        Start::Row(row) => {
+            let mut padded = row.to_vec();
+            padded.resize(column_panels * COLUMNS, 0.0);
+            Some(padded)
+        }
+        _ => None,
+    };
+    let (mut packed_a, mut packed_b) =
+        PACKING.with(|buffers| std::mem::take(&mut *buffers.borrow_mut()));
+    if packed_a.len() < padded_rows * stride {
+        packed_a.resize(padded_rows * stride, 0);
+    }
+    if packed_b.len() < column_panels * stride * COLUMNS {
+        packed_b.resize(column_panels * stride * COLUMNS, 0);
+    }
+    let pool = candle_core::utils::barrier_pool();
+    let group_rows = ROW_BLOCKS_PER_TASK * amx::BLOCK_ROWS;
+    let a_groups = row_blocks.div_ceil(ROW_BLOCKS_PER_TASK);
+    {
+        let a_out = SharedOutput(packed_a.as_mut_ptr());
+        let b_out = SharedOutput(packed_b.as_mut_ptr());
+        pool.execute_chunked(a_groups + column_panels, |items| {
+            for item in items {
+                if item < a_groups {
+                    let rows = item * group_rows..((item + 1) * group_rows).min(padded_rows);
+                    // SAFETY: workers get disjoint row ranges inside the buffer (sized above).
+                    let out = unsafe { a_out.slice(rows.start * stride..rows.end * stride) };
+                    pack_a_rows(a, m, k, (pairs, stride), rows, out);
+                } else {
+                    let panel = item - a_groups;
+                    // SAFETY: each column panel is packed by one worker; the buffer holds all.
+                    let out = unsafe {
+                        b_out.slice(panel * stride * COLUMNS..(panel + 1) * stride * COLUMNS)
+                    };
+                    let (real, padding) = out.split_at_mut(pairs * COLUMNS);
+                    padding.fill(0);
+                    pack_b_panel(b, k, n, pairs, panel, real);
+                }
+            }
+        });
+    }
+    let (packed_a_ref, packed_b_ref) = (&packed_a, &packed_b);
+    let padded_row_ref = &padded_row;
+    pool.execute_chunked(column_panels * a_groups, |tasks| {
+        // SAFETY: the caller checked that the tiles exist and are permitted.
+        unsafe { amx::configure() };
+        for task in tasks {
+            let column_panel = task / a_groups;
+            let group = task % a_groups;
+            let b_panel = &packed_b_ref[column_panel * stride * COLUMNS..][..stride * COLUMNS];
+            let blocks =
+                group * ROW_BLOCKS_PER_TASK..((group + 1) * ROW_BLOCKS_PER_TASK).min(row_blocks);
+            for row_block in blocks {
+                let first_row = row_block * amx::BLOCK_ROWS;
+                let height = amx::BLOCK_ROWS.min(m - first_row);
+                let a_block = &packed_a_ref[first_row * stride..][..amx::BLOCK_ROWS * stride];
+                for half in 0..COLUMNS / amx::BLOCK_COLUMNS {
+                    let first_column = column_panel * COLUMNS + half * amx::BLOCK_COLUMNS;
+                    if first_column >= n {
+                        break;
+                    }
+                    let width = amx::BLOCK_COLUMNS.min(n - first_column);
+                    let b_block = b_panel[half * amx::BLOCK_COLUMNS..].as_ptr();
+                    let row_start = padded_row_ref.as_ref().map(|row| amx::BlockStart::Load {
+                        top: row[first_column..].as_ptr(),
+                        bottom: row[first_column..].as_ptr(),
+                        stride: 0,
+                    });
+                    // SAFETY: the tiles are configured; packed A holds 32 rows of `stride`
+                    // pairs from `a_block`, the B panel `stride` pair-rows of 64 columns, the
+                    // padded start row 32 values from `first_column`; the block of C lies
+                    // inside the output (the caller's contract) and belongs to this task alone.
+                    unsafe {
+                        let c_block = output.pointer().add(first_row * ldc + first_column);
+                        if height == amx::BLOCK_ROWS && width == amx::BLOCK_COLUMNS {
+                            let block_start = match start {
+                                Start::Zero => amx::BlockStart::Zero,
+                                Start::Accumulate => amx::BlockStart::Load {
+                                    top: c_block,
+                                    bottom: c_block.add(16 * ldc),
+                                    stride: ldc * 4,
+                                },
+                                Start::Row(_) => row_start.expect("padded above"),
+                            };
+                            amx::block(
+                                tiles,
+                                a_block.as_ptr(),
+                                stride * 4,
+                                b_block,
+                                block_start,
+                                c_block,
+                                ldc * 4,
+                            );
+                        } else {
+                            const EDGE_STRIDE: usize = amx::BLOCK_COLUMNS;
+                            let mut edge = [0f32; amx::BLOCK_ROWS * EDGE_STRIDE];
+                            let block_start = match start {
+                                Start::Zero => amx::BlockStart::Zero,
+                                Start::Accumulate => {
+                                    for row in 0..height {
+                                        for column in 0..width {
+                                            edge[row * EDGE_STRIDE + column] =
+                                                *c_block.add(row * ldc + column);
+                                        }
+                                    }
+                                    amx::BlockStart::Load {
+                                        top: edge.as_ptr(),
+                                        bottom: edge.as_ptr().add(16 * EDGE_STRIDE),
+                                        stride: EDGE_STRIDE * 4,
+                                    }
+                                }
+                                Start::Row(_) => row_start.expect("padded above"),
+                            };
+                            amx::block(
+                                tiles,
+                                a_block.as_ptr(),
+                                stride * 4,
+                                b_block,
+                                block_start,
+                                edge.as_mut_ptr(),
+                                EDGE_STRIDE * 4,
+                            );
+                            for row in 0..height {
+                                for column in 0..width {
+                                    *c_block.add(row * ldc + column) =
+                                        edge[row * EDGE_STRIDE + column];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: configured above on this thread.
+        unsafe { amx::release() };
+    });
+    PACKING.with(|buffers| *buffers.borrow_mut() = (packed_a, packed_b));
 }
 
 /// How a microkernel call starts its tile.
@@ -737,6 +992,57 @@ mod tests {
         from_bf16(to_bf16(value)) as f64
     }
 
+    /// The units this CPU has: the vectors, and the tiles where there are some.
+    fn units() -> Vec<Unit> {
+        let mut units = vec![Unit::Vectors];
+        if amx::hardware_available() {
+            units.push(Unit::Tiles);
+        }
+        units
+    }
+
+    /// Each unit repeats its bits exactly (the sums do not depend on how the work is shared);
+    /// the tiles and the vectors agree up to f32 summation order; asking for tiles a CPU lacks is
+    /// an error that says so.
+    #[test]
+    fn each_unit_repeats_its_bits_and_the_units_agree_closely() {
+        if !available() {
+            return; // products_match_the_rounded_f64_reference checks the error.
+        }
+        let (m, n, k) = (150, 200, 300);
+        let mut random = SeededRandom::new(6, 0);
+        let a = values(m * k, &mut random);
+        let b = values(k * n, &mut random);
+        let (a_view, b_view) = (View::row_major(&a, k), View::row_major(&b, n));
+        let run = |unit| {
+            let mut c = vec![0f32; m * n];
+            product_on(unit, a_view, b_view, m, n, k, &mut c, n, Start::Zero).map(|()| c)
+        };
+        let vectors = run(Unit::Vectors).unwrap();
+        assert_eq!(
+            run(Unit::Vectors).unwrap(),
+            vectors,
+            "the vectors repeat their bits"
+        );
+        if !amx::hardware_available() {
+            let error = run(Unit::Tiles).unwrap_err();
+            assert!(error.to_string().contains("AMX"), "{error}");
+            return;
+        }
+        let tiles = run(Unit::Tiles).unwrap();
+        assert_eq!(
+            run(Unit::Tiles).unwrap(),
+            tiles,
+            "the tiles repeat their bits"
+        );
+        let worst = vectors
+            .iter()
+            .zip(&tiles)
+            .map(|(v, t)| (v - t).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "tiles and vectors differ by {worst:e}");
+    }
+
     #[test]
     fn rounding_to_bf16_is_to_nearest_even() {
         // 1 + 2^-8 lies halfway between 1 and the next bf16 (1 + 2^-7): ties go to even (1).
@@ -834,6 +1140,9 @@ mod tests {
             (200, 70, 33),
             (6, 64, 192),
             (40, 3, 385),
+            // Whole 32 x 32 blocks of the tiles, and blocks cut by m, n and k.
+            (64, 128, 64),
+            (97, 33, 31),
         ] {
             let a = values(m * k + 5, &mut random);
             let b = values(k * n * 2 + 3, &mut random);
@@ -875,11 +1184,14 @@ mod tests {
             for a_view in a_views {
                 for b_view in b_views {
                     let start_row = values(n, &mut random);
-                    for start in [Start::Zero, Start::Accumulate, Start::Row(&start_row)] {
+                    for (unit, start) in units().into_iter().flat_map(|unit| {
+                        [Start::Zero, Start::Accumulate, Start::Row(&start_row)]
+                            .map(|start| (unit, start))
+                    }) {
                         let ldc = n + 2;
                         let mut c = values(m * ldc, &mut random);
                         let before = c.clone();
-                        product(a_view, b_view, m, n, k, &mut c, ldc, start).unwrap();
+                        product_on(unit, a_view, b_view, m, n, k, &mut c, ldc, start).unwrap();
                         let mut worst = 0f64;
                         for i in 0..m {
                             for j in 0..ldc {
@@ -905,7 +1217,7 @@ mod tests {
                         }
                         assert!(
                             worst < 1e-6 * (k as f64).sqrt() * 4.0,
-                            "{m}x{n}x{k} {a_view:?} {b_view:?} {start:?}: off by {worst:e}"
+                            "{unit:?} {m}x{n}x{k} {a_view:?} {b_view:?} {start:?}: off by {worst:e}"
                         );
                     }
                 }

@@ -4,12 +4,13 @@
 //! `layers`), their `config.json` (`config`), and Hugging Face
 //! directories in and out (`checkpoint`); fused CPU kernels (`kernels`; `packed_attention` for
 //! ModernBERT's rotary and windowed attention and DeBERTa's relative attention), bf16 matrix products
-//! (`bf16`), the real tokens' rows without padding (`unpadded`), and, in the `cuda` build, fused GPU kernels (`cuda_kernels`).
+//! (`bf16`, on AMX tiles where the CPU has them: `amx`), the real tokens' rows without padding (`unpadded`), and, in the `cuda` build, fused GPU kernels (`cuda_kernels`).
 //!
 //! Uses: `support` only (`random`: every dropout mask and head initialisation is seeded). Never
 //! uses: the experiment file, the plan, the data, the tokenizer, the run store or the reports: a
 //! model takes token ids, weights and a device, and knows nothing of runs, stores or settings files.
 
+pub mod amx;
 pub mod bf16;
 pub mod checkpoint;
 pub mod config;

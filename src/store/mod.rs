@@ -197,6 +197,11 @@ pub struct Provenance {
     /// local cache (the run hash holds the files' contents, not the name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_hub: Option<HubProvenance>,
+    /// The unit that computed a CPU run's bf16 products: `amx` (tiles) or `avx512-bf16`
+    /// (vectors); their last bits differ, so `bertlab reproduce` uses the same one again. Absent
+    /// for fp32 and GPU runs, and for bf16 runs trained before the tiles, all on `avx512-bf16`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bf16_products: Option<String>,
 }
 
 /// A model named by its hub id, as the cache resolved it.

@@ -162,6 +162,10 @@ fn provenance(plan: &Plan, run: &PlannedRun, store: &RunStore, device: &str) -> 
                 revision: hub.revision.clone(),
                 commit: hub.commit.clone(),
             }),
+        bf16_products: (run.spec.train.precision == crate::plan::spec::Precision::Bf16
+            && device == "cpu"
+            && crate::model::bf16::available())
+        .then(|| crate::model::bf16::Unit::current().name().to_string()),
     }
 }
 

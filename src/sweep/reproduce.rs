@@ -353,6 +353,20 @@ pub fn reproduce(
             hash.short()
         );
     }
+    let original = store.record(hash)?.and_then(|record| record.provenance);
+    let bf16_unit = (plan.runs[0].spec.train.precision == crate::plan::spec::Precision::Bf16)
+        .then(|| {
+            bf16_unit_plan(
+                original.as_ref(),
+                crate::model::amx::enabled(),
+                crate::model::amx::hardware_available(),
+            )
+        })
+        .flatten();
+    let avoided = bf16_unit.as_ref().is_some_and(|plan| plan.avoid_tiles);
+    if avoided {
+        crate::model::amx::avoid_tiles(true);
+    }
     let report = sweep::run_sweep(
         &plan,
         &scratch_store,
@@ -365,7 +379,11 @@ pub fn reproduce(
         },
         interrupt,
         progress,
-    )?;
+    );
+    if avoided {
+        crate::model::amx::avoid_tiles(false);
+    }
+    let report = report?;
     if report.interrupted {
         return Ok(None);
     }
@@ -381,13 +399,78 @@ pub fn reproduce(
         &scratch_store.run_directory(hash),
         tolerance,
     )?;
+    if let Some(line) = bf16_unit.as_ref().and_then(|plan| plan.line.clone()) {
+        verdict.lines.push(line);
+    }
     if !verdict.reproduced {
-        let original = store.record(hash)?.and_then(|record| record.provenance);
+        if let Some(note) = bf16_unit.and_then(|plan| plan.note_when_different) {
+            verdict.lines.push(note);
+        }
         if let Some(note) = build_difference(original.as_ref()) {
             verdict.lines.push(note);
         }
     }
     Ok(Some(verdict))
+}
+
+/// How a CPU bf16 run is trained again so that its products sum as the original's did.
+#[derive(Clone, Debug, PartialEq)]
+struct Bf16UnitPlan {
+    /// Keep the products off the AMX tiles during the training (the original ran on vectors).
+    avoid_tiles: bool,
+    /// A line for the verdict saying what was done.
+    line: Option<String>,
+    /// A note for a verdict that found differences the unit explains.
+    note_when_different: Option<String>,
+}
+
+/// The unit plan for a bf16 run whose `original` provenance says where it ran, on a machine
+/// whose tiles are in use (`tiles_enabled`) or present at all (`tiles_present`). None for GPU
+/// runs. Runs from before the tiles record no unit: they ran on the vectors.
+fn bf16_unit_plan(
+    original: Option<&crate::store::Provenance>,
+    tiles_enabled: bool,
+    tiles_present: bool,
+) -> Option<Bf16UnitPlan> {
+    let original = original?;
+    if original.device != "cpu" {
+        return None;
+    }
+    let vectors = crate::model::bf16::Unit::Vectors.name();
+    let tiles = crate::model::bf16::Unit::Tiles.name();
+    let recorded = original.bf16_products.as_deref().unwrap_or(vectors);
+    Some(if recorded == tiles && !tiles_enabled {
+        Bf16UnitPlan {
+            avoid_tiles: false,
+            line: None,
+            note_when_different: Some(format!(
+                "note: the run's bf16 products ran on AMX tiles, {}: the vectors' sums differ in                  the last bits; compare with --tolerance (for example 1e-4)",
+                if tiles_present {
+                    format!(
+                        "which {}=avx512 keeps off here",
+                        crate::model::amx::UNIT_VARIABLE
+                    )
+                } else {
+                    "which this CPU lacks".to_string()
+                }
+            )),
+        }
+    } else if recorded == vectors && tiles_enabled {
+        Bf16UnitPlan {
+            avoid_tiles: true,
+            line: Some(
+                "bf16 products: on AVX512-BF16 vectors as the run's were (this CPU's AMX tiles                  set aside)"
+                    .to_string(),
+            ),
+            note_when_different: None,
+        }
+    } else {
+        Bf16UnitPlan {
+            avoid_tiles: false,
+            line: None,
+            note_when_different: None,
+        }
+    })
 }
 
 /// A note when the run was trained by another bertlab build than this one: kernels change
@@ -433,6 +516,7 @@ mod tests {
             experiment_dirty: None,
             slurm: None,
             model_hub: None,
+            bf16_products: None,
         };
         let this = provenance(env!("CARGO_PKG_VERSION"), sweep::bertlab_commit());
         assert_eq!(build_difference(Some(&this)), None);
@@ -441,5 +525,57 @@ mod tests {
         let note = build_difference(Some(&older)).unwrap();
         assert!(note.contains("bertlab 0.0.1 (0123456789ab)"), "{note}");
         assert!(note.contains("--tolerance"), "{note}");
+    }
+
+    /// A run on the vectors (or from before the tiles) is trained on the vectors again where
+    /// the tiles are in use; a run on the tiles gets a note where they are not; GPU runs and
+    /// runs on the unit in use need nothing.
+    #[test]
+    fn a_bf16_run_is_trained_again_on_its_own_unit() {
+        let provenance = |device: &str, unit: Option<&str>| crate::store::Provenance {
+            host: "h".into(),
+            device: device.into(),
+            threads: 2,
+            bertlab_version: "0.1.0".into(),
+            bertlab_commit: None,
+            experiment_file: "e.toml".into(),
+            experiment_commit: None,
+            experiment_dirty: None,
+            slurm: None,
+            model_hub: None,
+            bf16_products: unit.map(String::from),
+        };
+        let nothing = Bf16UnitPlan {
+            avoid_tiles: false,
+            line: None,
+            note_when_different: None,
+        };
+        assert_eq!(bf16_unit_plan(None, true, true), None);
+        assert_eq!(
+            bf16_unit_plan(Some(&provenance("cuda:0", None)), true, true),
+            None
+        );
+        for unit in [None, Some("avx512-bf16")] {
+            let original = provenance("cpu", unit);
+            let plan = bf16_unit_plan(Some(&original), true, true).unwrap();
+            assert!(plan.avoid_tiles, "{unit:?}");
+            assert!(plan.line.unwrap().contains("AVX512-BF16"));
+            assert_eq!(
+                bf16_unit_plan(Some(&original), false, false),
+                Some(nothing.clone())
+            );
+        }
+        let on_tiles = provenance("cpu", Some("amx"));
+        assert_eq!(bf16_unit_plan(Some(&on_tiles), true, true), Some(nothing));
+        let lacking = bf16_unit_plan(Some(&on_tiles), false, false).unwrap();
+        assert!(!lacking.avoid_tiles);
+        let note = lacking.note_when_different.unwrap();
+        assert!(
+            note.contains("which this CPU lacks") && note.contains("--tolerance"),
+            "{note}"
+        );
+        let kept_off = bf16_unit_plan(Some(&on_tiles), false, true).unwrap();
+        let note = kept_off.note_when_different.unwrap();
+        assert!(note.contains("BERTLAB_BF16_PRODUCTS=avx512"), "{note}");
     }
 }

@@ -76,6 +76,9 @@ pub struct BenchReport {
     pub max_grad_norm: f64,
     /// The matrix products' arithmetic (`train.precision`).
     pub precision: Precision,
+    /// The unit of bf16 products on the CPU: `amx` or `avx512-bf16` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bf16_products: Option<String>,
     pub hidden_dropout: f64,
     pub attention_dropout: f64,
     pub classifier_dropout: f64,
@@ -317,6 +320,10 @@ pub fn bench_run(run: &PlannedRun, options: &BenchOptions) -> anyhow::Result<Ben
         warmup_ratio: train_settings.warmup_ratio,
         max_grad_norm: train_settings.max_grad_norm,
         precision: train_settings.precision,
+        bf16_products: (train_settings.precision == Precision::Bf16
+            && device.is_cpu()
+            && crate::model::bf16::available())
+        .then(|| crate::model::bf16::Unit::current().name().to_string()),
         hidden_dropout: dropout.hidden,
         attention_dropout: dropout.attention,
         classifier_dropout: dropout.classifier,
@@ -343,7 +350,10 @@ pub fn report_text(report: &BenchReport) -> String {
             .map_or(String::new(), |length| format!(
                 " · every example {length} tokens"
             )),
-        report.precision
+        match &report.bf16_products {
+            Some(unit) => format!("{} ({unit})", report.precision),
+            None => report.precision.to_string(),
+        }
     ));
     for (name, figures) in [
         ("training", &report.train),
