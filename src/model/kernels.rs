@@ -83,11 +83,26 @@ fn softmax_rows_f32(p: &mut [f32], mask: &[f64]) {
     let length = mask.len();
     let mask: Vec<f32> = mask.iter().map(|&value| value as f32).collect();
     for row in p.chunks_exact_mut(length) {
-        let mut max = f32::NEG_INFINITY;
-        for (value, &added) in row.iter_mut().zip(&mask) {
-            *value += added;
-            max = max.max(*value);
+        // The maximum over 16 lanes (exact in any order; NaNs skipped, as `f32::max` does).
+        let larger = |a: f32, b: f32| if b > a { b } else { a };
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let mut values = row.chunks_exact_mut(16);
+        let mut added = mask.chunks_exact(16);
+        for (values, added) in (&mut values).zip(&mut added) {
+            for ((lane, value), &added) in lanes.iter_mut().zip(values).zip(added) {
+                *value += added;
+                *lane = larger(*lane, *value);
+            }
         }
+        for ((lane, value), &added) in lanes
+            .iter_mut()
+            .zip(values.into_remainder())
+            .zip(added.remainder())
+        {
+            *value += added;
+            *lane = larger(*lane, *value);
+        }
+        let max = lanes.into_iter().fold(f32::NEG_INFINITY, larger);
         for value in row.iter_mut() {
             *value = exp_f32(*value - max);
         }
@@ -124,7 +139,13 @@ pub fn exp_f32(x: f32) -> f32 {
     let n = shifted - 12_582_912.0;
     let r = clamped - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut polynomial = 1.987_569_1e-4_f32;
-    for coefficient in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+    for coefficient in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
         polynomial = polynomial * r + coefficient;
     }
     let value = polynomial * r * r + r + 1.0;
@@ -867,10 +888,13 @@ pub(crate) fn with_dropout<T: KernelFloat>(value: T, kept: bool, scale: f64) -> 
     }
 }
 
-/// Probabilities after dropout, for the block's slice of the mask.
-fn block_dropped<T: KernelFloat>(p: &[T], keep: Option<(&[bool], f64)>) -> Vec<T> {
+/// Probabilities after dropout, for the block's slice of the mask (`p` itself without dropout).
+fn block_dropped<'a, T: KernelFloat>(
+    p: &'a [T],
+    keep: Option<(&[bool], f64)>,
+) -> std::borrow::Cow<'a, [T]> {
     match keep {
-        None => p.to_vec(),
+        None => std::borrow::Cow::Borrowed(p),
         Some((kept, scale)) => p
             .iter()
             .zip(kept)
