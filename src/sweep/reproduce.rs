@@ -444,7 +444,7 @@ fn bf16_unit_plan(
             avoid_tiles: false,
             line: None,
             note_when_different: Some(format!(
-                "note: the run's bf16 products ran on AMX tiles, {}: the vectors' sums differ in                  the last bits; compare with --tolerance (for example 1e-4)",
+                "note: the run's bf16 products ran on AMX tiles, {}: the vectors' sums differ in the last bits; compare with --tolerance (for example 1e-4)",
                 if tiles_present {
                     format!(
                         "which {}=avx512 keeps off here",
@@ -459,7 +459,7 @@ fn bf16_unit_plan(
         Bf16UnitPlan {
             avoid_tiles: true,
             line: Some(
-                "bf16 products: on AVX512-BF16 vectors as the run's were (this CPU's AMX tiles                  set aside)"
+                "bf16 products: on AVX512-BF16 vectors as the run's were (this CPU's AMX tiles set aside)"
                     .to_string(),
             ),
             note_when_different: None,
