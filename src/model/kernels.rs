@@ -131,7 +131,7 @@ fn softmax_rows_f32(p: &mut [f32], mask: &[f64]) {
 /// bits.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    const LOWEST: f32 = -87.336_544; // ln 2^-126
+    const LOWEST: f32 = -87.336_54; // ln 2^-126
     const HIGHEST: f32 = 88.376_26; // 127.5 ln 2: n stays <= 127
     let clamped = x.clamp(LOWEST, HIGHEST);
     // Round to nearest by adding and subtracting 1.5 * 2^23.
