@@ -466,15 +466,7 @@ unsafe fn product_raw_on(
     let pairs = k.div_ceil(2);
     let row_panels = m.div_ceil(ROWS);
     let column_panels = n.div_ceil(COLUMNS);
-    // The start row, padded to whole panels so that edge tiles read zeros past `n`.
-    let padded_row: Option<Vec<f32>> = match start {
-        Start::Row(row) => {
-            let mut padded = row.to_vec();
-            padded.resize(column_panels * COLUMNS, 0.0);
-            Some(padded)
-        }
-        _ => None,
-    };
+    let padded_row = padded_start_row(start, column_panels * COLUMNS);
     let (mut packed_a, mut packed_b) =
         PACKING.with(|buffers| std::mem::take(&mut *buffers.borrow_mut()));
     if packed_a.len() < row_panels * ROWS * pairs {
@@ -584,6 +576,19 @@ unsafe fn product_raw_on(
     Ok(())
 }
 
+/// The start row of `Start::Row`, padded with zeros to `length` (whole panels), so that edge
+/// tiles read zeros past `n`.
+fn padded_start_row(start: Start, length: usize) -> Option<Vec<f32>> {
+    match start {
+        Start::Row(row) => {
+            let mut padded = row.to_vec();
+            padded.resize(length, 0.0);
+            Some(padded)
+        }
+        _ => None,
+    }
+}
+
 /// Blocks of 32 rows per task of [`product_on_tiles`] (96 rows, as the vector kernel's tasks).
 const ROW_BLOCKS_PER_TASK: usize = 3;
 
@@ -611,15 +616,7 @@ unsafe fn product_on_tiles(
     let row_blocks = m.div_ceil(amx::BLOCK_ROWS);
     let padded_rows = row_blocks * amx::BLOCK_ROWS;
     let column_panels = n.div_ceil(COLUMNS);
-    // The start row, padded to whole panels so that edge blocks read zeros past `n`.
-    let padded_row: Option<Vec<f32>> = match start {
-        Start::Row(row) => {
-            let mut padded = row.to_vec();
-            padded.resize(column_panels * COLUMNS, 0.0);
-            Some(padded)
-        }
-        _ => None,
-    };
+    let padded_row = padded_start_row(start, column_panels * COLUMNS);
     let (mut packed_a, mut packed_b) =
         PACKING.with(|buffers| std::mem::take(&mut *buffers.borrow_mut()));
     if packed_a.len() < padded_rows * stride {
