@@ -27,6 +27,7 @@ use crate::model::config::{DropoutRates, ModelConfig, RelativeAttention};
 use crate::model::family::{
     EncoderKind, HeadActivation, Layout, Positions, ProjectionPlacement, RelativeNames, deberta,
 };
+use crate::model::kernels::QueryRows;
 use crate::model::layers::{self, Graph, Kernels, LayerNorm, Linear, Precision, operand};
 use crate::model::modernbert::ModernBert;
 use crate::model::packed_attention::{
@@ -1192,6 +1193,7 @@ impl EncoderClassifier {
                         heads,
                         additive_values.clone(),
                         keep,
+                        QueryRows::All,
                     )?
                 } else {
                     let query = match first {
@@ -1205,6 +1207,7 @@ impl EncoderClassifier {
                         heads,
                         additive_values.clone(),
                         keep,
+                        QueryRows::Real,
                     )?;
                     if let (Some(first), Some(rows)) = (first, query_rows) {
                         x = rows;

@@ -744,6 +744,41 @@ pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 //   dPd = dO V^T,  dV = Pd^T dO,  dP = dPd * keep,  dS = P * (dP - rowsum(dP * P)),
 //   dQ = scale * dS K,  dK = scale * dS^T Q.
 
+/// Which query rows of each example an attention call computes. Rows it leaves out come back as
+/// zeros and must have a zero output gradient: nothing downstream may read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryRows {
+    /// Every position of the padded layout.
+    All,
+    /// The real tokens only, where an example's real tokens lead and its padding trails (every
+    /// position otherwise): for callers that take the real rows out of the context.
+    ///
+    /// (The last layer, whose classifier reads only the first token, computes its real rows too:
+    /// one row is slower, gemm's single-row path, and sums in another order.)
+    Real,
+}
+
+/// How many leading keys of an example carry weight: where its mask is real keys (0) followed by
+/// padding at the dtype's minimum (right padding), the real keys; every key otherwise (left
+/// padding, holes, or no real key at all, where the masked softmax weights every key alike).
+///
+/// Exact: for a query with a real key, the maximum of its scores is a real key's, every padding
+/// key's `exp(score + minimum - max)` is exactly 0, so its weight is 0, it adds nothing to the
+/// softmax's totals and nothing (`0 * v`) to the context or to any gradient. Leaving the
+/// padding keys out gives the same probabilities, bit for bit, and the attention's work falls
+/// from `length²` to `real²` per block (with [`QueryRows::Real`]). The products around the
+/// softmax are gemm's, which picks its kernels by shape: their last bits can differ from the
+/// padded shapes'.
+pub(crate) fn attended_keys(mask: &[f64]) -> usize {
+    let real = mask.iter().take_while(|&&added| added == 0.0).count();
+    let padding_is_minimum = mask[real..].iter().all(|&added| added <= f32::MIN as f64);
+    if real > 0 && padding_is_minimum {
+        real
+    } else {
+        mask.len()
+    }
+}
+
 /// The attention op: what is not differentiated travels in the op.
 struct AttentionOp {
     heads: usize,
@@ -753,6 +788,10 @@ struct AttentionOp {
     /// Dropout on the probabilities, if training: which of `[batch, heads, length, length]` are
     /// kept, and the factor kept ones are multiplied by.
     keep: Option<(Vec<bool>, f64)>,
+    /// Per example, the leading keys that carry weight ([`attended_keys`]).
+    keys: Vec<usize>,
+    /// Per example, the leading query rows computed ([`QueryRows`]).
+    queries: Vec<usize>,
 }
 
 /// The shapes of one attention call.
@@ -770,6 +809,13 @@ impl AttentionShape {
     fn base(&self, example: usize, head: usize) -> usize {
         example * self.length * self.hidden + head * self.head_size
     }
+}
+
+/// One (example, head) block's extent: its computed query rows and its attended keys.
+#[derive(Clone, Copy)]
+struct BlockExtent {
+    rows: usize,
+    keys: usize,
 }
 
 /// `dst (m x n) = alpha * lhs (m x k) * rhs (k x n)`; every matrix given as a pointer with row
@@ -825,33 +871,33 @@ pub(crate) unsafe fn block_product_into<T: KernelFloat>(
     }
 }
 
-/// The probabilities of one block, `length x length`, row-major: softmax over keys of
-/// `scale * q k^T + mask` ([`KernelFloat::softmax_rows`]).
+/// The probabilities of one block, `rows x keys` (its [`BlockExtent`]), row-major: softmax over
+/// the attended keys of `scale * q k^T + mask` ([`KernelFloat::softmax_rows`]).
 fn block_probabilities<T: KernelFloat>(
     shape: AttentionShape,
-    q: &[T],
-    k: &[T],
+    (q, k): (&[T], &[T]),
     mask: &[f64],
     scale: f64,
-    example: usize,
-    head: usize,
+    (example, head): (usize, usize),
+    extent: BlockExtent,
 ) -> Vec<T> {
-    let length = shape.length;
+    let BlockExtent { rows, keys } = extent;
     let hidden = shape.hidden as isize;
     let base = shape.base(example, head);
-    let mut p = vec![T::from_f64(0.0); length * length];
+    let mut p = vec![T::from_f64(0.0); rows * keys];
     // SAFETY: the block of q and k lies inside the buffers (checked by the caller's shapes); p
     // is this call's own.
     unsafe {
         block_product(
-            (length, length, shape.head_size),
-            (p.as_mut_ptr(), length as isize, 1),
+            (rows, keys, shape.head_size),
+            (p.as_mut_ptr(), keys as isize, 1),
             (q.as_ptr().add(base), hidden, 1),
             (k.as_ptr().add(base), 1, hidden),
             T::from_f64(scale),
         );
     }
-    T::softmax_rows(&mut p, &mask[example * length..(example + 1) * length]);
+    let start = example * shape.length;
+    T::softmax_rows(&mut p, &mask[start..start + keys]);
     p
 }
 
@@ -888,17 +934,24 @@ pub(crate) fn with_dropout<T: KernelFloat>(value: T, kept: bool, scale: f64) -> 
     }
 }
 
-/// Probabilities after dropout, for the block's slice of the mask (`p` itself without dropout).
+/// Probabilities after dropout (`p` itself without dropout): `p` is `extent.rows x
+/// extent.keys`, the block's dropout mask `length x length`.
 fn block_dropped<'a, T: KernelFloat>(
     p: &'a [T],
     keep: Option<(&[bool], f64)>,
+    extent: BlockExtent,
+    length: usize,
 ) -> std::borrow::Cow<'a, [T]> {
     match keep {
         None => std::borrow::Cow::Borrowed(p),
         Some((kept, scale)) => p
-            .iter()
-            .zip(kept)
-            .map(|(value, &kept)| with_dropout(*value, kept, scale))
+            .chunks(extent.keys.max(1))
+            .zip(kept.chunks(length))
+            .flat_map(|(row, kept)| {
+                row.iter()
+                    .zip(kept)
+                    .map(move |(value, &kept)| with_dropout(*value, kept, scale))
+            })
             .collect(),
     }
 }
@@ -943,6 +996,13 @@ impl AttentionOp {
             .map(|(kept, scale)| (&kept[block * size..(block + 1) * size], *scale))
     }
 
+    fn extent(&self, example: usize) -> BlockExtent {
+        BlockExtent {
+            rows: self.queries[example],
+            keys: self.keys[example],
+        }
+    }
+
     fn forward<T: KernelFloat>(&self, shape: AttentionShape, q: &[T], k: &[T], v: &[T]) -> Vec<T> {
         let mut output = vec![T::from_f64(0.0); shape.batch * shape.length * shape.hidden];
         let shared = SharedOutput(output.as_mut_ptr());
@@ -950,16 +1010,25 @@ impl AttentionOp {
         for_row_ranges(shape.batch * shape.heads, |blocks| {
             for block in blocks {
                 let (example, head) = (block / shape.heads, block % shape.heads);
-                let p = block_probabilities(shape, q, k, &self.mask, self.scale, example, head);
-                let dropped = block_dropped(&p, self.keep_block(shape, block));
+                let extent = self.extent(example);
+                let p = block_probabilities(
+                    shape,
+                    (q, k),
+                    &self.mask,
+                    self.scale,
+                    (example, head),
+                    extent,
+                );
+                let keep = self.keep_block(shape, block);
+                let dropped = block_dropped(&p, keep, extent, shape.length);
                 let base = shape.base(example, head);
                 // SAFETY: block (example, head) writes only its own head's columns of its own
                 // example's rows; blocks are disjoint.
                 unsafe {
                     block_product(
-                        (shape.length, shape.head_size, shape.length),
+                        (extent.rows, shape.head_size, extent.keys),
                         (shared.pointer().add(base), hidden, 1),
-                        (dropped.as_ptr(), shape.length as isize, 1),
+                        (dropped.as_ptr(), extent.keys as isize, 1),
                         (v.as_ptr().add(base), hidden, 1),
                         T::from_f64(1.0),
                     );
@@ -988,32 +1057,41 @@ impl AttentionOp {
         );
         let hidden = shape.hidden as isize;
         let length = shape.length;
-        let l = length as isize;
         for_row_ranges(shape.batch * shape.heads, |blocks| {
             for block in blocks {
                 let (example, head) = (block / shape.heads, block % shape.heads);
                 let base = shape.base(example, head);
+                let extent = self.extent(example);
+                let BlockExtent { rows, keys } = extent;
+                let stride = keys as isize;
                 let keep = self.keep_block(shape, block);
-                let p = block_probabilities(shape, q, k, &self.mask, self.scale, example, head);
-                let dropped = block_dropped(&p, keep);
-                let mut d_dropped = vec![T::from_f64(0.0); length * length];
+                let p = block_probabilities(
+                    shape,
+                    (q, k),
+                    &self.mask,
+                    self.scale,
+                    (example, head),
+                    extent,
+                );
+                let dropped = block_dropped(&p, keep, extent, length);
+                let mut d_dropped = vec![T::from_f64(0.0); rows * keys];
                 // SAFETY (all products below): each block reads inside the [batch, length,
                 // hidden] buffers and its own scratch, and writes only its own head's columns
                 // of its own example's rows of dq, dk and dv; blocks are disjoint.
                 unsafe {
                     // dPd = dO V^T
                     block_product(
-                        (length, length, shape.head_size),
-                        (d_dropped.as_mut_ptr(), l, 1),
+                        (rows, keys, shape.head_size),
+                        (d_dropped.as_mut_ptr(), stride, 1),
                         (d_output.as_ptr().add(base), hidden, 1),
                         (v.as_ptr().add(base), 1, hidden),
                         T::from_f64(1.0),
                     );
                     // dV = Pd^T dO
                     block_product(
-                        (length, shape.head_size, length),
+                        (keys, shape.head_size, rows),
                         (dv_out.pointer().add(base), hidden, 1),
-                        (dropped.as_ptr(), 1, l),
+                        (dropped.as_ptr(), 1, stride),
                         (d_output.as_ptr().add(base), hidden, 1),
                         T::from_f64(1.0),
                     );
@@ -1021,28 +1099,28 @@ impl AttentionOp {
                 // dS = P * (dP - rowsum(dP * P)), with dP = dPd * keep.
                 let mut d_scores = d_dropped;
                 for (row, (d_row, p_row)) in d_scores
-                    .chunks_mut(length)
-                    .zip(p.chunks(length))
+                    .chunks_mut(keys.max(1))
+                    .zip(p.chunks(keys.max(1)))
                     .enumerate()
                 {
-                    let kept = keep.map(|(kept, scale)| (&kept[row * length..][..length], scale));
+                    let kept = keep.map(|(kept, scale)| (&kept[row * length..][..keys], scale));
                     score_gradient(d_row, p_row, kept, 1.0);
                 }
                 let scale = T::from_f64(self.scale);
                 unsafe {
                     // dQ = scale dS K
                     block_product(
-                        (length, shape.head_size, length),
+                        (rows, shape.head_size, keys),
                         (dq_out.pointer().add(base), hidden, 1),
-                        (d_scores.as_ptr(), l, 1),
+                        (d_scores.as_ptr(), stride, 1),
                         (k.as_ptr().add(base), hidden, 1),
                         scale,
                     );
                     // dK = scale dS^T Q
                     block_product(
-                        (length, shape.head_size, length),
+                        (keys, shape.head_size, rows),
                         (dk_out.pointer().add(base), hidden, 1),
-                        (d_scores.as_ptr(), 1, l),
+                        (d_scores.as_ptr(), 1, stride),
                         (q.as_ptr().add(base), hidden, 1),
                         scale,
                     );
@@ -1115,7 +1193,9 @@ impl CustomOp3 for AttentionOp {
 /// (the projections, heads side by side); `additive_mask`: `[batch * length]`, 0 where a key is
 /// attended and the dtype's minimum at padding; `keep`: the dropout mask on the probabilities,
 /// `[batch, heads, length, length]` row-major, and the factor of kept ones
-/// ([`layers::dropout_mask`]), or `None`. Returns the context `[batch, length, hidden]`, heads side by side.
+/// ([`layers::dropout_mask`]), or `None`; `queries`: the query rows the caller reads (the others
+/// come back as zeros, see [`QueryRows`]). Returns the context `[batch, length, hidden]`, heads
+/// side by side. Each block runs over its example's attended keys only ([`attended_keys`]).
 ///
 /// [`layers::dropout_mask`]: crate::model::layers::dropout_mask
 pub fn attention(
@@ -1125,13 +1205,33 @@ pub fn attention(
     heads: usize,
     additive_mask: Vec<f64>,
     keep: Option<(Vec<bool>, f64)>,
+    queries: QueryRows,
 ) -> Result<Tensor> {
-    let head_size = q.dim(2)? / heads.max(1);
+    let (batch, length, hidden) = q.dims3()?;
+    let head_size = hidden / heads.max(1);
+    if additive_mask.len() != batch * length {
+        bail!(
+            "attention: the mask holds {} values for {batch} x {length}",
+            additive_mask.len()
+        )
+    }
+    let keys: Vec<usize> = (0..batch)
+        .map(|example| attended_keys(&additive_mask[example * length..(example + 1) * length]))
+        .collect();
+    let queries = keys
+        .iter()
+        .map(|&keys| match queries {
+            QueryRows::All => length,
+            QueryRows::Real => keys,
+        })
+        .collect();
     let op = AttentionOp {
         heads,
         scale: 1.0 / (head_size as f64).sqrt(),
         mask: additive_mask,
         keep,
+        keys,
+        queries,
     };
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
@@ -1221,6 +1321,7 @@ mod tests {
                 heads,
                 additive.clone(),
                 Some((kept.clone(), keep_scale)),
+                QueryRows::All,
             )
             .unwrap();
             let split = |t: &Tensor| {
@@ -1285,9 +1386,144 @@ mod tests {
                 heads,
                 additive,
                 None,
+                QueryRows::All,
             )
             .unwrap();
             assert_eq!(plain.dims(), &[batch, length, hidden]);
+        }
+    }
+
+    /// Leaving out padding keys and unread query rows changes no value: a mask whose padding is
+    /// -1e30 (not the dtype's minimum, so every key is computed, and its weight still underflows
+    /// to exactly 0) against the same mask at the minimum, and [`QueryRows::Real`] against
+    /// [`QueryRows::All`] on the rows it computes (zeros elsewhere), in the context and in every
+    /// gradient, with dropout, in f64 and f32, at a tweet's sizes (50 positions, heads of 32).
+    /// Example 0 has no padding, example 1 pads its last 17 positions, example 2 starts with
+    /// padding. At these sizes gemm multiplies with the same kernels whatever the number of keys,
+    /// so the bits match; at others its choice of kernel by shape can change the last bit of a
+    /// product (the quickstart's metrics move in the seventh digit).
+    #[test]
+    fn attention_over_attended_keys_and_read_rows_gives_the_same_bits() {
+        let (batch, length, heads, head_size) = (3usize, 50usize, 2usize, 32usize);
+        let hidden = heads * head_size;
+        let real = |example: usize, position: usize| match example {
+            0 => true,
+            1 => position < 33,
+            _ => position >= 2,
+        };
+        assert_eq!(attended_keys(&[0.0, 0.0, f32::MIN as f64]), 2);
+        assert_eq!(attended_keys(&[0.0, 0.0, -1e30]), 3);
+        assert_eq!(attended_keys(&[f32::MIN as f64, 0.0, 0.0]), 3);
+        assert_eq!(attended_keys(&[f32::MIN as f64; 2]), 2);
+        assert_eq!(attended_keys(&[0.0, f64::MIN, 0.0]), 3);
+        for dtype in [DType::F64, DType::F32] {
+            let minimum = if dtype == DType::F64 {
+                f64::MIN
+            } else {
+                f32::MIN as f64
+            };
+            let mask = |padding: f64| -> Vec<f64> {
+                (0..batch * length)
+                    .map(|index| {
+                        if real(index / length, index % length) {
+                            0.0
+                        } else {
+                            padding
+                        }
+                    })
+                    .collect()
+            };
+            let var = |seed| {
+                Var::from_tensor(
+                    &random_tensor(&[batch, length, hidden], seed, 1.0)
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap()
+            };
+            let (q, k, v) = (var(21), var(22), var(23));
+            let keep = layers::dropout_mask(
+                batch * heads * length * length,
+                0.2,
+                dtype,
+                &mut SeededRandom::for_dropout(7, 0),
+            );
+            // The gradient's weights: zero on the rows a call leaves out, as a caller's are.
+            let read = |queries: QueryRows| -> Tensor {
+                let weights: Vec<f64> = (0..batch * length * hidden)
+                    .map(|index| {
+                        let (example, position) =
+                            (index / (length * hidden), index / hidden % length);
+                        let computed = match queries {
+                            QueryRows::All => true,
+                            QueryRows::Real => example != 1 || position < 33,
+                        };
+                        if computed {
+                            ((index * 37 % 11) as f64 - 5.0) / 4.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                Tensor::from_vec(weights, (batch, length, hidden), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            };
+            let run = |padding: f64, queries: QueryRows, weights: &Tensor| {
+                let context = attention(
+                    q.as_tensor(),
+                    k.as_tensor(),
+                    v.as_tensor(),
+                    heads,
+                    mask(padding),
+                    Some(keep.clone()),
+                    queries,
+                )
+                .unwrap();
+                let gradients = (&context * weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let mut all = vec![values(&context)];
+                for input in [&q, &k, &v] {
+                    all.push(values(gradients.get(input.as_tensor()).unwrap()));
+                }
+                all
+            };
+            for queries in [QueryRows::All, QueryRows::Real] {
+                let weights = read(queries);
+                let every_key = run(-1e30, QueryRows::All, &weights);
+                let attended = run(minimum, queries, &weights);
+                let (context, reference) = (&attended[0], &every_key[0]);
+                for (index, (value, expected)) in context.iter().zip(reference).enumerate() {
+                    let (example, position) = (index / (length * hidden), index / hidden % length);
+                    let computed = match queries {
+                        QueryRows::All => true,
+                        QueryRows::Real => example != 1 || position < 33,
+                    };
+                    let expected = if computed { *expected } else { 0.0 };
+                    assert_eq!(
+                        value.to_bits(),
+                        expected.to_bits(),
+                        "{dtype:?} {queries:?} context {index}"
+                    );
+                }
+                for (part, name) in [(1, "queries"), (2, "keys"), (3, "values")] {
+                    assert!(every_key[part].iter().any(|value| *value != 0.0));
+                    for (index, (value, expected)) in
+                        attended[part].iter().zip(&every_key[part]).enumerate()
+                    {
+                        assert_eq!(
+                            value.to_bits(),
+                            expected.to_bits(),
+                            "{dtype:?} {queries:?} {name} {index}"
+                        );
+                    }
+                }
+            }
         }
     }
 
