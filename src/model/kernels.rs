@@ -10,6 +10,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor, bail,
 };
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -41,8 +42,8 @@ pub trait KernelFloat: candle_core::WithDType + Copy + Send + Sync + 'static {
         }
     }
 
-    /// `out[i] = GELU(x[i])` ([`gelu_value`]).
-    fn gelu_block(out: &mut [Self], x: &[Self]) {
+    /// `out[i] = GELU(x[i])` ([`gelu_value`]), every element of `out` written.
+    fn gelu_block(out: &mut [MaybeUninit<Self>], x: &[Self]) {
         gelu_block(out, x)
     }
 
@@ -81,7 +82,7 @@ impl KernelFloat for f32 {
 
     /// Compiled for AVX-512 where the CPU has it: the same operations element by element, so
     /// the same bits, 16 lanes at a time (the f64 steps 8).
-    fn gelu_block(out: &mut [Self], x: &[Self]) {
+    fn gelu_block(out: &mut [MaybeUninit<Self>], x: &[Self]) {
         if is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F (checked).
             unsafe { gelu_block_f32_avx512(out, x) }
@@ -107,7 +108,7 @@ impl KernelFloat for f32 {
 /// # Safety
 /// The CPU must have AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn gelu_block_f32_avx512(out: &mut [f32], x: &[f32]) {
+unsafe fn gelu_block_f32_avx512(out: &mut [MaybeUninit<f32>], x: &[f32]) {
     gelu_block(out, x)
 }
 
@@ -578,19 +579,27 @@ const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 /// Elements per block of the elementwise GELU kernels.
 const BLOCK: usize = 4096;
 
+/// GELU of every element, into a fresh buffer that is written once (not zeroed first).
 fn gelu_forward<T: KernelFloat>(x: &[T]) -> Vec<T> {
-    let mut y = map_rows(x.len() / BLOCK, BLOCK, |block, out| {
-        T::gelu_block(out, &x[block * BLOCK..(block + 1) * BLOCK])
+    let blocks = x.len() / BLOCK;
+    let mut y: Vec<T> = Vec::with_capacity(x.len());
+    let shared = SharedOutput(y.spare_capacity_mut().as_mut_ptr());
+    for_row_ranges(blocks, |range| {
+        // SAFETY: `for_row_ranges` hands out disjoint ranges of blocks within the capacity.
+        let out = unsafe { shared.slice(range.start * BLOCK..range.end * BLOCK) };
+        T::gelu_block(out, &x[range.start * BLOCK..range.end * BLOCK]);
     });
+    // SAFETY: `gelu_block` wrote every element of the first `blocks` blocks.
+    unsafe { y.set_len(blocks * BLOCK) };
     y.extend(x[y.len()..].iter().map(|value| gelu_value(*value)));
     y
 }
 
-/// `out[i] = GELU(x[i])`.
+/// `out[i] = GELU(x[i])` for every element of `out` (as long as `x`).
 #[inline(always)]
-fn gelu_block<T: KernelFloat>(out: &mut [T], x: &[T]) {
+fn gelu_block<T: KernelFloat>(out: &mut [MaybeUninit<T>], x: &[T]) {
     for (out, value) in out.iter_mut().zip(x) {
-        *out = gelu_value(*value);
+        out.write(gelu_value(*value));
     }
 }
 
@@ -1873,13 +1882,21 @@ mod tests {
             f32::NEG_INFINITY,
             f32::NAN,
         ]);
-        let (mut plain, mut wide) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        let mut plain = vec![MaybeUninit::new(0f32); x.len()];
+        let mut wide = plain.clone();
         gelu_block(&mut plain, &x);
         // SAFETY: the CPU has AVX-512F (checked).
         unsafe { gelu_block_f32_avx512(&mut wide, &x) };
         for (index, (a, b)) in plain.iter().zip(&wide).enumerate() {
+            // SAFETY: both were initialised.
+            let (a, b) = unsafe { (a.assume_init(), b.assume_init()) };
             assert_eq!(a.to_bits(), b.to_bits(), "GELU of {}", x[index]);
         }
+        // The whole op: the blocks and the tail past the last whole block.
+        let long: Vec<f32> = x.iter().chain(&x[..1000]).copied().collect();
+        let expected: Vec<u32> = long.iter().map(|v| gelu_value(*v).to_bits()).collect();
+        let got: Vec<u32> = gelu_forward(&long).iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, expected);
         let n = 384;
         let w: Vec<f32> = (0..n)
             .map(|_| (1.0 + random.normal() * 0.1) as f32)

@@ -157,9 +157,21 @@ fn scattered<T: Copy + Default>(
     padded: usize,
     width: usize,
 ) -> Vec<T> {
-    let mut out = vec![T::default(); padded * width];
-    for (source, &row) in values.chunks_exact(width).zip(rows) {
-        out[row * width..(row + 1) * width].copy_from_slice(source);
+    if !rows.windows(2).all(|pair| pair[0] < pair[1]) {
+        let mut out = vec![T::default(); padded * width];
+        for (source, &row) in values.chunks_exact(width).zip(rows) {
+            out[row * width..(row + 1) * width].copy_from_slice(source);
+        }
+        return out;
+    }
+    // Rows in order (as `RealRows` lists them): one pass, each row written once.
+    let mut out = Vec::with_capacity(padded * width);
+    let mut sources = values.chunks_exact(width).zip(rows).peekable();
+    for row in 0..padded {
+        match sources.next_if(|(_, real)| **real == row) {
+            Some((source, _)) => out.extend_from_slice(source),
+            None => out.resize(out.len() + width, T::default()),
+        }
     }
     out
 }
