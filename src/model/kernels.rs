@@ -1320,6 +1320,11 @@ mod tests {
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
     }
 
+    /// A variable of normal values (std 1) in `dtype`.
+    fn random_var(shape: &[usize], seed: u64, dtype: DType) -> Var {
+        Var::from_tensor(&random_tensor(shape, seed, 1.0).to_dtype(dtype).unwrap()).unwrap()
+    }
+
     fn values(tensor: &Tensor) -> Vec<f64> {
         tensor
             .flatten_all()
@@ -1350,14 +1355,7 @@ mod tests {
         let (batch, length, heads, head_size) = (2usize, 5usize, 3usize, 4usize);
         let hidden = heads * head_size;
         for dtype in [DType::F64, DType::F32] {
-            let var = |seed| {
-                Var::from_tensor(
-                    &random_tensor(&[batch, length, hidden], seed, 1.0)
-                        .to_dtype(dtype)
-                        .unwrap(),
-                )
-                .unwrap()
-            };
+            let var = |seed| random_var(&[batch, length, hidden], seed, dtype);
             let (q, k, v) = (var(11), var(12), var(13));
             let weights = random_tensor(&[batch, length, hidden], 14, 1.0)
                 .to_dtype(dtype)
@@ -1502,14 +1500,7 @@ mod tests {
                     })
                     .collect()
             };
-            let var = |seed| {
-                Var::from_tensor(
-                    &random_tensor(&[batch, length, hidden], seed, 1.0)
-                        .to_dtype(dtype)
-                        .unwrap(),
-                )
-                .unwrap()
-            };
+            let var = |seed| random_var(&[batch, length, hidden], seed, dtype);
             let (q, k, v) = (var(21), var(22), var(23));
             let keep = layers::dropout_mask(
                 batch * heads * length * length,
