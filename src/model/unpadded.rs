@@ -151,20 +151,14 @@ struct Scatter {
     real: RealRows,
 }
 
+/// `values`' rows placed at `rows` of a `padded x width` layout, zeros elsewhere, in one pass.
+/// `rows` ascend, as [`RealRows`] lists them; a row out of order or out of range is an error.
 fn scattered<T: Copy + Default>(
     values: &[T],
     rows: &[usize],
     padded: usize,
     width: usize,
-) -> Vec<T> {
-    if !rows.windows(2).all(|pair| pair[0] < pair[1]) {
-        let mut out = vec![T::default(); padded * width];
-        for (source, &row) in values.chunks_exact(width).zip(rows) {
-            out[row * width..(row + 1) * width].copy_from_slice(source);
-        }
-        return out;
-    }
-    // Rows in order (as `RealRows` lists them): one pass, each row written once.
+) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(padded * width);
     let mut sources = values.chunks_exact(width).zip(rows).peekable();
     for row in 0..padded {
@@ -173,7 +167,10 @@ fn scattered<T: Copy + Default>(
             None => out.resize(out.len() + width, T::default()),
         }
     }
-    out
+    if let Some((_, row)) = sources.next() {
+        bail!("scatter rows: row {row} is out of order or past {padded} rows")
+    }
+    Ok(out)
 }
 
 impl CustomOp1 for Scatter {
@@ -201,10 +198,10 @@ impl CustomOp1 for Scatter {
         let (rows, padded) = (&self.real.rows, self.real.padded_rows);
         let out = match storage {
             CpuStorage::F32(values) => {
-                CpuStorage::F32(scattered(&values[start..end], rows, padded, width))
+                CpuStorage::F32(scattered(&values[start..end], rows, padded, width)?)
             }
             CpuStorage::F64(values) => {
-                CpuStorage::F64(scattered(&values[start..end], rows, padded, width))
+                CpuStorage::F64(scattered(&values[start..end], rows, padded, width)?)
             }
             other => bail!("scatter rows: f32 or f64 only, got {:?}", other.dtype()),
         };
@@ -219,6 +216,17 @@ impl CustomOp1 for Scatter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows go where `rows` says, zeros elsewhere; rows out of order or out of range are refused
+    /// instead of dropped.
+    #[test]
+    fn scattered_rows_land_in_place_and_misordered_rows_are_refused() {
+        let values = [1.0f32, 2.0, 3.0, 4.0];
+        let out = scattered(&values, &[1, 3], 4, 2).unwrap();
+        assert_eq!(out, [0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 3.0, 4.0]);
+        assert!(scattered(&values, &[3, 1], 4, 2).is_err());
+        assert!(scattered(&values, &[1, 4], 4, 2).is_err());
+    }
     use candle_core::Var;
 
     fn mask(rows: &[&[u32]]) -> Tensor {
