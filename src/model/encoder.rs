@@ -993,8 +993,11 @@ impl EncoderClassifier {
         let graph = mode.graph();
         let embeddings_graph = self.graph_at(Depth::Embeddings, graph);
 
-        let word = operand(&encoder.embeddings.word, embeddings_graph)
-            .index_select(&batch.input_ids.flatten_all()?, 0)?;
+        let word = layers::embedding_rows(
+            &operand(&encoder.embeddings.word, embeddings_graph),
+            &batch.input_ids.flatten_all()?,
+            kernels,
+        )?;
         let summed = match &encoder.embeddings.token_type {
             Some(token_type) => {
                 // One token type (RoBERTa): every token reads row 0, whatever the tokenizer said.

@@ -805,6 +805,106 @@ pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Embedding lookup: y[i] = table[ids[i]]; backward d_table[r] = sum over i with ids[i] = r of
+// dy[i], in the order of i (candle's index_add order, so the same sums). candle's index_select
+// backward fills a table-sized tensor of zeros and then index_add copies all of it into a second
+// one (for a 30,522-word vocabulary, two 47 MB tensors and a full copy per step); here the
+// gradient is one table-sized allocation, written at the rows the batch uses only.
+
+struct EmbeddingLookupOp;
+
+impl CustomOp2 for EmbeddingLookupOp {
+    fn name(&self) -> &'static str {
+        "bertlab-embedding-lookup"
+    }
+
+    fn cpu_fwd(
+        &self,
+        table: &CpuStorage,
+        table_layout: &Layout,
+        ids: &CpuStorage,
+        ids_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, width) = table_layout.shape().dims2()?;
+        let ids = storage_slice_u32(ids, ids_layout)?;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= rows) {
+            bail!("embedding lookup: id {id} is outside the table's {rows} rows")
+        }
+        let storage = by_dtype!(table.dtype(), "fused embedding lookup", T => {
+            let table = storage_slice::<T>(table, table_layout)?;
+            T::wrap(map_rows(ids.len(), width, |row, out| {
+                let id = ids[row] as usize;
+                out.copy_from_slice(&table[id * width..(id + 1) * width]);
+            }))
+        });
+        Ok((storage, Shape::from((ids.len(), width))))
+    }
+
+    fn bwd(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (rows, width) = table.dims2()?;
+        let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+        let gradient = by_dtype!(dy.dtype(), "fused embedding lookup", T => {
+            let sums = with_slice::<T, _>(dy, |values| {
+                Ok(embedding_gradient(values, &ids, rows, width))
+            })?;
+            to_tensor(sums, table)?
+        });
+        Ok((Some(gradient), None))
+    }
+}
+
+/// The table's gradient: `upstream` row `i` added to row `ids[i]`, in the order of `i`.
+fn embedding_gradient<T: KernelFloat>(
+    upstream: &[T],
+    ids: &[u32],
+    rows: usize,
+    width: usize,
+) -> Vec<T> {
+    // Zeroed memory straight from the allocator (calloc): pages the batch never writes are
+    // never touched.
+    let mut sums = vec![T::from_f64(0.0); rows * width];
+    for (row, &id) in ids.iter().enumerate() {
+        let id = id as usize;
+        let target = &mut sums[id * width..(id + 1) * width];
+        for (sum, value) in target.iter_mut().zip(&upstream[row * width..]) {
+            *sum += *value;
+        }
+    }
+    sums
+}
+
+fn storage_slice_u32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [u32]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        bail!("bertlab's fused kernels need contiguous inputs")
+    };
+    Ok(&storage.as_slice::<u32>()?[start..end])
+}
+
+/// The rows `ids` (`[n]`, u32) of `table` (`[rows, width]`, CPU, f32/f64): `[n, width]`, as
+/// `table.index_select(ids, 0)`, with a gradient for the table that costs one table-sized
+/// allocation and the batch's rows (the same values as index_select's, tested).
+pub fn embedding_lookup(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    if table.rank() != 2 || ids.rank() != 1 || ids.dtype() != candle_core::DType::U32 {
+        bail!(
+            "embedding lookup: a table of shape {:?} and ids of shape {:?} ({:?}); wanted \
+             [rows, width] and [n] u32",
+            table.dims(),
+            ids.dims(),
+            ids.dtype()
+        )
+    }
+    table
+        .contiguous()?
+        .apply_op2(&ids.contiguous()?, EmbeddingLookupOp)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Self-attention, one (example, head) block at a time, reading queries, keys and values in the
 // projections' own `[batch, length, hidden]` layout (head h is columns h*d..(h+1)*d) and writing
 // the context in that layout too, so no head is ever transposed or copied:
@@ -1935,5 +2035,46 @@ mod tests {
         let mut all_masked = vec![0.5f32; 4];
         softmax_rows_f32(&mut all_masked, &[f32::MIN as f64; 4]);
         assert_eq!(all_masked, vec![0.25; 4]);
+    }
+
+    #[test]
+    fn the_embedding_lookup_gives_index_selects_rows_and_table_gradient_bit_for_bit() {
+        // Repeated ids (summed in the gradient), an id used once, rows never used (zero).
+        let ids = Tensor::new(&[3u32, 0, 3, 7, 3, 1, 0, 9], &Device::Cpu).unwrap();
+        for dtype in [DType::F32, DType::F64] {
+            let table = random_var(&[10, 6], 41, dtype);
+            let upstream = random_tensor(&[8, 6], 42, 1.0).to_dtype(dtype).unwrap();
+            let mut results = Vec::new();
+            for fused in [true, false] {
+                let rows = if fused {
+                    embedding_lookup(table.as_tensor(), &ids).unwrap()
+                } else {
+                    table.as_tensor().index_select(&ids, 0).unwrap()
+                };
+                let loss = (&rows * &upstream).unwrap().sum_all().unwrap();
+                let gradient = loss
+                    .backward()
+                    .unwrap()
+                    .get(table.as_tensor())
+                    .unwrap()
+                    .clone();
+                results.push((values(&rows), values(&gradient)));
+            }
+            let (fused, reference) = (&results[0], &results[1]);
+            assert_eq!(fused.0, reference.0, "{dtype:?}: the rows");
+            assert_eq!(fused.1, reference.1, "{dtype:?}: the table's gradient");
+            // Row 2 is never looked up: its gradient is zero; row 3 sums three upstream rows.
+            assert!(fused.1[2 * 6..3 * 6].iter().all(|&value| value == 0.0));
+            assert!(fused.1[3 * 6] != 0.0);
+        }
+        let table = random_var(&[10, 6], 41, DType::F32);
+        let outside = Tensor::new(&[2u32, 10], &Device::Cpu).unwrap();
+        let error = embedding_lookup(table.as_tensor(), &outside).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("id 10 is outside the table's 10 rows"),
+            "{error}"
+        );
     }
 }

@@ -191,6 +191,17 @@ pub fn gelu(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     }
 }
 
+/// The rows `ids` (`[n]`, u32) of an embedding table `[rows, width]`: `[n, width]`. On the CPU in
+/// f32/f64 ([`Kernels::Fused`]) the fused lookup, whose table gradient is one allocation written
+/// at the batch's rows only; `index_select` elsewhere (the same values).
+pub fn embedding_rows(table: &Tensor, ids: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    if kernels.fused_for(table) {
+        crate::model::kernels::embedding_lookup(table, ids)
+    } else {
+        table.index_select(ids, 0)
+    }
+}
+
 /// GeGLU: `x` `[..., 2 * width]` holds `[a, g]`; returns `GELU(a) * g` `[..., width]` (the
 /// fused kernel on the CPU in f32/f64, composed elsewhere).
 pub fn geglu(x: &Tensor, kernels: Kernels) -> Result<Tensor> {

@@ -401,9 +401,12 @@ impl ModernBert {
         let graph = mode.graph();
         let embeddings_graph = model.graph_at(Depth::Embeddings, graph);
 
-        let x = layers::operand(&self.word, embeddings_graph)
-            .index_select(&batch.input_ids.flatten_all()?, 0)?
-            .reshape((batch_size, length, hidden))?;
+        let x = layers::embedding_rows(
+            &layers::operand(&self.word, embeddings_graph),
+            &batch.input_ids.flatten_all()?,
+            kernels,
+        )?
+        .reshape((batch_size, length, hidden))?;
         let x = self
             .embeddings_norm
             .norm
