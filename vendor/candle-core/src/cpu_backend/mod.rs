@@ -1478,7 +1478,17 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        // bertlab's patch: gemm is called with `read_dst = false` and writes every element of
+        // `dst` once k > 0, so the output is not zero-filled first (as `alloc_uninit`: `T` is a
+        // float, Copy, every bit pattern a value). With k == 0 the product is zeros.
+        let mut dst = if k == 0 {
+            vec![T::zero(); b * m * n]
+        } else {
+            let mut dst = Vec::with_capacity(b * m * n);
+            // SAFETY: see above; gemm overwrites all `b * m * n` elements before any is read.
+            unsafe { dst.set_len(b * m * n) };
+            dst
+        };
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
