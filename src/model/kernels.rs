@@ -1,5 +1,6 @@
 //! Fused CPU kernels with analytic backward passes, as candle custom ops: LayerNorm, softmax over
-//! the last dimension, GELU (erf), and multi-head self-attention. Each replaces a chain of
+//! the last dimension, GELU (erf), GeGLU, the bias add, the embedding lookup, and multi-head
+//! self-attention. Each replaces a chain of
 //! elementwise ops (and their many intermediate tensors in the backward pass) with one pass over
 //! memory.
 //!
