@@ -317,6 +317,31 @@ fn map_rows<T: KernelFloat>(
     output
 }
 
+/// As [`map_rows`], for an `f` that writes every element of its output row (with
+/// `MaybeUninit::write`): the output is not zero-filled first.
+fn map_rows_written<T: KernelFloat>(
+    rows: usize,
+    row_length: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let length = rows * row_length;
+    let mut output: Vec<MaybeUninit<T>> = Vec::with_capacity(length);
+    // SAFETY: `MaybeUninit` needs no initialisation; `set_len` stays within the capacity.
+    unsafe { output.set_len(length) };
+    let shared = SharedOutput(output.as_mut_ptr());
+    for_row_ranges(rows, |range| {
+        // SAFETY: `for_row_ranges` hands out disjoint row ranges within `0..rows`.
+        let block = unsafe { shared.slice(range.start * row_length..range.end * row_length) };
+        for (offset, row) in block.chunks_mut(row_length.max(1)).enumerate() {
+            f(range.start + offset, row);
+        }
+    });
+    let mut output = std::mem::ManuallyDrop::new(output);
+    // SAFETY: every row was written by `f` (its contract), so all `length` elements are
+    // initialised; `MaybeUninit<T>` has `T`'s layout, and the allocation moves over unchanged.
+    unsafe { Vec::from_raw_parts(output.as_mut_ptr().cast::<T>(), length, output.capacity()) }
+}
+
 /// A contiguous CPU tensor's values.
 pub(crate) fn with_slice<T: KernelFloat, R>(
     tensor: &Tensor,
@@ -765,9 +790,9 @@ impl CustomOp2 for BiasAddOp {
         let storage = by_dtype!(x.dtype(), "fused bias add", T => {
             let x = storage_slice::<T>(x, x_layout)?;
             let bias = storage_slice::<T>(bias, bias_layout)?;
-            T::wrap(map_rows(rows, columns, |row, out| {
+            T::wrap(map_rows_written(rows, columns, |row, out| {
                 for ((out, value), b) in out.iter_mut().zip(&x[row * columns..]).zip(bias) {
-                    *out = *value + *b;
+                    out.write(*value + *b);
                 }
             }))
         });
@@ -833,9 +858,11 @@ impl CustomOp2 for EmbeddingLookupOp {
         }
         let storage = by_dtype!(table.dtype(), "fused embedding lookup", T => {
             let table = storage_slice::<T>(table, table_layout)?;
-            T::wrap(map_rows(ids.len(), width, |row, out| {
+            T::wrap(map_rows_written(ids.len(), width, |row, out| {
                 let id = ids[row] as usize;
-                out.copy_from_slice(&table[id * width..(id + 1) * width]);
+                for (out, value) in out.iter_mut().zip(&table[id * width..(id + 1) * width]) {
+                    out.write(*value);
+                }
             }))
         });
         Ok((storage, Shape::from((ids.len(), width))))
