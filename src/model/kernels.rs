@@ -1,8 +1,7 @@
 //! Fused CPU kernels with analytic backward passes, as candle custom ops: LayerNorm, softmax over
 //! the last dimension, GELU (erf), GeGLU, the bias add, the embedding lookup, and multi-head
-//! self-attention. Each replaces a chain of
-//! elementwise ops (and their many intermediate tensors in the backward pass) with one pass over
-//! memory.
+//! self-attention. Each replaces a chain of elementwise ops (and their many intermediate tensors
+//! in the backward pass) with one pass over memory.
 //!
 //! Every kernel here is checked against its composed, autograd-differentiated twin in `layers`
 //! (values and gradients), and the model's gradient tests run through them.
